@@ -1,0 +1,137 @@
+//! The command line: flags are data. Every flag can also be set from a `SLIPWAY_*` variable.
+
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::exit::EXIT_CODES_HELP;
+
+/// The privileged sibling's image when none is given: pinned by digest, kept current by Renovate
+/// (see renovate.json; bumps of this image are never automerged).
+pub const DEFAULT_RELOAD_IMAGE: &str = "docker.io/library/alpine:3.20.3@sha256:beefdbd8a1da6d2915566fde36db9db0b524eb737fc57cd1367effd16dc0d06d";
+pub const DEFAULT_RELOAD_COMMAND: &str = "systemctl reload caddy";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "slipway",
+    version,
+    about = "The deploy step for a CI job: build and push a pinned image, roll it out behind Caddy with zero downtime, smoke-test it.",
+    after_help = EXIT_CODES_HELP
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// Docker engine to use [default: $DOCKER_HOST, else unix:///var/run/docker.sock]
+    #[arg(long, env = "SLIPWAY_DOCKER_HOST", global = true)]
+    pub docker_host: Option<String>,
+    /// Log lines on stderr as text or as JSON objects
+    #[arg(long, env = "SLIPWAY_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
+    pub log_format: LogFormat,
+    /// More detail on stderr (-v: debug, -vv: trace)
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+}
+
+impl GlobalArgs {
+    pub fn docker_host(&self) -> String {
+        self.docker_host
+            .clone()
+            .or_else(|| std::env::var("DOCKER_HOST").ok().filter(|h| !h.is_empty()))
+            .unwrap_or_else(|| crate::engine::DEFAULT_DOCKER_HOST.to_string())
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check that this host can be deployed to: engine, registry, privileged sibling, reload command
+    #[command(after_help = EXIT_CODES_HELP)]
+    Doctor(DoctorArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    #[command(flatten)]
+    pub registry: RegistryArgs,
+    #[command(flatten)]
+    pub reload: ReloadArgs,
+    /// Output format on stdout
+    #[arg(long, env = "SLIPWAY_FORMAT", value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+}
+
+#[derive(Debug, Args)]
+pub struct RegistryArgs {
+    /// Registry to check, as HOST[:PORT]
+    #[arg(long, env = "SLIPWAY_REGISTRY")]
+    pub registry: Option<String>,
+    /// Registry user; the password comes from the variable named by --registry-password-env
+    #[arg(long, env = "SLIPWAY_REGISTRY_USER")]
+    pub registry_user: Option<String>,
+    /// NAME of the environment variable that holds the registry password (never the value itself)
+    #[arg(long, env = "SLIPWAY_REGISTRY_PASSWORD_ENV", value_name = "NAME")]
+    pub registry_password_env: Option<String>,
+    /// Speak plain HTTP to a registry outside 127.0.0.0/8 and localhost
+    #[arg(long, env = "SLIPWAY_INSECURE_REGISTRY")]
+    pub insecure_registry: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ReloadArgs {
+    /// Image of the privileged sibling that enters the host; must be pinned: NAME@sha256:<64 hex>
+    #[arg(long, env = "SLIPWAY_RELOAD_IMAGE", default_value = DEFAULT_RELOAD_IMAGE)]
+    pub reload_image: String,
+    /// Command run on the host (inside `nsenter -t PID -m -u -n -p -i --`) to reload Caddy
+    #[arg(long, env = "SLIPWAY_RELOAD_COMMAND", default_value = DEFAULT_RELOAD_COMMAND)]
+    pub reload_command: String,
+    /// PID whose namespaces the sibling enters (1: the host's init)
+    #[arg(long, env = "SLIPWAY_HOST_PID", default_value_t = 1)]
+    pub host_pid: u32,
+    /// Deadline for each sibling container
+    #[arg(long, env = "SLIPWAY_RELOAD_TIMEOUT", value_parser = parse_duration, default_value = "60s")]
+    pub reload_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s)
+        .map_err(|e| format!("`{s}` is not a duration like 30s, 2m or 1h30m: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn default_reload_image_is_pinned() {
+        crate::reference::PinnedImage::parse(DEFAULT_RELOAD_IMAGE).unwrap();
+    }
+
+    #[test]
+    fn durations_parse_or_explain() {
+        assert_eq!(parse_duration("90s").unwrap(), Duration::from_secs(90));
+        assert!(parse_duration("soon").unwrap_err().contains("`soon`"));
+    }
+}

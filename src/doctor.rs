@@ -1,0 +1,342 @@
+//! `slipway doctor`: the preflight a team runs before trusting slipway on a host.
+
+use std::time::Instant;
+
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+
+use crate::credentials::Credentials;
+use crate::engine::{Engine, EngineError, OneShotExit};
+use crate::host::HostAccess;
+use crate::registry::Registry;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Ok,
+    Fail,
+    Skip,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Check {
+    pub name: &'static str,
+    pub status: Status,
+    pub detail: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hint: Option<String>,
+    pub elapsed_ms: u128,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub ok: bool,
+    pub checks: Vec<Check>,
+}
+
+pub struct RegistryTarget {
+    pub name: String,
+    pub insecure: bool,
+    pub credentials: Option<Credentials>,
+}
+
+pub struct Doctor {
+    pub docker_host: String,
+    pub registry: Option<RegistryTarget>,
+    pub host: HostAccess,
+    pub reload_argv: Vec<String>,
+}
+
+impl Doctor {
+    pub async fn run(&self, cancel: &CancellationToken) -> Report {
+        let mut checks = Vec::new();
+        let engine = self.check_engine(&mut checks).await;
+        checks.push(self.check_registry().await);
+        match engine {
+            Some(engine) => {
+                let sibling_ok = self.check_sibling(&engine, cancel, &mut checks).await;
+                if sibling_ok {
+                    checks.push(self.check_reload_command(&engine, cancel).await);
+                } else {
+                    checks.push(skip(
+                        "reload-command",
+                        "the privileged sibling could not run",
+                    ));
+                }
+            }
+            None => {
+                checks.push(skip("privileged-sibling", "the engine is not usable"));
+                checks.push(skip("reload-command", "the engine is not usable"));
+            }
+        }
+        Report {
+            ok: checks.iter().all(|c| c.status != Status::Fail),
+            checks,
+        }
+    }
+
+    async fn check_engine(&self, checks: &mut Vec<Check>) -> Option<Engine> {
+        let started = Instant::now();
+        let hint = "is dockerd running, and is this the right socket? Set --docker-host or DOCKER_HOST (a CI job container needs the host's /var/run/docker.sock mounted)";
+        let engine = match Engine::connect(&self.docker_host) {
+            Ok(engine) => engine,
+            Err(e) => {
+                checks.push(fail("engine", chain(&e), hint, started));
+                return None;
+            }
+        };
+        match engine.version().await {
+            Ok(v) => {
+                checks.push(ok(
+                    "engine",
+                    format!(
+                        "Docker {} (API {}, {}/{}) at {}",
+                        v.version, v.api_version, v.os, v.arch, self.docker_host
+                    ),
+                    started,
+                ));
+                Some(engine)
+            }
+            Err(e) => {
+                checks.push(fail("engine", chain(&e), hint, started));
+                None
+            }
+        }
+    }
+
+    async fn check_registry(&self) -> Check {
+        let started = Instant::now();
+        let Some(target) = &self.registry else {
+            return skip("registry", "no --registry given");
+        };
+        let registry = Registry::new(&target.name, target.insecure, target.credentials.clone());
+        match registry.ping().await {
+            Ok(ping) => ok(
+                "registry",
+                match ping.authenticated_as {
+                    Some(user) => {
+                        format!("{} answers, credentials for `{user}` accepted", ping.url)
+                    }
+                    None => format!("{} answers, anonymous access", ping.url),
+                },
+                started,
+            ),
+            Err(e) => fail("registry", chain(&e), &e.hint(), started),
+        }
+    }
+
+    /// Pulls the sibling image by digest if missing, then runs `nsenter ... -- true` in it.
+    async fn check_sibling(
+        &self,
+        engine: &Engine,
+        cancel: &CancellationToken,
+        checks: &mut Vec<Check>,
+    ) -> bool {
+        let started = Instant::now();
+        let name = "privileged-sibling";
+        if let Err(e) = engine.ensure_image(self.host.image.as_str()).await {
+            checks.push(fail(
+                name,
+                chain(&e),
+                "the engine must hold this image or be able to pull it by digest: push it to a registry the host can reach, or `docker pull` it on the host",
+                started,
+            ));
+            return false;
+        }
+        let shot = self.host.nsenter("doctor", &["true".to_string()]);
+        let command = shot.cmd.join(" ");
+        let check = match engine.run_oneshot(&shot, cancel).await {
+            Ok(exit) if exit.code == 0 => ok(
+                name,
+                format!(
+                    "`{command}` in a privileged --pid=host sibling from {} exited 0 ({} ms)",
+                    self.host.image,
+                    exit.elapsed.as_millis()
+                ),
+                started,
+            ),
+            Ok(exit) => fail(
+                name,
+                format!("`{command}` exited {}: {}", exit.code, evidence(&exit)),
+                "the engine must allow --privileged and --pid=host for this socket's user; with a Docker-in-Docker engine PID 1 is not the host's init, so use the host's own socket",
+                started,
+            ),
+            Err(e) => fail(name, chain(&e), sibling_hint(&e), started),
+        };
+        let passed = check.status == Status::Ok;
+        checks.push(check);
+        passed
+    }
+
+    /// `command -v` of the reload command's program, run on the host side.
+    async fn check_reload_command(&self, engine: &Engine, cancel: &CancellationToken) -> Check {
+        let started = Instant::now();
+        let name = "reload-command";
+        let program = &self.reload_argv[0];
+        let probe = [
+            "/bin/sh",
+            "-c",
+            r#"command -v "$1" && cat /proc/1/comm"#,
+            "slipway-doctor",
+            program,
+        ]
+        .map(String::from);
+        let shot = self.host.nsenter("doctor", &probe);
+        match engine.run_oneshot(&shot, cancel).await {
+            Ok(exit) if exit.code == 0 => {
+                let mut lines = exit.stdout.lines();
+                let path = lines.next().unwrap_or(program).trim().to_string();
+                let init = lines.next().unwrap_or("").trim().to_string();
+                if program == "systemctl" && init != "systemd" {
+                    return fail(
+                        name,
+                        format!(
+                            "`{path}` exists, but PID {} on the host is `{init}`, not systemd, so `systemctl` cannot reload Caddy",
+                            self.host.pid
+                        ),
+                        "is this engine Docker-in-Docker? Use the host's own socket, or set --reload-command to what reloads Caddy there (e.g. `caddy reload --config /etc/caddy/Caddyfile`)",
+                        started,
+                    );
+                }
+                ok(
+                    name,
+                    format!(
+                        "`{}` found on the host at {path} (PID {} is {init})",
+                        self.reload_argv.join(" "),
+                        self.host.pid
+                    ),
+                    started,
+                )
+            }
+            Ok(exit) => fail(
+                name,
+                format!(
+                    "`{program}` was not found on the host (exit {}){}",
+                    exit.code,
+                    if exit.stderr.trim().is_empty() {
+                        String::new()
+                    } else {
+                        format!(": {}", exit.stderr.trim())
+                    }
+                ),
+                "install it on the host or set --reload-command / SLIPWAY_RELOAD_COMMAND to the command that reloads Caddy there",
+                started,
+            ),
+            Err(e) => fail(name, chain(&e), sibling_hint(&e), started),
+        }
+    }
+}
+
+impl Report {
+    pub fn render_text(&self) -> String {
+        let mut out = String::new();
+        for check in &self.checks {
+            let status = match check.status {
+                Status::Ok => "ok  ",
+                Status::Fail => "FAIL",
+                Status::Skip => "skip",
+            };
+            out.push_str(&format!("{status}  {:<18} {}\n", check.name, check.detail));
+            if let Some(hint) = &check.hint {
+                out.push_str(&format!("      {:<18} hint: {hint}\n", ""));
+            }
+        }
+        out
+    }
+}
+
+fn sibling_hint(e: &EngineError) -> &'static str {
+    match e {
+        EngineError::Deadline { .. } => {
+            "the sibling hung: raise --reload-timeout, or look at the host (`docker ps -a --filter label=dev.slipway.managed`)"
+        }
+        _ => "check that the engine can create privileged containers with --pid=host",
+    }
+}
+
+fn evidence(exit: &OneShotExit) -> String {
+    let text = format!("{}{}", exit.stderr, exit.stdout);
+    let text = text.trim();
+    if text.is_empty() {
+        "no output".into()
+    } else {
+        text.lines().take(5).collect::<Vec<_>>().join(" | ")
+    }
+}
+
+/// An error and its causes on one line.
+pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}
+
+fn ok(name: &'static str, detail: String, started: Instant) -> Check {
+    Check {
+        name,
+        status: Status::Ok,
+        detail,
+        hint: None,
+        elapsed_ms: started.elapsed().as_millis(),
+    }
+}
+
+fn fail(name: &'static str, detail: String, hint: &str, started: Instant) -> Check {
+    Check {
+        name,
+        status: Status::Fail,
+        detail,
+        hint: Some(hint.to_string()),
+        elapsed_ms: started.elapsed().as_millis(),
+    }
+}
+
+fn skip(name: &'static str, why: &str) -> Check {
+    Check {
+        name,
+        status: Status::Skip,
+        detail: why.to_string(),
+        hint: None,
+        elapsed_ms: 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_report_has_one_line_per_check_and_hints() {
+        let report = Report {
+            ok: false,
+            checks: vec![
+                Check {
+                    name: "engine",
+                    status: Status::Ok,
+                    detail: "Docker 20.10".into(),
+                    hint: None,
+                    elapsed_ms: 1,
+                },
+                Check {
+                    name: "registry",
+                    status: Status::Fail,
+                    detail: "unreachable".into(),
+                    hint: Some("start it".into()),
+                    elapsed_ms: 1,
+                },
+            ],
+        };
+        let text = report.render_text();
+        assert!(text.starts_with("ok    engine"), "{text}");
+        assert!(
+            text.contains("FAIL  registry           unreachable\n"),
+            "{text}"
+        );
+        assert!(text.contains("hint: start it"), "{text}");
+    }
+}

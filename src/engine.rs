@@ -1,0 +1,310 @@
+//! The one module that speaks the Docker Engine API (through bollard). Everything else uses the
+//! plain types defined here.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use bollard::Docker;
+use bollard::errors::Error as BollardError;
+use bollard::models::{ContainerCreateBody, HostConfig};
+use bollard::query_parameters::{
+    CreateContainerOptionsBuilder, CreateImageOptionsBuilder, LogsOptionsBuilder,
+    RemoveContainerOptionsBuilder, WaitContainerOptionsBuilder,
+};
+use futures_util::TryStreamExt;
+use thiserror::Error;
+use tokio_util::sync::CancellationToken;
+
+pub const DEFAULT_DOCKER_HOST: &str = "unix:///var/run/docker.sock";
+/// Label put on every container slipway creates.
+pub const LABEL_MANAGED: &str = "dev.slipway.managed";
+pub const LABEL_ROLE: &str = "dev.slipway.role";
+
+#[derive(Debug, Error)]
+pub enum EngineError {
+    #[error("cannot use Docker host `{host}`")]
+    BadHost {
+        host: String,
+        #[source]
+        source: BollardError,
+    },
+    #[error("the Docker engine at {host} did not answer")]
+    Unreachable {
+        host: String,
+        #[source]
+        source: BollardError,
+    },
+    #[error("{op}")]
+    Api {
+        op: String,
+        #[source]
+        source: BollardError,
+    },
+    #[error("{what} did not finish within {}s", .after.as_secs_f32())]
+    Deadline { what: String, after: Duration },
+    #[error("interrupted while {what}")]
+    Interrupted { what: String },
+}
+
+impl EngineError {
+    fn api(op: impl Into<String>) -> impl FnOnce(BollardError) -> EngineError {
+        let op = op.into();
+        move |source| EngineError::Api { op, source }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct EngineVersion {
+    pub version: String,
+    pub api_version: String,
+    pub os: String,
+    pub arch: String,
+}
+
+/// A short-lived container run to completion: created, started, waited on with a deadline, its
+/// output collected, and always removed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OneShot {
+    /// Prefix of the container name; a unique suffix is added.
+    pub name: String,
+    pub image: String,
+    pub cmd: Vec<String>,
+    pub privileged: bool,
+    pub pid_host: bool,
+    pub binds: Vec<String>,
+    pub labels: Vec<(String, String)>,
+    pub deadline: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OneShotExit {
+    pub code: i64,
+    pub stdout: String,
+    pub stderr: String,
+    pub elapsed: Duration,
+}
+
+#[derive(Clone)]
+pub struct Engine {
+    docker: Docker,
+    host: String,
+}
+
+impl Engine {
+    /// Connects lazily: nothing is sent until the first call.
+    pub fn connect(host: &str) -> Result<Engine, EngineError> {
+        let docker = Docker::connect_with_host(host)
+            .map_err(|source| EngineError::BadHost {
+                host: host.to_string(),
+                source,
+            })?
+            .with_timeout(Duration::from_secs(300))
+            .with_request_modifier(url_safe_registry_auth);
+        Ok(Engine {
+            docker,
+            host: host.to_string(),
+        })
+    }
+
+    pub async fn version(&self) -> Result<EngineVersion, EngineError> {
+        let v = self
+            .docker
+            .version()
+            .await
+            .map_err(|source| EngineError::Unreachable {
+                host: self.host.clone(),
+                source,
+            })?;
+        Ok(EngineVersion {
+            version: v.version.unwrap_or_default(),
+            api_version: v.api_version.unwrap_or_default(),
+            os: v.os.unwrap_or_default(),
+            arch: v.arch.unwrap_or_default(),
+        })
+    }
+
+    /// Makes sure `image` (a pinned reference) is in the local store, pulling it by digest if not.
+    pub async fn ensure_image(&self, image: &str) -> Result<(), EngineError> {
+        match self.docker.inspect_image(image).await {
+            Ok(_) => return Ok(()),
+            Err(BollardError::DockerResponseServerError {
+                status_code: 404, ..
+            }) => {}
+            Err(source) => {
+                return Err(EngineError::Api {
+                    op: format!("inspecting image {image}"),
+                    source,
+                });
+            }
+        }
+        tracing::info!(%image, "pulling by digest");
+        let options = CreateImageOptionsBuilder::default()
+            .from_image(image)
+            .build();
+        self.docker
+            .create_image(Some(options), None, None)
+            .try_for_each(|_| async { Ok(()) })
+            .await
+            .map_err(EngineError::api(format!("pulling {image}")))
+    }
+
+    /// Runs `spec` to completion. The container is removed on every path: success, failure,
+    /// deadline and cancellation.
+    pub async fn run_oneshot(
+        &self,
+        spec: &OneShot,
+        cancel: &CancellationToken,
+    ) -> Result<OneShotExit, EngineError> {
+        let name = format!("{}-{}", spec.name, unique_suffix());
+        let mut labels: HashMap<String, String> = spec.labels.iter().cloned().collect();
+        labels.insert(LABEL_MANAGED.into(), "true".into());
+        labels.insert(LABEL_ROLE.into(), "oneshot".into());
+        let body = ContainerCreateBody {
+            image: Some(spec.image.clone()),
+            cmd: Some(spec.cmd.clone()),
+            labels: Some(labels),
+            attach_stdout: Some(true),
+            attach_stderr: Some(true),
+            host_config: Some(HostConfig {
+                privileged: Some(spec.privileged),
+                pid_mode: spec.pid_host.then(|| "host".to_string()),
+                binds: (!spec.binds.is_empty()).then(|| spec.binds.clone()),
+                network_mode: Some("none".into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let options = CreateContainerOptionsBuilder::default().name(&name).build();
+        let started = Instant::now();
+        let id = self
+            .docker
+            .create_container(Some(options), body)
+            .await
+            .map_err(EngineError::api(format!(
+                "creating container {name} from {}",
+                spec.image
+            )))?
+            .id;
+        let result = self.start_and_wait(&id, spec, cancel).await;
+        let removed = self.remove_container(&id).await;
+        let mut exit = result?;
+        removed?;
+        exit.elapsed = started.elapsed();
+        Ok(exit)
+    }
+
+    async fn start_and_wait(
+        &self,
+        id: &str,
+        spec: &OneShot,
+        cancel: &CancellationToken,
+    ) -> Result<OneShotExit, EngineError> {
+        self.docker
+            .start_container(id, None)
+            .await
+            .map_err(EngineError::api(format!("starting {}", spec.name)))?;
+        let options = WaitContainerOptionsBuilder::default()
+            .condition("not-running")
+            .build();
+        let wait = async {
+            match self
+                .docker
+                .wait_container(id, Some(options))
+                .try_next()
+                .await
+            {
+                Ok(Some(r)) => Ok(r.status_code),
+                Ok(None) => Ok(-1),
+                // bollard reports a non-zero exit as an error; it is a normal result here.
+                Err(BollardError::DockerContainerWaitError { code, .. }) => Ok(code),
+                Err(source) => Err(EngineError::Api {
+                    op: format!("waiting for {}", spec.name),
+                    source,
+                }),
+            }
+        };
+        let code = tokio::select! {
+            code = wait => code?,
+            _ = tokio::time::sleep(spec.deadline) => {
+                return Err(EngineError::Deadline { what: format!("`{}` in {}", spec.cmd.join(" "), spec.image), after: spec.deadline });
+            }
+            _ = cancel.cancelled() => {
+                return Err(EngineError::Interrupted { what: format!("running {}", spec.name) });
+            }
+        };
+        let (stdout, stderr) = self.output(id).await?;
+        Ok(OneShotExit {
+            code,
+            stdout,
+            stderr,
+            elapsed: Duration::ZERO,
+        })
+    }
+
+    /// The stdout and stderr a container has written so far.
+    pub async fn output(&self, id: &str) -> Result<(String, String), EngineError> {
+        let options = LogsOptionsBuilder::default()
+            .stdout(true)
+            .stderr(true)
+            .build();
+        let chunks: Vec<bollard::container::LogOutput> = self
+            .docker
+            .logs(id, Some(options))
+            .try_collect()
+            .await
+            .map_err(EngineError::api(format!("reading the output of {id}")))?;
+        let (mut out, mut err) = (String::new(), String::new());
+        for chunk in chunks {
+            match chunk {
+                bollard::container::LogOutput::StdErr { message } => {
+                    err.push_str(&String::from_utf8_lossy(&message))
+                }
+                other => out.push_str(&String::from_utf8_lossy(&other.into_bytes())),
+            }
+        }
+        Ok((out, err))
+    }
+
+    pub async fn remove_container(&self, id: &str) -> Result<(), EngineError> {
+        let options = RemoveContainerOptionsBuilder::default()
+            .force(true)
+            .v(true)
+            .build();
+        match self.docker.remove_container(id, Some(options)).await {
+            Ok(()) => Ok(()),
+            Err(BollardError::DockerResponseServerError {
+                status_code: 404, ..
+            }) => Ok(()),
+            Err(source) => Err(EngineError::Api {
+                op: format!("removing container {id}"),
+                source,
+            }),
+        }
+    }
+}
+
+/// bollard 0.21.1 encodes X-Registry-Auth with the standard base64 alphabet; the daemon decodes
+/// the URL-safe one, so passwords with `+/=>?~` broke. Re-encode the header.
+fn url_safe_registry_auth(mut req: bollard::BollardRequest) -> bollard::BollardRequest {
+    let header = "X-Registry-Auth";
+    let fixed = req
+        .headers()
+        .get(header)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| base64::engine::general_purpose::STANDARD.decode(v).ok())
+        .map(|json| base64::engine::general_purpose::URL_SAFE.encode(json))
+        .and_then(|v| http::HeaderValue::from_str(&v).ok());
+    if let Some(value) = fixed {
+        req.headers_mut().insert(header, value);
+    }
+    req
+}
+
+fn unique_suffix() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or_default();
+    format!("{}-{nanos:09}", std::process::id())
+}

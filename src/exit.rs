@@ -1,0 +1,121 @@
+//! Exit codes, and the one error type that reaches `main`.
+
+use std::fmt::Write as _;
+
+/// What a run of slipway ended in. Every command uses the same codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[allow(
+    dead_code,
+    reason = "1 and 3 are the rollout's; listed here so every command shares one table"
+)]
+pub enum Exit {
+    /// Done: everything asked for happened (for `doctor`: every check passed).
+    Success = 0,
+    /// Failed and rolled back: the previous release is serving.
+    RolledBack = 1,
+    /// Usage or configuration error: nothing was changed.
+    Usage = 2,
+    /// The rollback itself failed: a human must act.
+    RollbackFailed = 3,
+    /// The engine, a registry, the lock or the host is not usable: nothing was changed.
+    Unavailable = 4,
+    /// Interrupted by SIGINT or SIGTERM after cleaning up.
+    Interrupted = 130,
+}
+
+impl Exit {
+    pub fn code(self) -> u8 {
+        self as u8
+    }
+}
+
+/// Shown in `--help` and kept in step with the README.
+pub const EXIT_CODES_HELP: &str = "\
+Exit codes:
+  0  success (doctor: every check passed)
+  1  failed and rolled back: the previous release is serving
+  2  usage or configuration error: nothing was changed
+  3  rollback failed: a human must act (the message says what to run)
+  4  engine, registry, lock or host unavailable: nothing was changed
+  130 interrupted (SIGINT/SIGTERM) after cleaning up";
+
+/// An error on its way out of slipway: what failed, why (the source chain), what to do.
+#[derive(Debug)]
+pub struct Failure {
+    pub exit: Exit,
+    pub error: anyhow::Error,
+    pub hint: Option<String>,
+}
+
+impl Failure {
+    pub fn new(exit: Exit, error: impl Into<anyhow::Error>) -> Failure {
+        Failure {
+            exit,
+            error: error.into(),
+            hint: None,
+        }
+    }
+
+    pub fn usage(error: impl Into<anyhow::Error>) -> Failure {
+        Failure::new(Exit::Usage, error)
+    }
+
+    pub fn with_hint(mut self, hint: impl Into<String>) -> Failure {
+        self.hint = Some(hint.into());
+        self
+    }
+
+    /// `error: ...`, then one `Caused by:` line per source, then `hint: ...`.
+    pub fn render(&self) -> String {
+        let mut out = format!("error: {}\n", self.error);
+        let causes: Vec<String> = self.error.chain().skip(1).map(|c| c.to_string()).collect();
+        if !causes.is_empty() {
+            out.push_str("Caused by:\n");
+            for cause in causes {
+                let _ = writeln!(out, "  {cause}");
+            }
+        }
+        if let Some(hint) = &self.hint {
+            let _ = writeln!(out, "hint: {hint}");
+        }
+        out
+    }
+}
+
+impl<E: Into<anyhow::Error>> From<E> for Failure {
+    fn from(error: E) -> Failure {
+        Failure::new(Exit::Unavailable, error)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use anyhow::Context as _;
+
+    #[test]
+    fn render_shows_error_causes_and_hint() {
+        let err = Err::<(), _>(std::io::Error::other("connection refused"))
+            .context("cannot reach the engine")
+            .unwrap_err();
+        let failure = Failure::new(Exit::Unavailable, err).with_hint("start dockerd");
+        assert_eq!(
+            failure.render(),
+            "error: cannot reach the engine\nCaused by:\n  connection refused\nhint: start dockerd\n"
+        );
+    }
+
+    #[test]
+    fn codes_are_the_documented_ones() {
+        for (exit, code) in [
+            (Exit::Success, 0),
+            (Exit::RolledBack, 1),
+            (Exit::Usage, 2),
+            (Exit::RollbackFailed, 3),
+            (Exit::Unavailable, 4),
+        ] {
+            assert_eq!(exit.code(), code);
+            assert!(EXIT_CODES_HELP.contains(&format!("  {code}  ")));
+        }
+    }
+}

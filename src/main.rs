@@ -1,0 +1,151 @@
+//! slipway: the deploy step for a CI job.
+
+mod cli;
+mod credentials;
+mod doctor;
+mod engine;
+mod exit;
+mod host;
+mod reference;
+mod registry;
+
+use std::io::Write as _;
+use std::process::ExitCode;
+
+use clap::Parser as _;
+use tokio_util::sync::CancellationToken;
+
+use cli::{Cli, Command, Format, LogFormat};
+use exit::{Exit, Failure};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.global.log_format, cli.global.verbose);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(Exit::Unavailable.code());
+        }
+    };
+    let exit = runtime.block_on(async {
+        let cancel = CancellationToken::new();
+        tokio::spawn(cancel_on_signal(cancel.clone()));
+        match run(cli, &cancel).await {
+            Ok(exit) => exit,
+            Err(failure) => {
+                eprint!("{}", failure.render());
+                failure.exit
+            }
+        }
+    });
+    ExitCode::from(exit.code())
+}
+
+async fn run(cli: Cli, cancel: &CancellationToken) -> Result<Exit, Failure> {
+    match cli.command {
+        Command::Doctor(args) => commands::doctor(&cli.global, args, cancel).await,
+    }
+}
+
+mod commands {
+    use super::*;
+
+    pub async fn doctor(
+        global: &cli::GlobalArgs,
+        args: cli::DoctorArgs,
+        cancel: &CancellationToken,
+    ) -> Result<Exit, Failure> {
+        let host = host::HostAccess::new(
+            &args.reload.reload_image,
+            args.reload.host_pid,
+            args.reload.reload_timeout,
+        )
+        .map_err(|e| {
+            let hint = e.hint();
+            Failure::usage(anyhow::Error::new(e).context("--reload-image is not usable"))
+                .with_hint(hint)
+        })?;
+        let reload_argv = host::split_command(&args.reload.reload_command).map_err(|e| {
+            Failure::usage(e).with_hint("e.g. --reload-command 'systemctl reload caddy'")
+        })?;
+        let registry = match &args.registry.registry {
+            Some(name) => Some(doctor::RegistryTarget {
+                name: name.clone(),
+                insecure: args.registry.insecure_registry,
+                credentials: credentials::Credentials::resolve(
+                    name,
+                    args.registry.registry_user.as_deref(),
+                    args.registry.registry_password_env.as_deref(),
+                )
+                .map_err(Failure::usage)?,
+            }),
+            None => None,
+        };
+        let doctor = doctor::Doctor {
+            docker_host: global.docker_host(),
+            registry,
+            host,
+            reload_argv,
+        };
+        let report = doctor.run(cancel).await;
+        if cancel.is_cancelled() {
+            return Ok(Exit::Interrupted);
+        }
+        let text = match args.format {
+            Format::Text => report.render_text(),
+            Format::Json => format!(
+                "{}\n",
+                serde_json::to_string_pretty(&report).expect("a report serializes")
+            ),
+        };
+        std::io::stdout()
+            .write_all(text.as_bytes())
+            .map_err(|e| Failure::new(Exit::Unavailable, e))?;
+        Ok(if report.ok {
+            Exit::Success
+        } else {
+            Exit::Unavailable
+        })
+    }
+}
+
+async fn cancel_on_signal(cancel: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::warn!("SIGTERM: cleaning up, then stopping"),
+        _ = int.recv() => tracing::warn!("SIGINT: cleaning up, then stopping"),
+    }
+    cancel.cancel();
+}
+
+fn init_logging(format: LogFormat, verbose: u8) {
+    let default = match verbose {
+        0 => "slipway=info",
+        1 => "slipway=debug",
+        _ => "slipway=trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SLIPWAY_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .with_ansi(
+            std::io::IsTerminal::is_terminal(&std::io::stderr())
+                && std::env::var_os("NO_COLOR").is_none(),
+        );
+    match format {
+        LogFormat::Text => builder.without_time().init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}

@@ -1,0 +1,183 @@
+use crate::support::{code, docker_ok, sandbox, slipway, text};
+
+#[test]
+fn all_checks_pass_against_the_sandbox() {
+    let s = sandbox();
+    let out = slipway(&[
+        "doctor",
+        "--registry",
+        &s.registry,
+        "--reload-image",
+        &s.base_image,
+        "--reload-command",
+        &s.reload_command,
+    ]);
+    let (stdout, stderr) = text(&out);
+    assert_eq!(code(&out), 0, "stdout:\n{stdout}\nstderr:\n{stderr}");
+    for check in ["engine", "registry", "privileged-sibling", "reload-command"] {
+        assert!(
+            stdout
+                .lines()
+                .any(|l| l.starts_with("ok ") && l.contains(check)),
+            "{check} not ok:\n{stdout}"
+        );
+    }
+    assert!(stdout.contains("API 1."), "{stdout}");
+    assert!(stdout.contains("/usr/bin/caddy"), "{stdout}");
+}
+
+#[test]
+fn json_report_is_data_on_stdout() {
+    let s = sandbox();
+    let out = slipway(&[
+        "doctor",
+        "--format",
+        "json",
+        "--registry",
+        &s.registry,
+        "--reload-image",
+        &s.base_image,
+        "--reload-command",
+        &s.reload_command,
+    ]);
+    let (stdout, stderr) = text(&out);
+    assert_eq!(code(&out), 0, "{stdout}\n{stderr}");
+    let report: serde_json::Value = serde_json::from_str(&stdout).expect("stdout is JSON");
+    assert_eq!(report["ok"], true);
+    let names: Vec<&str> = report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        ["engine", "registry", "privileged-sibling", "reload-command"]
+    );
+    assert!(
+        report["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|c| c["status"] == "ok")
+    );
+}
+
+#[test]
+fn wrong_socket_fails_the_engine_check_with_a_hint() {
+    let s = sandbox();
+    let missing = s.dir.join("no-such.sock");
+    let out = slipway(&[
+        "--docker-host",
+        &format!("unix://{}", missing.display()),
+        "doctor",
+        "--reload-image",
+        &s.base_image,
+    ]);
+    let (stdout, _) = text(&out);
+    assert_eq!(code(&out), 4, "{stdout}");
+    assert!(stdout.contains("FAIL  engine"), "{stdout}");
+    assert!(stdout.contains("no-such.sock"), "{stdout}");
+    assert!(stdout.contains("hint: is dockerd running"), "{stdout}");
+    assert!(stdout.contains("skip  privileged-sibling"), "{stdout}");
+}
+
+#[test]
+fn registry_down_fails_the_registry_check() {
+    let s = sandbox();
+    let out = slipway(&[
+        "doctor",
+        "--registry",
+        "127.0.0.1:5999",
+        "--reload-image",
+        &s.base_image,
+        "--reload-command",
+        &s.reload_command,
+    ]);
+    let (stdout, _) = text(&out);
+    assert_eq!(code(&out), 4, "{stdout}");
+    assert!(
+        stdout.contains("FAIL  registry") && stdout.contains("127.0.0.1:5999 is unreachable"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("ok    engine"), "{stdout}");
+}
+
+#[test]
+fn an_image_by_tag_is_refused_before_any_container_is_created() {
+    let s = sandbox();
+    let tagged = s.base_image.split('@').next().unwrap().to_string() + ":sandbox";
+    // Against an engine address that does not exist: exit 2 proves nothing was asked of any engine.
+    let nowhere = format!("unix://{}", s.dir.join("never.sock").display());
+    for host in [nowhere.as_str(), s.docker_host.as_str()] {
+        let out = slipway(&["--docker-host", host, "doctor", "--reload-image", &tagged]);
+        let (stdout, stderr) = text(&out);
+        assert_eq!(code(&out), 2, "{stdout}\n{stderr}");
+        assert!(stdout.is_empty(), "no report for a usage error: {stdout}");
+        assert!(stderr.contains("is not pinned by digest"), "{stderr}");
+        assert!(stderr.contains("hint: pin it"), "{stderr}");
+    }
+    for bad in [
+        "alpine@sha256:1234",
+        "alpine@sha256:ZZZZ9c60aafaebea43bbc56087d75c83f423ae074e2e4c086b7e20046d58d9b",
+    ] {
+        let out = slipway(&["--docker-host", &nowhere, "doctor", "--reload-image", bad]);
+        assert_eq!(code(&out), 2, "{bad}: {:?}", text(&out));
+    }
+}
+
+#[test]
+fn a_missing_reload_command_fails_its_check() {
+    let s = sandbox();
+    let out = slipway(&[
+        "doctor",
+        "--reload-image",
+        &s.base_image,
+        "--reload-command",
+        "no-such-reloader --now",
+    ]);
+    let (stdout, _) = text(&out);
+    assert_eq!(code(&out), 4, "{stdout}");
+    assert!(
+        stdout.contains("FAIL  reload-command")
+            && stdout.contains("`no-such-reloader` was not found on the host"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("ok    privileged-sibling"), "{stdout}");
+}
+
+#[test]
+fn systemctl_without_systemd_as_pid_1_is_called_out() {
+    // The sandbox's PID 1 is tini, as in Docker-in-Docker: `systemctl reload caddy` cannot work.
+    let s = sandbox();
+    let out = slipway(&["doctor", "--reload-image", &s.base_image]);
+    let (stdout, _) = text(&out);
+    assert_eq!(code(&out), 4, "{stdout}");
+    assert!(stdout.contains("FAIL  reload-command"), "{stdout}");
+    assert!(
+        stdout.contains("is `tini`, not systemd") || stdout.contains("`systemctl` was not found"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn an_unpullable_sibling_image_fails_with_the_engine_message() {
+    let s = sandbox();
+    let digest = "sha256:".to_string() + &"0".repeat(64);
+    let image = format!("{}/slipway/absent@{digest}", s.registry);
+    let out = slipway(&["doctor", "--reload-image", &image]);
+    let (stdout, _) = text(&out);
+    assert_eq!(code(&out), 4, "{stdout}");
+    assert!(stdout.contains("FAIL  privileged-sibling"), "{stdout}");
+    assert!(stdout.contains("pulling"), "{stdout}");
+    // Nothing is left behind by the checks that did run.
+    let left = docker_ok(&[
+        "ps",
+        "-aq",
+        "--filter",
+        "label=dev.slipway.purpose=doctor",
+        "--filter",
+        "status=exited",
+    ]);
+    assert!(left.trim().is_empty(), "leftover doctor containers: {left}");
+}

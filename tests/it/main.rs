@@ -1,0 +1,6 @@
+//! End-to-end tests: the built binary against the real engine, registry and Caddy of the sandbox
+//! (`scripts/sandbox`). One test binary, modules per command.
+
+mod doctor;
+mod static_binary;
+mod support;
