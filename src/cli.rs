@@ -52,6 +52,95 @@ pub enum Command {
     /// Check that this host can be deployed to: engine, registry, privileged sibling, reload command
     #[command(after_help = EXIT_CODES_HELP)]
     Doctor(DoctorArgs),
+    /// Roll IMAGE@sha256:... out with zero downtime: start it in the free slot, gate it on
+    /// health, switch Caddy to it, drain and stop the old one; roll back on any failure
+    #[command(after_help = EXIT_CODES_HELP)]
+    Rollout(RolloutArgs),
+    /// Return to the last good release (the newest retained one) through the same gate and switch
+    #[command(after_help = EXIT_CODES_HELP)]
+    Rollback(RollbackArgs),
+    /// Reload the host's Caddy through the digest-pinned privileged nsenter sibling
+    #[command(after_help = EXIT_CODES_HELP)]
+    Reload(ReloadArgs),
+    /// Show or release a service's deploy lock
+    #[command(after_help = EXIT_CODES_HELP)]
+    Lock(LockArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ServiceArgs {
+    /// The service spec (TOML)
+    #[arg(long, env = "SLIPWAY_CONFIG", value_name = "PATH")]
+    pub config: std::path::PathBuf,
+    /// Image of the privileged sibling that enters the host (also runs the lock and the HTTP
+    /// probe); must be pinned: NAME@sha256:<64 hex>
+    #[arg(long, env = "SLIPWAY_RELOAD_IMAGE", default_value = DEFAULT_RELOAD_IMAGE)]
+    pub reload_image: String,
+    /// Overrides the spec's caddy.reload_command
+    #[arg(long, env = "SLIPWAY_RELOAD_COMMAND")]
+    pub reload_command: Option<String>,
+    /// PID whose namespaces the sibling enters (1: the host's init)
+    #[arg(long, env = "SLIPWAY_HOST_PID", default_value_t = 1)]
+    pub host_pid: u32,
+    /// Deadline for each step run on the host (snippet write, reload)
+    #[arg(long, env = "SLIPWAY_RELOAD_TIMEOUT", value_parser = parse_duration, default_value = "60s")]
+    pub reload_timeout: Duration,
+    /// How long to wait for another run's deploy lock before giving up (exit 4)
+    #[arg(long, env = "SLIPWAY_LOCK_WAIT", value_parser = parse_duration, default_value = "0s")]
+    pub lock_wait: Duration,
+    /// A lock whose holder stops its heartbeat for this long expires and may be taken over
+    #[arg(long, env = "SLIPWAY_LOCK_TTL", value_parser = parse_duration, default_value = "30s")]
+    pub lock_ttl: Duration,
+    /// Accept limits above the spec's [quota]
+    #[arg(long, env = "SLIPWAY_APPROVE_OVER_QUOTA")]
+    pub approve_over_quota: bool,
+    /// Gather facts and print the plan; change nothing
+    #[arg(long, env = "SLIPWAY_DRY_RUN")]
+    pub dry_run: bool,
+    /// Output format on stdout (the report, or the plan with --dry-run)
+    #[arg(long, env = "SLIPWAY_FORMAT", value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+}
+
+#[derive(Debug, Args)]
+pub struct RolloutArgs {
+    /// The image to run, pinned: REGISTRY/REPO@sha256:<64 hex>
+    #[arg(env = "SLIPWAY_IMAGE")]
+    pub image: String,
+    /// The git SHA it was built from [default: the image's org.opencontainers.image.revision]
+    #[arg(long, env = "SLIPWAY_REVISION")]
+    pub revision: Option<String>,
+    #[command(flatten)]
+    pub service: ServiceArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct RollbackArgs {
+    #[command(flatten)]
+    pub service: ServiceArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct LockArgs {
+    #[command(subcommand)]
+    pub action: LockAction,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum LockAction {
+    /// Who holds the lock, since when, and whether it expired
+    Status(LockTarget),
+    /// Remove the lock whoever holds it (when its run is known to be gone)
+    Release(LockTarget),
+}
+
+#[derive(Debug, Args)]
+pub struct LockTarget {
+    /// The service spec (TOML); its name names the lock
+    #[arg(long, env = "SLIPWAY_CONFIG", value_name = "PATH")]
+    pub config: std::path::PathBuf,
+    #[arg(long, env = "SLIPWAY_FORMAT", value_enum, default_value_t = Format::Text)]
+    pub format: Format,
 }
 
 #[derive(Debug, Args)]

@@ -41,14 +41,20 @@ impl HostAccess {
         })
     }
 
-    /// The privileged sibling that runs `command` in the host's namespaces.
-    pub fn nsenter(&self, purpose: &str, command: &[String]) -> OneShot {
+    /// `nsenter -t PID -m -u -n -p -i -- COMMAND...`
+    pub fn nsenter_argv(&self, command: &[String]) -> Vec<String> {
         let mut cmd: Vec<String> = ["nsenter", "-t", &self.pid.to_string()]
             .into_iter()
             .chain(["-m", "-u", "-n", "-p", "-i", "--"])
             .map(String::from)
             .collect();
         cmd.extend(command.iter().cloned());
+        cmd
+    }
+
+    /// The privileged sibling that runs `command` in the host's namespaces.
+    pub fn nsenter(&self, purpose: &str, command: &[String]) -> OneShot {
+        let cmd = self.nsenter_argv(command);
         OneShot {
             name: format!("slipway-{purpose}"),
             image: self.image.to_string(),
@@ -57,6 +63,7 @@ impl HostAccess {
             pid_host: true,
             binds: Vec::new(),
             labels: vec![("dev.slipway.purpose".into(), purpose.into())],
+            network: None,
             deadline: self.deadline,
         }
     }

@@ -1,13 +1,19 @@
 //! slipway: the deploy step for a CI job.
 
+mod caddy;
 mod cli;
 mod credentials;
 mod doctor;
 mod engine;
 mod exit;
 mod host;
+mod lock;
+mod probe;
 mod reference;
 mod registry;
+mod rollout;
+mod service;
+mod spec;
 
 use std::io::Write as _;
 use std::process::ExitCode;
@@ -48,6 +54,24 @@ fn main() -> ExitCode {
 async fn run(cli: Cli, cancel: &CancellationToken) -> Result<Exit, Failure> {
     match cli.command {
         Command::Doctor(args) => commands::doctor(&cli.global, args, cancel).await,
+        Command::Rollout(args) => {
+            let choice = service::Choice::Image {
+                image: args.image,
+                revision: args.revision,
+            };
+            service::run(&cli.global, &args.service, choice, cancel).await
+        }
+        Command::Rollback(args) => {
+            service::run(
+                &cli.global,
+                &args.service,
+                service::Choice::LastGood,
+                cancel,
+            )
+            .await
+        }
+        Command::Reload(args) => service::reload(&cli.global, &args, cancel).await,
+        Command::Lock(args) => service::lock_command(&cli.global, &args).await,
     }
 }
 

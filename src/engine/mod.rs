@@ -16,6 +16,9 @@ use futures_util::TryStreamExt;
 use thiserror::Error;
 use tokio_util::sync::CancellationToken;
 
+mod containers;
+pub use containers::*;
+
 pub const DEFAULT_DOCKER_HOST: &str = "unix:///var/run/docker.sock";
 /// Label put on every container slipway creates.
 pub const LABEL_MANAGED: &str = "dev.slipway.managed";
@@ -45,6 +48,8 @@ pub enum EngineError {
     Deadline { what: String, after: Duration },
     #[error("interrupted while {what}")]
     Interrupted { what: String },
+    #[error("a container named {name} already exists")]
+    NameTaken { name: String },
 }
 
 impl EngineError {
@@ -74,6 +79,8 @@ pub struct OneShot {
     pub pid_host: bool,
     pub binds: Vec<String>,
     pub labels: Vec<(String, String)>,
+    /// `none` when not given; `container:ID` joins another container's network.
+    pub network: Option<String>,
     pub deadline: Duration,
 }
 
@@ -157,9 +164,27 @@ impl Engine {
         cancel: &CancellationToken,
     ) -> Result<OneShotExit, EngineError> {
         let name = format!("{}-{}", spec.name, unique_suffix());
+        let started = Instant::now();
+        let id = self.create_sibling(&name, spec, "oneshot").await?;
+        let result = self.start_and_wait(&id, spec, cancel).await;
+        let removed = self.remove_container(&id).await;
+        let mut exit = result?;
+        removed?;
+        exit.elapsed = started.elapsed();
+        Ok(exit)
+    }
+
+    /// Creates (does not start) a helper container named exactly `name`. A name already in use
+    /// is `EngineError::NameTaken`, which is what makes a fixed name a lock.
+    pub async fn create_sibling(
+        &self,
+        name: &str,
+        spec: &OneShot,
+        role: &str,
+    ) -> Result<String, EngineError> {
         let mut labels: HashMap<String, String> = spec.labels.iter().cloned().collect();
         labels.insert(LABEL_MANAGED.into(), "true".into());
-        labels.insert(LABEL_ROLE.into(), "oneshot".into());
+        labels.insert(LABEL_ROLE.into(), role.into());
         let body = ContainerCreateBody {
             image: Some(spec.image.clone()),
             cmd: Some(spec.cmd.clone()),
@@ -170,28 +195,24 @@ impl Engine {
                 privileged: Some(spec.privileged),
                 pid_mode: spec.pid_host.then(|| "host".to_string()),
                 binds: (!spec.binds.is_empty()).then(|| spec.binds.clone()),
-                network_mode: Some("none".into()),
+                network_mode: Some(spec.network.clone().unwrap_or_else(|| "none".into())),
                 ..Default::default()
             }),
             ..Default::default()
         };
-        let options = CreateContainerOptionsBuilder::default().name(&name).build();
-        let started = Instant::now();
-        let id = self
-            .docker
-            .create_container(Some(options), body)
-            .await
-            .map_err(EngineError::api(format!(
-                "creating container {name} from {}",
-                spec.image
-            )))?
-            .id;
-        let result = self.start_and_wait(&id, spec, cancel).await;
-        let removed = self.remove_container(&id).await;
-        let mut exit = result?;
-        removed?;
-        exit.elapsed = started.elapsed();
-        Ok(exit)
+        let options = CreateContainerOptionsBuilder::default().name(name).build();
+        match self.docker.create_container(Some(options), body).await {
+            Ok(created) => Ok(created.id),
+            Err(BollardError::DockerResponseServerError {
+                status_code: 409, ..
+            }) => Err(EngineError::NameTaken {
+                name: name.to_string(),
+            }),
+            Err(source) => Err(EngineError::Api {
+                op: format!("creating container {name} from {}", spec.image),
+                source,
+            }),
+        }
     }
 
     async fn start_and_wait(
@@ -301,7 +322,7 @@ fn url_safe_registry_auth(mut req: bollard::BollardRequest) -> bollard::BollardR
     req
 }
 
-fn unique_suffix() -> String {
+pub fn unique_suffix() -> String {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.subsec_nanos())

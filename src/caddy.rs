@@ -1,0 +1,234 @@
+//! Switching the host's Caddy: the service's upstream snippet, written atomically in the one
+//! host directory the Caddyfile imports, and the reload, both through a privileged sibling (the
+//! host agent) that lives for one rollout and is exec'd into for each step.
+
+use thiserror::Error;
+use tokio_util::sync::CancellationToken;
+
+use crate::engine::{Engine, EngineError, OneShot, OneShotExit};
+use crate::host::HostAccess;
+
+/// Where the agent sees the host's snippet directory.
+const MOUNT: &str = "/slipway/snippets";
+
+/// The file Caddy imports for `service`: one upstream (with the spec's extra `reverse_proxy`
+/// options), and a comment saying what it is.
+pub fn render_snippet(
+    service: &str,
+    port: u16,
+    digest: &str,
+    revision: &str,
+    options: &[String],
+) -> String {
+    let mut s = format!(
+        "# managed by slipway: service={service} digest={digest} revision={revision}\nreverse_proxy 127.0.0.1:{port}"
+    );
+    if options.is_empty() {
+        s.push('\n');
+    } else {
+        s.push_str(" {\n");
+        for o in options {
+            s.push_str(&format!("\t{o}\n"));
+        }
+        s.push_str("}\n");
+    }
+    s
+}
+
+/// The 127.0.0.1 port a snippet routes to.
+pub fn snippet_port(content: &str) -> Option<u16> {
+    content.lines().find_map(|l| {
+        l.trim()
+            .strip_prefix("reverse_proxy 127.0.0.1:")?
+            .split_whitespace()
+            .next()?
+            .parse()
+            .ok()
+    })
+}
+
+#[derive(Debug, Error)]
+pub enum CaddyError {
+    #[error("the Caddy reload failed (exit {code}): {output}")]
+    Reload { code: i64, output: String },
+    #[error("writing the snippet {file} on the host failed (exit {code}): {output}")]
+    Write {
+        file: String,
+        code: i64,
+        output: String,
+    },
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+}
+
+/// A privileged `--pid=host` sibling with the snippet directory mounted; removed by `close`.
+pub struct HostAgent {
+    pub id: String,
+    host: HostAccess,
+}
+
+fn sh(script: &str, args: &[&str]) -> Vec<String> {
+    ["sh", "-c", script, "sh"]
+        .into_iter()
+        .chain(args.iter().copied())
+        .map(String::from)
+        .collect()
+}
+
+impl HostAgent {
+    pub async fn start(
+        engine: &Engine,
+        host: &HostAccess,
+        service: &str,
+        snippet_dir: &std::path::Path,
+    ) -> Result<HostAgent, EngineError> {
+        engine.ensure_image(&host.image.to_string()).await?;
+        let spec = OneShot {
+            name: String::new(),
+            image: host.image.to_string(),
+            cmd: sh("trap 'exit 0' TERM; while :; do sleep 1; done", &[]),
+            privileged: true,
+            pid_host: true,
+            binds: vec![format!("{}:{MOUNT}", snippet_dir.display())],
+            labels: vec![("dev.slipway.service".into(), service.into())],
+            network: None,
+            deadline: host.deadline,
+        };
+        let name = format!("slipway-agent-{service}-{}", crate::engine::unique_suffix());
+        let id = engine.create_sibling(&name, &spec, "agent").await?;
+        if let Err(e) = engine.start(&id).await {
+            let _ = engine.remove_container(&id).await;
+            return Err(e);
+        }
+        Ok(HostAgent {
+            id,
+            host: host.clone(),
+        })
+    }
+
+    /// The snippet's content, or `None` when the file does not exist.
+    pub async fn read(&self, engine: &Engine, file: &str) -> Result<Option<String>, CaddyError> {
+        let out = engine
+            .exec(
+                &self.id,
+                &sh(
+                    &format!("f={MOUNT}/$1; [ -e \"$f\" ] || exit 3; cat \"$f\""),
+                    &[file],
+                ),
+                self.host.deadline,
+            )
+            .await?;
+        match out.code {
+            0 => Ok(Some(out.stdout)),
+            3 => Ok(None),
+            code => Err(CaddyError::Write {
+                file: file.into(),
+                code,
+                output: out.stderr,
+            }),
+        }
+    }
+
+    /// Replaces the snippet atomically (temp file + rename), or removes it for `None`.
+    pub async fn write(
+        &self,
+        engine: &Engine,
+        file: &str,
+        content: Option<&str>,
+    ) -> Result<(), CaddyError> {
+        let argv = match content {
+            Some(c) => sh(
+                &format!(
+                    "t={MOUNT}/.$1.slipway-tmp; printf '%s' \"$2\" > \"$t\" && mv -f \"$t\" {MOUNT}/$1"
+                ),
+                &[file, c],
+            ),
+            None => sh(&format!("rm -f {MOUNT}/$1"), &[file]),
+        };
+        let out = engine.exec(&self.id, &argv, self.host.deadline).await?;
+        if out.code != 0 {
+            return Err(CaddyError::Write {
+                file: file.into(),
+                code: out.code,
+                output: out.stderr.trim().into(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Runs the reload command on the host (nsenter into PID `host.pid`).
+    pub async fn reload(
+        &self,
+        engine: &Engine,
+        command: &[String],
+    ) -> Result<OneShotExit, CaddyError> {
+        let out = engine
+            .exec(
+                &self.id,
+                &self.host.nsenter_argv(command),
+                self.host.deadline,
+            )
+            .await?;
+        if out.code != 0 {
+            return Err(CaddyError::Reload {
+                code: out.code,
+                output: format!("{}{}", out.stdout, out.stderr).trim().to_string(),
+            });
+        }
+        Ok(out)
+    }
+
+    pub async fn close(self, engine: &Engine) {
+        if let Err(e) = engine.remove_container(&self.id).await {
+            tracing::warn!("could not remove the host agent {}: {e}", self.id);
+        }
+    }
+}
+
+/// `slipway reload`: one short-lived privileged sibling runs the reload command.
+pub async fn reload_once(
+    engine: &Engine,
+    host: &HostAccess,
+    command: &[String],
+    cancel: &CancellationToken,
+) -> Result<OneShotExit, CaddyError> {
+    engine.ensure_image(&host.image.to_string()).await?;
+    let out = engine
+        .run_oneshot(&host.nsenter("reload", command), cancel)
+        .await?;
+    if out.code != 0 {
+        return Err(CaddyError::Reload {
+            code: out.code,
+            output: format!("{}{}", out.stdout, out.stderr).trim().to_string(),
+        });
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_snippet_routes_to_the_slot_and_says_what_it_serves() {
+        let s = render_snippet("web", 18002, "sha256:ab", "v2", &[]);
+        assert_eq!(
+            s,
+            "# managed by slipway: service=web digest=sha256:ab revision=v2\nreverse_proxy 127.0.0.1:18002\n"
+        );
+        assert_eq!(snippet_port(&s), Some(18002));
+        assert_eq!(snippet_port("respond 503"), None);
+        let s = render_snippet(
+            "web",
+            18001,
+            "sha256:ab",
+            "v2",
+            &["lb_try_duration 5s".into()],
+        );
+        assert!(
+            s.ends_with("reverse_proxy 127.0.0.1:18001 {\n\tlb_try_duration 5s\n}\n"),
+            "{s}"
+        );
+        assert_eq!(snippet_port(&s), Some(18001));
+    }
+}

@@ -1,0 +1,522 @@
+//! App containers and long-lived helpers: create from a plain spec, inspect, list by label,
+//! stop, signal, exec, and wait for health through engine events.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
+
+use bollard::errors::Error as BollardError;
+use bollard::exec::{CreateExecOptions, StartExecResults};
+use bollard::models::{
+    ContainerCreateBody, ContainerInspectResponse, HealthStatusEnum, HostConfig,
+    HostConfigLogConfig, PortBinding, RestartPolicy, RestartPolicyNameEnum,
+};
+use bollard::query_parameters::{
+    CreateContainerOptionsBuilder, EventsOptionsBuilder, KillContainerOptionsBuilder,
+    ListContainersOptionsBuilder, StopContainerOptionsBuilder,
+};
+use futures_util::{StreamExt, TryStreamExt};
+use tokio_util::sync::CancellationToken;
+
+use super::{Engine, EngineError, LABEL_MANAGED, LABEL_ROLE, OneShotExit};
+
+/// Everything the engine needs to create one app container. Plain data: built by the planner,
+/// mapped to the API body by `create_body`.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct AppContainer {
+    pub name: String,
+    pub image: String,
+    /// Names and values; only names are ever printed (see `Serialize`).
+    #[serde(serialize_with = "names_only")]
+    pub env: Vec<(String, String)>,
+    pub labels: BTreeMap<String, String>,
+    /// Published on 127.0.0.1 only.
+    pub host_port: u16,
+    pub container_port: u16,
+    pub volumes: Vec<String>,
+    pub memory_bytes: Option<i64>,
+    pub nano_cpus: Option<i64>,
+    pub pids: Option<i64>,
+    pub restart: String,
+    pub log_max_size: String,
+    pub log_max_file: u32,
+    pub network: Option<String>,
+    pub user: Option<String>,
+    pub read_only: bool,
+    pub stop_grace_secs: u64,
+}
+
+fn names_only<S: serde::Serializer>(env: &[(String, String)], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(env.iter().map(|(name, _)| name))
+}
+
+/// What `inspect` tells about a container, in slipway's terms.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ContainerInfo {
+    pub id: String,
+    pub name: String,
+    /// The image's config digest (`sha256:...`), as the engine runs it.
+    pub image_id: String,
+    pub running: bool,
+    pub paused: bool,
+    /// `created`, `running`, `exited`, ...
+    pub status: String,
+    pub health: Option<String>,
+    pub exit_code: i64,
+    pub pid: i64,
+    pub started_at: String,
+    pub finished_at: String,
+    pub labels: BTreeMap<String, String>,
+    /// The last health-check outputs, oldest first.
+    pub health_log: Vec<String>,
+}
+
+/// An image as the engine holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageInfo {
+    pub id: String,
+    pub repo_digests: Vec<String>,
+    pub has_healthcheck: bool,
+    pub labels: BTreeMap<String, String>,
+}
+
+/// Why a health wait ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HealthWait {
+    Healthy,
+    Unhealthy,
+    Exited { code: i64 },
+    Deadline,
+    Interrupted,
+}
+
+pub fn create_body(spec: &AppContainer) -> ContainerCreateBody {
+    let port_key = format!("{}/tcp", spec.container_port);
+    let restart = match spec.restart.as_str() {
+        "always" => RestartPolicyNameEnum::ALWAYS,
+        "unless-stopped" => RestartPolicyNameEnum::UNLESS_STOPPED,
+        "on-failure" => RestartPolicyNameEnum::ON_FAILURE,
+        _ => RestartPolicyNameEnum::NO,
+    };
+    let mut labels: HashMap<String, String> = spec
+        .labels
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    labels.insert(LABEL_MANAGED.into(), "true".into());
+    labels.insert(LABEL_ROLE.into(), "app".into());
+    ContainerCreateBody {
+        image: Some(spec.image.clone()),
+        env: Some(spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
+        labels: Some(labels),
+        user: spec.user.clone(),
+        exposed_ports: Some(vec![port_key.clone()]),
+        stop_timeout: Some(spec.stop_grace_secs as i64),
+        host_config: Some(HostConfig {
+            port_bindings: Some(HashMap::from([(
+                port_key,
+                Some(vec![PortBinding {
+                    host_ip: Some("127.0.0.1".into()),
+                    host_port: Some(spec.host_port.to_string()),
+                }]),
+            )])),
+            binds: (!spec.volumes.is_empty()).then(|| spec.volumes.clone()),
+            memory: spec.memory_bytes,
+            nano_cpus: spec.nano_cpus,
+            pids_limit: spec.pids,
+            restart_policy: Some(RestartPolicy {
+                name: Some(restart),
+                maximum_retry_count: None,
+            }),
+            log_config: Some(HostConfigLogConfig {
+                typ: Some("json-file".into()),
+                config: Some(HashMap::from([
+                    ("max-size".to_string(), spec.log_max_size.clone()),
+                    ("max-file".to_string(), spec.log_max_file.to_string()),
+                ])),
+            }),
+            network_mode: spec.network.clone(),
+            readonly_rootfs: Some(spec.read_only),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn info_from(r: ContainerInspectResponse) -> ContainerInfo {
+    let state = r.state.unwrap_or_default();
+    let health = state.health.clone();
+    ContainerInfo {
+        id: r.id.unwrap_or_default(),
+        name: r.name.unwrap_or_default().trim_start_matches('/').into(),
+        image_id: r.image.unwrap_or_default(),
+        running: state.running.unwrap_or(false),
+        paused: state.paused.unwrap_or(false),
+        status: state.status.map(|s| s.to_string()).unwrap_or_default(),
+        health: health
+            .as_ref()
+            .and_then(|h| h.status)
+            .map(|s| s.to_string()),
+        exit_code: state.exit_code.unwrap_or_default(),
+        pid: state.pid.unwrap_or_default(),
+        started_at: state.started_at.unwrap_or_default(),
+        finished_at: state.finished_at.unwrap_or_default(),
+        labels: r
+            .config
+            .and_then(|c| c.labels)
+            .unwrap_or_default()
+            .into_iter()
+            .collect(),
+        health_log: health
+            .and_then(|h| h.log)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|l| {
+                format!(
+                    "exit {}: {}",
+                    l.exit_code.unwrap_or(-1),
+                    l.output.unwrap_or_default().trim()
+                )
+            })
+            .collect(),
+    }
+}
+
+fn not_found(e: &BollardError) -> bool {
+    matches!(
+        e,
+        BollardError::DockerResponseServerError {
+            status_code: 404,
+            ..
+        }
+    )
+}
+
+impl Engine {
+    pub async fn inspect_container(&self, id: &str) -> Result<Option<ContainerInfo>, EngineError> {
+        match self.docker.inspect_container(id, None).await {
+            Ok(r) => Ok(Some(info_from(r))),
+            Err(e) if not_found(&e) => Ok(None),
+            Err(source) => Err(EngineError::Api {
+                op: format!("inspecting container {id}"),
+                source,
+            }),
+        }
+    }
+
+    /// Every container (running or not) carrying all of `labels`, inspected.
+    pub async fn containers_with_labels(
+        &self,
+        labels: &[(&str, &str)],
+    ) -> Result<Vec<ContainerInfo>, EngineError> {
+        let filters = HashMap::from([(
+            "label",
+            labels
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>(),
+        )]);
+        let options = ListContainersOptionsBuilder::default()
+            .all(true)
+            .filters(&filters)
+            .build();
+        let summaries = self
+            .docker
+            .list_containers(Some(options))
+            .await
+            .map_err(EngineError::api("listing containers"))?;
+        let mut out = Vec::new();
+        for s in summaries {
+            if let Some(id) = s.id
+                && let Some(info) = self.inspect_container(&id).await?
+            {
+                out.push(info);
+            }
+        }
+        Ok(out)
+    }
+
+    pub async fn inspect_image(&self, reference: &str) -> Result<Option<ImageInfo>, EngineError> {
+        match self.docker.inspect_image(reference).await {
+            Ok(i) => {
+                let config = i.config.unwrap_or_default();
+                let has_healthcheck = config.healthcheck.as_ref().is_some_and(|h| {
+                    h.test
+                        .as_ref()
+                        .is_some_and(|t| !t.is_empty() && t[0] != "NONE")
+                });
+                Ok(Some(ImageInfo {
+                    id: i.id.unwrap_or_default(),
+                    repo_digests: i.repo_digests.unwrap_or_default(),
+                    has_healthcheck,
+                    labels: config.labels.unwrap_or_default().into_iter().collect(),
+                }))
+            }
+            Err(e) if not_found(&e) => Ok(None),
+            Err(source) => Err(EngineError::Api {
+                op: format!("inspecting image {reference}"),
+                source,
+            }),
+        }
+    }
+
+    pub async fn create_app(&self, spec: &AppContainer) -> Result<String, EngineError> {
+        let options = CreateContainerOptionsBuilder::default()
+            .name(&spec.name)
+            .build();
+        match self
+            .docker
+            .create_container(Some(options), create_body(spec))
+            .await
+        {
+            Ok(c) => Ok(c.id),
+            Err(BollardError::DockerResponseServerError {
+                status_code: 409, ..
+            }) => Err(EngineError::NameTaken {
+                name: spec.name.clone(),
+            }),
+            Err(source) => Err(EngineError::Api {
+                op: format!("creating container {} from {}", spec.name, spec.image),
+                source,
+            }),
+        }
+    }
+
+    pub async fn start(&self, id: &str) -> Result<(), EngineError> {
+        match self.docker.start_container(id, None).await {
+            Ok(()) => Ok(()),
+            // 304: already running.
+            Err(BollardError::DockerResponseServerError {
+                status_code: 304, ..
+            }) => Ok(()),
+            Err(source) => Err(EngineError::Api {
+                op: format!("starting container {id}"),
+                source,
+            }),
+        }
+    }
+
+    /// SIGTERM, then SIGKILL after `grace`.
+    pub async fn stop(&self, id: &str, grace: Duration) -> Result<(), EngineError> {
+        let options = StopContainerOptionsBuilder::default()
+            .t(grace.as_secs().min(i32::MAX as u64) as i32)
+            .build();
+        match self.docker.stop_container(id, Some(options)).await {
+            Ok(()) => Ok(()),
+            Err(BollardError::DockerResponseServerError {
+                status_code: 304, ..
+            }) => Ok(()),
+            Err(e) if not_found(&e) => Ok(()),
+            Err(source) => Err(EngineError::Api {
+                op: format!("stopping container {id}"),
+                source,
+            }),
+        }
+    }
+
+    pub async fn signal(&self, id: &str, signal: &str) -> Result<(), EngineError> {
+        let options = KillContainerOptionsBuilder::default()
+            .signal(signal)
+            .build();
+        self.docker
+            .kill_container(id, Some(options))
+            .await
+            .map_err(EngineError::api(format!("sending {signal} to {id}")))
+    }
+
+    /// Runs `cmd` inside a running container; its exit code and output, within `deadline`.
+    pub async fn exec(
+        &self,
+        id: &str,
+        cmd: &[String],
+        deadline: Duration,
+    ) -> Result<OneShotExit, EngineError> {
+        let started = Instant::now();
+        let what = || format!("`{}` in {id}", cmd.join(" "));
+        let exec = self
+            .docker
+            .create_exec(
+                id,
+                CreateExecOptions {
+                    cmd: Some(cmd.to_vec()),
+                    attach_stdout: Some(true),
+                    attach_stderr: Some(true),
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(EngineError::api(format!("preparing {}", what())))?;
+        let run = async {
+            let (mut out, mut err) = (String::new(), String::new());
+            if let StartExecResults::Attached { mut output, .. } = self
+                .docker
+                .start_exec(&exec.id, None)
+                .await
+                .map_err(EngineError::api(format!("running {}", what())))?
+            {
+                while let Some(chunk) = output
+                    .try_next()
+                    .await
+                    .map_err(EngineError::api(format!("reading {}", what())))?
+                {
+                    match chunk {
+                        bollard::container::LogOutput::StdErr { message } => {
+                            err.push_str(&String::from_utf8_lossy(&message))
+                        }
+                        other => out.push_str(&String::from_utf8_lossy(&other.into_bytes())),
+                    }
+                }
+            }
+            let inspect = self
+                .docker
+                .inspect_exec(&exec.id)
+                .await
+                .map_err(EngineError::api(format!("inspecting {}", what())))?;
+            Ok::<_, EngineError>(OneShotExit {
+                code: inspect.exit_code.unwrap_or(-1),
+                stdout: out,
+                stderr: err,
+                elapsed: started.elapsed(),
+            })
+        };
+        tokio::time::timeout(deadline, run)
+            .await
+            .map_err(|_| EngineError::Deadline {
+                what: what(),
+                after: deadline,
+            })?
+    }
+
+    /// Waits until the container's HEALTHCHECK reports healthy or unhealthy, it exits, or the
+    /// deadline passes; driven by engine events, with one inspect to catch what happened before
+    /// the subscription.
+    pub async fn wait_health(
+        &self,
+        id: &str,
+        deadline: Duration,
+        cancel: &CancellationToken,
+    ) -> Result<HealthWait, EngineError> {
+        let filters = HashMap::from([
+            ("container", vec![id.to_string()]),
+            ("type", vec!["container".to_string()]),
+        ]);
+        let since = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs().saturating_sub(1))
+            .unwrap_or_default()
+            .to_string();
+        let options = EventsOptionsBuilder::default()
+            .since(&since)
+            .filters(&filters)
+            .build();
+        let mut events = self.docker.events(Some(options)).boxed();
+        let verdict = |info: &ContainerInfo| -> Option<HealthWait> {
+            if !info.running {
+                return Some(HealthWait::Exited {
+                    code: info.exit_code,
+                });
+            }
+            match info.health.as_deref() {
+                Some(s) if s == HealthStatusEnum::HEALTHY.to_string() => Some(HealthWait::Healthy),
+                Some(s) if s == HealthStatusEnum::UNHEALTHY.to_string() => {
+                    Some(HealthWait::Unhealthy)
+                }
+                _ => None,
+            }
+        };
+        let gone = || EngineError::Api {
+            op: format!("watching container {id}"),
+            source: BollardError::DockerResponseServerError {
+                status_code: 404,
+                message: "container disappeared".into(),
+            },
+        };
+        let info = self.inspect_container(id).await?.ok_or_else(gone)?;
+        if let Some(v) = verdict(&info) {
+            return Ok(v);
+        }
+        let timer = tokio::time::sleep(deadline);
+        tokio::pin!(timer);
+        loop {
+            tokio::select! {
+                _ = &mut timer => return Ok(HealthWait::Deadline),
+                _ = cancel.cancelled() => return Ok(HealthWait::Interrupted),
+                event = events.next() => {
+                    let action = match event {
+                        Some(Ok(e)) => e.action.unwrap_or_default(),
+                        Some(Err(source)) => return Err(EngineError::Api { op: format!("watching events of {id}"), source }),
+                        None => return Err(gone()),
+                    };
+                    if action.starts_with("health_status") || action == "die" || action == "destroy" {
+                        let info = self.inspect_container(id).await?.ok_or_else(gone)?;
+                        if let Some(v) = verdict(&info) {
+                            return Ok(v);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The last `lines` lines a container wrote (stdout and stderr interleaved).
+    pub async fn log_tail(&self, id: &str, lines: usize) -> String {
+        match self.output(id).await {
+            Ok((out, err)) => {
+                let all: Vec<&str> = out.lines().chain(err.lines()).collect();
+                all[all.len().saturating_sub(lines)..].join("\n")
+            }
+            Err(e) => format!("(logs unavailable: {e})"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec() -> AppContainer {
+        AppContainer {
+            name: "web-a".into(),
+            image: "r/web@sha256:00".into(),
+            env: vec![("TOKEN".into(), "hunter2".into())],
+            labels: BTreeMap::from([("dev.slipway.service".into(), "web".into())]),
+            host_port: 18001,
+            container_port: 8080,
+            volumes: vec!["data:/data".into()],
+            memory_bytes: Some(256 << 20),
+            nano_cpus: Some(500_000_000),
+            pids: Some(128),
+            restart: "unless-stopped".into(),
+            log_max_size: "10m".into(),
+            log_max_file: 3,
+            network: None,
+            user: Some("10001:10001".into()),
+            read_only: true,
+            stop_grace_secs: 10,
+        }
+    }
+
+    #[test]
+    fn the_port_is_published_on_loopback_only_with_limits_and_log_rotation() {
+        let body = create_body(&spec());
+        let host = body.host_config.unwrap();
+        let binding = &host.port_bindings.unwrap()["8080/tcp"].clone().unwrap()[0];
+        assert_eq!(binding.host_ip.as_deref(), Some("127.0.0.1"));
+        assert_eq!(binding.host_port.as_deref(), Some("18001"));
+        assert_eq!(host.memory, Some(256 << 20));
+        assert_eq!(host.pids_limit, Some(128));
+        assert_eq!(host.readonly_rootfs, Some(true));
+        let log = host.log_config.unwrap();
+        assert_eq!(log.typ.as_deref(), Some("json-file"));
+        assert_eq!(log.config.unwrap()["max-file"], "3");
+        let labels = body.labels.unwrap();
+        assert_eq!(labels[LABEL_MANAGED], "true");
+        assert_eq!(labels["dev.slipway.service"], "web");
+    }
+
+    #[test]
+    fn a_serialized_spec_names_env_but_never_holds_values() {
+        let json = serde_json::to_string(&spec()).unwrap();
+        assert!(json.contains("\"env\":[\"TOKEN\"]"), "{json}");
+        assert!(!json.contains("hunter2"));
+    }
+}

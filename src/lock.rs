@@ -1,0 +1,253 @@
+//! One rollout per service per host: a container created under a fixed name (the engine makes
+//! creation atomic). It runs a loop that exits when no heartbeat (SIGHUP) arrived for the TTL, so
+//! a lock whose owner was killed expires by itself and can be taken over.
+
+use std::time::Duration;
+
+use thiserror::Error;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::engine::{ContainerInfo, Engine, EngineError, OneShot};
+use crate::reference::PinnedImage;
+
+pub const LABEL_OWNER: &str = "dev.slipway.lock.owner";
+pub const LABEL_OWNER_HOST: &str = "dev.slipway.lock.host";
+pub const LABEL_OWNER_PID: &str = "dev.slipway.lock.pid";
+pub const LABEL_TTL: &str = "dev.slipway.lock.ttl";
+
+/// Who asks for the lock: the CI run URL when there is one, the host and the process.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Owner {
+    pub run: String,
+    pub host: String,
+    pub pid: u32,
+}
+
+impl Owner {
+    pub fn current(env: &std::collections::BTreeMap<String, String>) -> Owner {
+        let run = match (
+            env.get("GITHUB_SERVER_URL"),
+            env.get("GITHUB_REPOSITORY"),
+            env.get("GITHUB_RUN_ID"),
+        ) {
+            (Some(s), Some(r), Some(id)) => format!("{s}/{r}/actions/runs/{id}"),
+            _ => "local".into(),
+        };
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_else(|_| "unknown".into());
+        Owner {
+            run,
+            host,
+            pid: std::process::id(),
+        }
+    }
+}
+
+#[derive(Debug, Error)]
+pub enum LockError {
+    #[error("the deploy lock for `{service}` is held by {owner} (since {since})")]
+    Held {
+        service: String,
+        owner: String,
+        since: String,
+    },
+    #[error("interrupted while waiting for the deploy lock of `{service}`")]
+    Interrupted { service: String },
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+}
+
+impl LockError {
+    pub fn hint(&self) -> String {
+        match self {
+            LockError::Held { service, .. } => format!(
+                "wait for that run, pass --lock-wait 5m, or if it is gone: `slipway lock release --config ...` (it also expires by itself once its heartbeat stops; see `slipway lock status` for {service})"
+            ),
+            _ => "check that the Docker engine answers (`slipway doctor`)".into(),
+        }
+    }
+}
+
+pub fn lock_name(service: &str) -> String {
+    format!("slipway-lock-{service}")
+}
+
+/// What the engine says about a service's lock.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "state", rename_all = "lowercase")]
+pub enum LockState {
+    Free,
+    Held {
+        owner: String,
+        host: String,
+        pid: String,
+        since: String,
+        ttl_secs: String,
+    },
+    /// The holder's heartbeat stopped: anyone may take it over.
+    Expired {
+        owner: String,
+        at: String,
+    },
+}
+
+fn state_of(info: &ContainerInfo) -> LockState {
+    let label = |k: &str| info.labels.get(k).cloned().unwrap_or_default();
+    if info.running {
+        LockState::Held {
+            owner: label(LABEL_OWNER),
+            host: label(LABEL_OWNER_HOST),
+            pid: label(LABEL_OWNER_PID),
+            since: info.started_at.clone(),
+            ttl_secs: label(LABEL_TTL),
+        }
+    } else {
+        LockState::Expired {
+            owner: label(LABEL_OWNER),
+            at: info.finished_at.clone(),
+        }
+    }
+}
+
+pub async fn status(engine: &Engine, service: &str) -> Result<LockState, EngineError> {
+    Ok(match engine.inspect_container(&lock_name(service)).await? {
+        None => LockState::Free,
+        Some(info) => state_of(&info),
+    })
+}
+
+/// Removes the lock whoever holds it (an operator's decision).
+pub async fn force_release(engine: &Engine, service: &str) -> Result<bool, EngineError> {
+    let existed = engine
+        .inspect_container(&lock_name(service))
+        .await?
+        .is_some();
+    engine.remove_container(&lock_name(service)).await?;
+    Ok(existed)
+}
+
+/// A held lock. Dropping it without `release` leaves the heartbeat stopped, so it expires.
+pub struct Lock {
+    id: String,
+    heartbeat: JoinHandle<()>,
+}
+
+#[derive(Debug, Clone)]
+pub struct LockRequest<'a> {
+    pub service: &'a str,
+    pub image: &'a PinnedImage,
+    pub owner: &'a Owner,
+    pub ttl: Duration,
+    pub wait: Duration,
+}
+
+impl Lock {
+    pub async fn acquire(
+        engine: &Engine,
+        req: &LockRequest<'_>,
+        cancel: &CancellationToken,
+    ) -> Result<Lock, LockError> {
+        let name = lock_name(req.service);
+        let ttl = req.ttl.as_secs().max(3);
+        let spec = OneShot {
+            name: name.clone(),
+            image: req.image.to_string(),
+            cmd: vec![
+                "sh".into(),
+                "-c".into(),
+                format!(
+                    "last=$(date +%s); trap 'last=$(date +%s)' HUP; trap 'exit 0' TERM; \
+                     while [ $(( $(date +%s) - last )) -lt {ttl} ]; do sleep 1; done"
+                ),
+            ],
+            privileged: false,
+            pid_host: false,
+            binds: Vec::new(),
+            labels: vec![
+                ("dev.slipway.service".into(), req.service.into()),
+                (LABEL_OWNER.into(), req.owner.run.clone()),
+                (LABEL_OWNER_HOST.into(), req.owner.host.clone()),
+                (LABEL_OWNER_PID.into(), req.owner.pid.to_string()),
+                (LABEL_TTL.into(), ttl.to_string()),
+            ],
+            network: None,
+            deadline: req.ttl,
+        };
+        engine.ensure_image(&spec.image).await?;
+        let give_up = tokio::time::Instant::now() + req.wait;
+        let mut announced = false;
+        loop {
+            match engine.create_sibling(&name, &spec, "lock").await {
+                Ok(id) => {
+                    if let Err(e) = engine.start(&id).await {
+                        let _ = engine.remove_container(&id).await;
+                        return Err(e.into());
+                    }
+                    let heartbeat = tokio::spawn(beat(
+                        engine.clone(),
+                        id.clone(),
+                        Duration::from_secs(ttl) / 3,
+                    ));
+                    return Ok(Lock { id, heartbeat });
+                }
+                Err(EngineError::NameTaken { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+            let Some(info) = engine.inspect_container(&name).await? else {
+                continue;
+            };
+            match state_of(&info) {
+                LockState::Expired { owner, at } => {
+                    tracing::warn!(
+                        "taking over the expired deploy lock of {} (held by {owner}, heartbeat stopped at {at})",
+                        req.service
+                    );
+                    engine.remove_container(&info.id).await?;
+                    continue;
+                }
+                LockState::Held { owner, since, .. } => {
+                    if tokio::time::Instant::now() >= give_up {
+                        return Err(LockError::Held {
+                            service: req.service.into(),
+                            owner,
+                            since,
+                        });
+                    }
+                    if !announced {
+                        tracing::info!(
+                            "waiting up to {}s for the deploy lock of {} (held by {owner})",
+                            req.wait.as_secs(),
+                            req.service
+                        );
+                        announced = true;
+                    }
+                }
+                LockState::Free => continue,
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                _ = cancel.cancelled() => return Err(LockError::Interrupted { service: req.service.into() }),
+            }
+        }
+    }
+
+    pub async fn release(self, engine: &Engine) {
+        self.heartbeat.abort();
+        if let Err(e) = engine.remove_container(&self.id).await {
+            tracing::warn!(
+                "could not release the deploy lock ({e}); it expires by itself once its heartbeat stops"
+            );
+        }
+    }
+}
+
+async fn beat(engine: Engine, id: String, every: Duration) {
+    loop {
+        tokio::time::sleep(every).await;
+        if let Err(e) = engine.signal(&id, "SIGHUP").await {
+            tracing::warn!("deploy lock heartbeat failed: {e}");
+        }
+    }
+}

@@ -1,0 +1,208 @@
+//! What an HTTP check expects and how a response is judged. Pure: shared by the health gate,
+//! the smoke test and the watchdog.
+
+use serde::Serialize;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Expect {
+    pub status: u16,
+    /// `.a.b` path into a JSON body, and the value it must hold.
+    pub json: Option<(String, String)>,
+    pub body_contains: Option<String>,
+}
+
+/// One response as seen (or the reason there was none).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Observed {
+    pub status: Option<u16>,
+    pub body: String,
+    pub error: Option<String>,
+}
+
+impl Expect {
+    /// `Ok` when the response meets every expectation; otherwise what differs.
+    pub fn judge(&self, seen: &Observed) -> Result<(), String> {
+        if let Some(err) = &seen.error
+            && seen.status.is_none()
+        {
+            return Err(format!("no response: {err}"));
+        }
+        if seen.status != Some(self.status) {
+            return Err(format!(
+                "status {} (expected {}); body: {}",
+                seen.status.map_or("none".into(), |s| s.to_string()),
+                self.status,
+                crate::registry::first_line(&seen.body, 120)
+            ));
+        }
+        if let Some((path, want)) = &self.json {
+            match json_field(&seen.body, path) {
+                Some(got) if &got == want => {}
+                Some(got) => {
+                    return Err(format!("{path} is `{got}` (expected `{want}`)"));
+                }
+                None => {
+                    return Err(format!(
+                        "{path} not found in the body: {}",
+                        crate::registry::first_line(&seen.body, 120)
+                    ));
+                }
+            }
+        }
+        if let Some(needle) = &self.body_contains
+            && !seen.body.contains(needle.as_str())
+        {
+            return Err(format!(
+                "body lacks `{needle}`: {}",
+                crate::registry::first_line(&seen.body, 120)
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The value at `.a.b` (or `a.b`) of a JSON document; strings unquoted, others as JSON text.
+pub fn json_field(body: &str, path: &str) -> Option<String> {
+    let mut value: serde_json::Value = serde_json::from_str(body.trim()).ok()?;
+    for key in path
+        .trim_start_matches('.')
+        .split('.')
+        .filter(|k| !k.is_empty())
+    {
+        value = match value {
+            serde_json::Value::Object(mut map) => map.remove(key)?,
+            serde_json::Value::Array(mut items) => {
+                let i: usize = key.parse().ok()?;
+                (i < items.len()).then(|| items.swap_remove(i))?
+            }
+            _ => return None,
+        };
+    }
+    Some(match value {
+        serde_json::Value::String(s) => s,
+        other => other.to_string(),
+    })
+}
+
+/// The argv of a busybox/alpine `wget` that fetches `url` and prints the status line (-S) to
+/// stderr and the body to stdout. `timeout` bounds it (some busybox builds crash on `wget -T`).
+pub fn wget_argv(url: &str, host: Option<&str>, timeout_secs: u64) -> Vec<String> {
+    let mut argv: Vec<String> = vec!["timeout".into(), timeout_secs.max(1).to_string()];
+    argv.extend(["wget", "-q", "-S", "-O", "-"].map(String::from));
+    if let Some(h) = host {
+        argv.push("--header".into());
+        argv.push(format!("Host: {h}"));
+    }
+    argv.push(url.into());
+    argv
+}
+
+/// Reads what `wget -S` printed: the last `HTTP/x y` status line on stderr, the body on stdout.
+pub fn parse_wget(code: i64, stdout: &str, stderr: &str) -> Observed {
+    let status = stderr
+        .lines()
+        .filter_map(|l| {
+            let l = l.trim();
+            let rest = l.strip_prefix("HTTP/").or_else(|| {
+                l.split_once("server returned error: HTTP/")
+                    .map(|(_, rest)| rest)
+            })?;
+            rest.split_whitespace().nth(1)?.parse::<u16>().ok()
+        })
+        .next_back();
+    Observed {
+        status,
+        body: stdout.to_string(),
+        error: status.is_none().then(|| match stderr.trim() {
+            "" if code == 143 || code == 124 => "timed out".to_string(),
+            "" => format!("wget exited with code {code} and printed nothing"),
+            text => crate::registry::first_line(text, 200),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ok_json(body: &str) -> Observed {
+        Observed {
+            status: Some(200),
+            body: body.into(),
+            error: None,
+        }
+    }
+
+    #[test]
+    fn json_fields_are_found_by_path() {
+        let body = r#"{"status":"ok","version":"abc","build":{"n":3},"tags":["x","y"]}"#;
+        assert_eq!(json_field(body, ".version").as_deref(), Some("abc"));
+        assert_eq!(json_field(body, "build.n").as_deref(), Some("3"));
+        assert_eq!(json_field(body, ".tags.1").as_deref(), Some("y"));
+        assert_eq!(json_field(body, ".missing"), None);
+        assert_eq!(json_field("not json", ".version"), None);
+    }
+
+    #[test]
+    fn a_response_is_judged_on_status_json_and_body() {
+        let expect = Expect {
+            status: 200,
+            json: Some((".version".into(), "v2".into())),
+            body_contains: Some("ok".into()),
+        };
+        assert_eq!(
+            expect.judge(&ok_json(r#"{"status":"ok","version":"v2"}"#)),
+            Ok(())
+        );
+        let err = expect
+            .judge(&ok_json(r#"{"status":"ok","version":"v1"}"#))
+            .unwrap_err();
+        assert_eq!(err, ".version is `v1` (expected `v2`)");
+        let err = expect
+            .judge(&Observed {
+                status: Some(404),
+                body: "nope".into(),
+                error: None,
+            })
+            .unwrap_err();
+        assert!(err.starts_with("status 404 (expected 200)"), "{err}");
+        let err = expect
+            .judge(&Observed {
+                status: None,
+                body: String::new(),
+                error: Some("connection refused".into()),
+            })
+            .unwrap_err();
+        assert_eq!(err, "no response: connection refused");
+    }
+
+    #[test]
+    fn wget_output_gives_status_and_body() {
+        let seen = parse_wget(0, "{\"v\":1}", "  HTTP/1.1 200 OK\n  Content-Length: 7\n");
+        assert_eq!(seen.status, Some(200));
+        assert_eq!(seen.body, "{\"v\":1}");
+        let seen = parse_wget(
+            1,
+            "",
+            "wget: server returned error: HTTP/1.1 404 Not Found\n",
+        );
+        assert_eq!(seen.status, Some(404));
+        let seen = parse_wget(
+            1,
+            "",
+            "wget: can't connect to remote host: Connection refused\n",
+        );
+        assert_eq!(seen.status, None);
+        assert!(seen.error.unwrap().contains("Connection refused"));
+        assert_eq!(parse_wget(143, "", "").error.as_deref(), Some("timed out"));
+    }
+
+    #[test]
+    fn wget_sends_the_host_header_when_asked() {
+        let argv = wget_argv("http://127.0.0.1:8080/health", Some("app.example"), 2);
+        assert_eq!(
+            argv.join(" "),
+            "timeout 2 wget -q -S -O - --header Host: app.example http://127.0.0.1:8080/health"
+        );
+    }
+}

@@ -1,0 +1,553 @@
+//! The one executor: walks a `Plan`, records every step, and on failure or cancellation puts the
+//! host back as it found it (old container serving, previous snippet, no half-started container).
+
+use serde::Serialize;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::gate::{self, GateFailure};
+use super::{Action, NewContainer, Plan, Rollout};
+use crate::caddy::HostAgent;
+use crate::engine::Engine;
+use crate::exit::Exit;
+
+/// How a rollout ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    Deployed,
+    /// The digest already served; nothing was changed.
+    Unchanged,
+    /// Something failed; the previous state was restored.
+    RolledBack,
+    /// The input cannot work (e.g. no health check at all); nothing was changed.
+    Refused,
+    /// The engine or registry failed before anything changed.
+    Unavailable,
+    /// Restoring the previous state failed too: a human must act.
+    RollbackFailed,
+    Interrupted,
+}
+
+impl Outcome {
+    pub fn exit(self) -> Exit {
+        match self {
+            Outcome::Deployed | Outcome::Unchanged => Exit::Success,
+            Outcome::RolledBack => Exit::RolledBack,
+            Outcome::Refused => Exit::Usage,
+            Outcome::Unavailable => Exit::Unavailable,
+            Outcome::RollbackFailed => Exit::RollbackFailed,
+            Outcome::Interrupted => Exit::Interrupted,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Step {
+    pub name: String,
+    /// Milliseconds since the rollout began.
+    pub start_ms: u64,
+    pub duration_ms: u64,
+    pub ok: bool,
+    pub detail: String,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Evidence {
+    pub health_log: Vec<String>,
+    pub log_tail: String,
+    pub reload_output: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub service: String,
+    pub outcome: Outcome,
+    /// One sentence: what happened and what serves now.
+    pub message: String,
+    pub image: String,
+    pub revision: String,
+    pub previous: Option<super::ContainerRef>,
+    pub container: Option<String>,
+    pub port: Option<u16>,
+    pub steps: Vec<Step>,
+    pub evidence: Evidence,
+    /// From the start call to the health gate passing.
+    pub start_to_healthy_ms: Option<u64>,
+    pub wall_ms: u64,
+}
+
+/// What the executor needs besides the plan.
+pub struct Context<'a> {
+    pub engine: &'a Engine,
+    pub agent: &'a HostAgent,
+    pub reload: Vec<String>,
+    pub helper_image: String,
+    pub cancel: &'a CancellationToken,
+}
+
+struct Run<'a> {
+    ctx: &'a Context<'a>,
+    began: Instant,
+    report: Report,
+}
+
+impl Run<'_> {
+    fn record(&mut self, name: &str, started: Instant, ok: bool, detail: impl Into<String>) {
+        let detail = detail.into();
+        if ok {
+            tracing::info!("{name}: {detail}");
+        } else {
+            tracing::error!("{name}: {detail}");
+        }
+        self.report.steps.push(Step {
+            name: name.into(),
+            start_ms: started.duration_since(self.began).as_millis() as u64,
+            duration_ms: started.elapsed().as_millis() as u64,
+            ok,
+            detail,
+        });
+    }
+
+    fn end(mut self, outcome: Outcome, message: impl Into<String>) -> Report {
+        self.report.outcome = outcome;
+        self.report.message = message.into();
+        self.report.wall_ms = self.began.elapsed().as_millis() as u64;
+        self.report
+    }
+}
+
+pub async fn execute(ctx: &Context<'_>, plan: &Plan) -> Report {
+    let began = Instant::now();
+    let mut run = Run {
+        ctx,
+        began,
+        report: Report {
+            service: plan.service.clone(),
+            outcome: Outcome::Unchanged,
+            message: String::new(),
+            image: plan.target.image.to_string(),
+            revision: plan.revision.clone(),
+            previous: plan.active.clone(),
+            container: None,
+            port: None,
+            steps: Vec::new(),
+            evidence: Evidence::default(),
+            start_to_healthy_ms: None,
+            wall_ms: 0,
+        },
+    };
+    match &plan.action {
+        Action::AlreadyServing { container } => {
+            run.record(
+                "plan",
+                began,
+                true,
+                format!("{} already serves {}", container.name, plan.target.image),
+            );
+            let message = format!(
+                "nothing to do: {} already serves {} (revision {})",
+                container.name, plan.target.image, plan.revision
+            );
+            run.report.container = Some(container.name.clone());
+            run.report.port = container.port;
+            run.end(Outcome::Unchanged, message)
+        }
+        Action::Rollout(rollout) => roll(run, plan, rollout).await,
+    }
+}
+
+async fn roll(mut run: Run<'_>, plan: &Plan, r: &Rollout) -> Report {
+    let engine = run.ctx.engine;
+    let image = plan.target.image.to_string();
+    run.report.port = Some(r.port);
+    run.report.container = Some(r.new.name().to_string());
+    let serving = plan
+        .active
+        .as_ref()
+        .map_or("nothing was serving before".to_string(), |a| {
+            format!("{} (revision {}) still serves", a.name, a.revision)
+        });
+
+    // 1. The image, by digest, exactly.
+    let t = Instant::now();
+    if r.pull
+        && let Err(e) = engine.ensure_image(&image).await
+    {
+        run.record("pull", t, false, e.to_string());
+        return run.end(
+            Outcome::Unavailable,
+            format!("could not pull {image}: {e}; nothing was changed"),
+        );
+    }
+    let info = match engine.inspect_image(&image).await {
+        Ok(Some(info)) => info,
+        Ok(None) => {
+            run.record("image", t, false, "not in the engine after the pull");
+            return run.end(
+                Outcome::Unavailable,
+                format!("{image} is not in the engine; nothing was changed"),
+            );
+        }
+        Err(e) => {
+            run.record("image", t, false, e.to_string());
+            return run.end(Outcome::Unavailable, format!("{e}; nothing was changed"));
+        }
+    };
+    let digest = plan.target.image.digest();
+    if !info
+        .repo_digests
+        .iter()
+        .any(|d| d.ends_with(&format!("@{digest}")))
+    {
+        run.record(
+            "image",
+            t,
+            false,
+            format!("repo digests {:?}", info.repo_digests),
+        );
+        return run.end(
+            Outcome::Unavailable,
+            format!("the engine's copy of {image} does not carry digest {digest} (it has {:?}); nothing was changed", info.repo_digests),
+        );
+    }
+    let mut gate = r.gate.clone();
+    if gate.docker && !info.has_healthcheck {
+        if gate.http.is_none() {
+            run.record("image", t, false, "no HEALTHCHECK");
+            return run.end(
+                Outcome::Refused,
+                format!("{image} has no HEALTHCHECK and the spec has no [health.http] probe: add one of them; nothing was changed"),
+            );
+        }
+        tracing::warn!("{image} has no HEALTHCHECK: gating on the HTTP probe alone");
+        gate.docker = false;
+    }
+    run.record("image", t, true, format!("{image} is {}", info.id));
+
+    // 2. Reconcile what a run that died left behind.
+    let t = Instant::now();
+    let mut cleaned = Vec::new();
+    for c in &r.remove_abandoned {
+        if let Err(e) = engine.remove_container(&c.id).await {
+            run.record("reconcile", t, false, e.to_string());
+            return run.end(Outcome::Unavailable, format!("{e}; {serving}"));
+        }
+        cleaned.push(format!("removed abandoned {}", c.name));
+    }
+    for c in &r.stop_stale {
+        if let Err(e) = engine.stop(&c.id, r.stop_grace).await {
+            run.record("reconcile", t, false, e.to_string());
+            return run.end(Outcome::Unavailable, format!("{e}; {serving}"));
+        }
+        cleaned.push(format!("stopped stale {}", c.name));
+    }
+    for name in &r.leftovers {
+        let _ = engine.remove_container(name).await;
+        cleaned.push(format!("removed leftover {name}"));
+    }
+    if !cleaned.is_empty() {
+        run.record("reconcile", t, true, cleaned.join(", "));
+    }
+
+    // 3. Start the new container in the free slot.
+    let t = Instant::now();
+    let new_id = match &r.new {
+        NewContainer::Create(spec) => match engine.create_app(spec).await {
+            Ok(id) => id,
+            Err(e) => {
+                run.record("create", t, false, e.to_string());
+                return run.end(Outcome::Unavailable, format!("{e}; {serving}"));
+            }
+        },
+        NewContainer::Restart(c) => c.id.clone(),
+    };
+    let started = Instant::now();
+    if let Err(e) = engine.start(&new_id).await {
+        run.record("start", t, false, e.to_string());
+        return undo(
+            run,
+            &new_id,
+            None,
+            r,
+            format!("{} did not start: {e}", r.new.name()),
+            Outcome::RolledBack,
+        )
+        .await;
+    }
+    run.record(
+        "start",
+        t,
+        true,
+        format!("{} on 127.0.0.1:{} (slot {})", r.new.name(), r.port, r.slot),
+    );
+
+    // 4. The running container must be the requested digest.
+    let t = Instant::now();
+    match engine.inspect_container(&new_id).await {
+        Ok(Some(c)) if c.image_id == info.id => {
+            run.record("verify", t, true, format!("runs {} = {digest}", c.image_id));
+        }
+        other => {
+            let seen = match other {
+                Ok(Some(c)) => c.image_id,
+                Ok(None) => "nothing (the container is gone)".into(),
+                Err(e) => e.to_string(),
+            };
+            run.record(
+                "verify",
+                t,
+                false,
+                format!("runs {seen}, expected {}", info.id),
+            );
+            return undo(
+                run,
+                &new_id,
+                None,
+                r,
+                format!("{} runs {seen}, not {} ({digest})", r.new.name(), info.id),
+                Outcome::RolledBack,
+            )
+            .await;
+        }
+    }
+    if run.ctx.cancel.is_cancelled() {
+        return undo(
+            run,
+            &new_id,
+            None,
+            r,
+            "interrupted".into(),
+            Outcome::Interrupted,
+        )
+        .await;
+    }
+
+    // 5. Health gate.
+    let t = Instant::now();
+    match gate::pass(
+        engine,
+        &gate,
+        &new_id,
+        &plan.service,
+        &run.ctx.helper_image,
+        started,
+        run.ctx.cancel,
+    )
+    .await
+    {
+        Ok(()) => {
+            run.report.start_to_healthy_ms = Some(started.elapsed().as_millis() as u64);
+            run.record(
+                "health",
+                t,
+                true,
+                format!("healthy {} ms after start", started.elapsed().as_millis()),
+            );
+        }
+        Err(GateFailure::Interrupted) => {
+            run.record("health", t, false, "interrupted");
+            return undo(
+                run,
+                &new_id,
+                None,
+                r,
+                "interrupted".into(),
+                Outcome::Interrupted,
+            )
+            .await;
+        }
+        Err(GateFailure::Failed(why)) => {
+            run.record("health", t, false, why.clone());
+            return undo(
+                run,
+                &new_id,
+                None,
+                r,
+                format!("{} failed its health gate: {why}", r.new.name()),
+                Outcome::RolledBack,
+            )
+            .await;
+        }
+    }
+    if run.ctx.cancel.is_cancelled() {
+        return undo(
+            run,
+            &new_id,
+            None,
+            r,
+            "interrupted".into(),
+            Outcome::Interrupted,
+        )
+        .await;
+    }
+
+    // 6. Switch Caddy: snippet, then reload.
+    let t = Instant::now();
+    let agent = run.ctx.agent;
+    if let Err(e) = agent
+        .write(engine, &r.snippet.file, Some(&r.snippet.content))
+        .await
+    {
+        run.record("switch", t, false, e.to_string());
+        return undo(
+            run,
+            &new_id,
+            None,
+            r,
+            format!("could not write {}: {e}", r.snippet.path),
+            Outcome::RolledBack,
+        )
+        .await;
+    }
+    let previous = r.snippet.previous.clone().unwrap_or(None);
+    match agent.reload(engine, &run.ctx.reload).await {
+        Ok(out) => {
+            run.report.evidence.reload_output =
+                format!("{}{}", out.stdout, out.stderr).trim().into();
+            run.record(
+                "switch",
+                t,
+                true,
+                format!("{} → 127.0.0.1:{}, Caddy reloaded", r.snippet.path, r.port),
+            );
+        }
+        Err(e) => {
+            run.report.evidence.reload_output = e.to_string();
+            run.record("switch", t, false, e.to_string());
+            return undo(
+                run,
+                &new_id,
+                Some(previous),
+                r,
+                format!("the Caddy reload failed: {e}"),
+                Outcome::RolledBack,
+            )
+            .await;
+        }
+    }
+
+    // 7. Drain: the old container finishes what it was serving.
+    let t = Instant::now();
+    tokio::select! {
+        _ = tokio::time::sleep(r.drain) => {}
+        _ = run.ctx.cancel.cancelled() => {
+            run.record("drain", t, false, "interrupted");
+            return undo(run, &new_id, Some(previous), r, "interrupted".into(), Outcome::Interrupted).await;
+        }
+    }
+    run.record("drain", t, true, format!("{} ms", r.drain.as_millis()));
+
+    // 8. Retire the old release (kept stopped for rollback) and prune beyond `retain`.
+    let t = Instant::now();
+    if let Some(old) = &r.retire {
+        match engine.stop(&old.id, r.stop_grace).await {
+            Ok(()) => run.record(
+                "retire",
+                t,
+                true,
+                format!("stopped {} (kept for rollback)", old.name),
+            ),
+            Err(e) => run.record(
+                "retire",
+                t,
+                false,
+                format!("{e} (the new release serves; stop {} by hand)", old.name),
+            ),
+        }
+    }
+    let t = Instant::now();
+    let mut pruned = Vec::new();
+    for c in &r.prune {
+        if engine.remove_container(&c.id).await.is_ok() {
+            pruned.push(c.name.clone());
+        }
+    }
+    if !pruned.is_empty() {
+        run.record("prune", t, true, format!("removed {}", pruned.join(", ")));
+    }
+    let message = format!(
+        "{} serves {} (revision {}) on 127.0.0.1:{}",
+        r.new.name(),
+        plan.target.image,
+        plan.revision,
+        r.port
+    );
+    run.end(Outcome::Deployed, message)
+}
+
+/// Puts the host back: the previous snippet (when the switch happened) and a reload, then the
+/// new container removed. `why` is what failed.
+async fn undo(
+    mut run: Run<'_>,
+    new_id: &str,
+    restore: Option<Option<String>>,
+    r: &Rollout,
+    why: String,
+    outcome: Outcome,
+) -> Report {
+    let engine = run.ctx.engine;
+    let t = Instant::now();
+    if let Ok(Some(info)) = engine.inspect_container(new_id).await {
+        run.report.evidence.health_log = info.health_log;
+        run.report.evidence.log_tail = engine.log_tail(new_id, 20).await;
+    }
+    let serving = run.report.previous.as_ref().map_or(
+        "nothing serves (there was no previous release)".to_string(),
+        |a| format!("{} (revision {}) serves", a.name, a.revision),
+    );
+    if let Some(previous) = restore {
+        let agent = run.ctx.agent;
+        let restored = match agent
+            .write(engine, &r.snippet.file, previous.as_deref())
+            .await
+        {
+            Ok(()) => agent.reload(engine, &run.ctx.reload).await.map(|_| ()),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = restored {
+            run.record("rollback", t, false, e.to_string());
+            let old = run.report.previous.clone();
+            let manual = match &old {
+                Some(o) => format!(
+                    "write `reverse_proxy 127.0.0.1:{}` to {} on the host and run `{}`, or run `slipway rollback`",
+                    o.port.unwrap_or_default(),
+                    r.snippet.path,
+                    r.reload_command
+                ),
+                None => format!(
+                    "remove {} on the host and run `{}`",
+                    r.snippet.path, r.reload_command
+                ),
+            };
+            let state = format!(
+                "{why}; restoring the previous Caddy config failed too ({e}). State: {} routes to 127.0.0.1:{} where {} runs (left running so something serves); {}. To fix: {manual}",
+                r.snippet.path,
+                r.port,
+                r.new.name(),
+                old.as_ref()
+                    .map_or("there is no previous container".to_string(), |o| format!(
+                        "the previous container {} is still running",
+                        o.name
+                    )),
+            );
+            return run.end(Outcome::RollbackFailed, state);
+        }
+    }
+    let removed = match &r.new {
+        // A retained release goes back to being retained.
+        NewContainer::Restart(_) => engine.stop(new_id, r.stop_grace).await,
+        NewContainer::Create(_) => engine.remove_container(new_id).await,
+    };
+    let detail = match &removed {
+        Ok(()) => format!("removed {}; {serving}", r.new.name()),
+        Err(e) => format!("{serving}, but {} could not be removed: {e}", r.new.name()),
+    };
+    run.record("rollback", t, removed.is_ok(), detail);
+    let verb = if outcome == Outcome::Interrupted {
+        "interrupted"
+    } else {
+        "rolled back"
+    };
+    run.end(outcome, format!("{verb}: {why}; {serving}"))
+}

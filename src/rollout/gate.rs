@@ -1,0 +1,204 @@
+//! The health gate: the image's Docker HEALTHCHECK (through engine events) and/or an HTTP probe
+//! run from an unprivileged sibling that shares the new container's network namespace, so it
+//! works from a job container that cannot reach the host's 127.0.0.1.
+
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::engine::{Engine, HealthWait, OneShot};
+use crate::probe::{self, Expect};
+use crate::spec::ServiceSpec;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Gate {
+    /// Wait for the image's HEALTHCHECK to say healthy.
+    pub docker: bool,
+    pub http: Option<HttpGate>,
+    pub deadline: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HttpGate {
+    pub url: String,
+    pub host: Option<String>,
+    pub expect: Expect,
+    pub successes: u32,
+    pub interval: Duration,
+    pub timeout: Duration,
+}
+
+impl Gate {
+    pub fn from_spec(spec: &ServiceSpec, revision: &str) -> Gate {
+        Gate {
+            docker: spec.health.docker,
+            http: spec.health.http.as_ref().map(|h| HttpGate {
+                url: format!(
+                    "http://127.0.0.1:{}{}",
+                    h.port.unwrap_or(spec.container_port),
+                    h.path
+                ),
+                host: h.host.clone(),
+                expect: Expect {
+                    status: h.status,
+                    json: h.json_field.as_ref().map(|f| {
+                        (
+                            f.clone(),
+                            h.json_value.clone().unwrap_or_else(|| revision.to_string()),
+                        )
+                    }),
+                    body_contains: h.body_contains.clone(),
+                },
+                successes: h.successes,
+                interval: h.interval,
+                timeout: h.timeout,
+            }),
+            deadline: spec.health.deadline,
+        }
+    }
+}
+
+/// Why the gate did not pass.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GateFailure {
+    Failed(String),
+    Interrupted,
+}
+
+/// Runs the gate against container `id`, started at `started`. `helper_image` runs the probe.
+pub async fn pass(
+    engine: &Engine,
+    gate: &Gate,
+    id: &str,
+    service: &str,
+    helper_image: &str,
+    started: Instant,
+    cancel: &CancellationToken,
+) -> Result<(), GateFailure> {
+    let deadline = started + gate.deadline;
+    if gate.docker {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match engine.wait_health(id, left, cancel).await {
+            Ok(HealthWait::Healthy) => {}
+            Ok(HealthWait::Unhealthy) => {
+                return Err(GateFailure::Failed(
+                    "the container's HEALTHCHECK reports unhealthy".into(),
+                ));
+            }
+            Ok(HealthWait::Exited { code }) => {
+                return Err(GateFailure::Failed(format!(
+                    "the container exited with code {code} before it became healthy"
+                )));
+            }
+            Ok(HealthWait::Deadline) => {
+                return Err(GateFailure::Failed(format!(
+                    "not healthy within the deadline of {}",
+                    humantime::format_duration(gate.deadline)
+                )));
+            }
+            Ok(HealthWait::Interrupted) => return Err(GateFailure::Interrupted),
+            Err(e) => return Err(GateFailure::Failed(e.to_string())),
+        }
+    }
+    if let Some(http) = &gate.http {
+        http_probe(
+            engine,
+            http,
+            gate.deadline,
+            id,
+            service,
+            helper_image,
+            deadline,
+            cancel,
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn http_probe(
+    engine: &Engine,
+    http: &HttpGate,
+    budget: Duration,
+    id: &str,
+    service: &str,
+    helper_image: &str,
+    deadline: Instant,
+    cancel: &CancellationToken,
+) -> Result<(), GateFailure> {
+    let failed = |e: crate::engine::EngineError| GateFailure::Failed(e.to_string());
+    let spec = OneShot {
+        name: String::new(),
+        image: helper_image.to_string(),
+        cmd: ["sh", "-c", "trap 'exit 0' TERM; while :; do sleep 1; done"]
+            .map(String::from)
+            .to_vec(),
+        privileged: false,
+        pid_host: false,
+        binds: Vec::new(),
+        labels: vec![("dev.slipway.service".into(), service.into())],
+        network: Some(format!("container:{id}")),
+        deadline: budget,
+    };
+    let name = format!("slipway-probe-{service}-{}", crate::engine::unique_suffix());
+    let probe_id = engine
+        .create_sibling(&name, &spec, "probe")
+        .await
+        .map_err(failed)?;
+    let result = async {
+        engine.start(&probe_id).await.map_err(failed)?;
+        let argv = probe::wget_argv(&http.url, http.host.as_deref(), http.timeout.as_secs());
+        let mut streak = 0;
+        let mut last = String::from("no attempt finished");
+        loop {
+            let attempt = engine
+                .exec(&probe_id, &argv, http.timeout + Duration::from_secs(2))
+                .await;
+            let verdict = match attempt {
+                Ok(out) => {
+                    http.expect
+                        .judge(&probe::parse_wget(out.code, &out.stdout, &out.stderr))
+                }
+                Err(e) => Err(e.to_string()),
+            };
+            match verdict {
+                Ok(()) => {
+                    streak += 1;
+                    if streak >= http.successes {
+                        return Ok(());
+                    }
+                }
+                Err(why) => {
+                    streak = 0;
+                    last = why;
+                    if let Ok(Some(info)) = engine.inspect_container(id).await
+                        && !info.running
+                    {
+                        return Err(GateFailure::Failed(format!(
+                            "the container exited with code {} (last probe: {last})",
+                            info.exit_code
+                        )));
+                    }
+                }
+            }
+            if Instant::now() + http.interval >= deadline {
+                return Err(GateFailure::Failed(format!(
+                    "GET {} did not pass {} time(s) in a row within {}; last: {last}",
+                    http.url,
+                    http.successes,
+                    humantime::format_duration(budget)
+                )));
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(http.interval) => {}
+                _ = cancel.cancelled() => return Err(GateFailure::Interrupted),
+            }
+        }
+    }
+    .await;
+    let _ = engine.remove_container(&probe_id).await;
+    result
+}

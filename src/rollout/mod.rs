@@ -1,0 +1,362 @@
+//! A rollout as data: facts gathered read-only, a pure `plan(spec, target, facts)`, and one
+//! executor (`execute.rs`) that carries the plan out and undoes it on failure.
+
+mod gate;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::Serialize;
+
+pub mod execute;
+pub use execute::{Outcome, Report, execute};
+pub use gate::Gate;
+
+use crate::caddy;
+use crate::engine::{AppContainer, ContainerInfo, ImageInfo};
+use crate::reference::PinnedImage;
+use crate::spec::ServiceSpec;
+
+pub const LABEL_SERVICE: &str = "dev.slipway.service";
+pub const LABEL_SLOT: &str = "dev.slipway.slot";
+pub const LABEL_PORT: &str = "dev.slipway.port";
+pub const LABEL_DIGEST: &str = "dev.slipway.digest";
+pub const LABEL_IMAGE: &str = "dev.slipway.image";
+pub const LABEL_REVISION: &str = "dev.slipway.revision";
+pub const LABEL_RELEASED: &str = "dev.slipway.released";
+pub const LABEL_RUN: &str = "dev.slipway.run-url";
+pub const REVISION_LABEL: &str = "org.opencontainers.image.revision";
+
+/// What to roll out.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Target {
+    #[serde(serialize_with = "as_text")]
+    pub image: PinnedImage,
+    /// The git SHA it was built from; read from the image's OCI label when not given.
+    pub revision: Option<String>,
+    /// Restart a retained container of this digest in the free slot instead of creating one
+    /// (what `slipway rollback` does).
+    pub reuse_retained: bool,
+}
+
+fn as_text<S: serde::Serializer>(image: &PinnedImage, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&image.to_string())
+}
+
+/// Everything the planner may know, gathered before any change.
+#[derive(Debug, Clone, Default)]
+pub struct Facts {
+    /// The service's app containers, running or not.
+    pub containers: Vec<ContainerInfo>,
+    /// Helper containers (agents, probes) of this service left by a run that died.
+    pub leftovers: Vec<ContainerInfo>,
+    /// The target image, when the engine already has it.
+    pub image: Option<ImageInfo>,
+    /// The snippet Caddy imports: `Some(None)` when absent, `None` when it was not read.
+    pub snippet: Option<Option<String>>,
+    /// Env values by name, from the job's environment.
+    pub env: Vec<(String, String)>,
+    pub now_unix_ms: u64,
+    pub run_url: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Plan {
+    pub service: String,
+    pub target: Target,
+    pub revision: String,
+    pub active: Option<ContainerRef>,
+    pub action: Action,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Action {
+    /// The requested digest already serves.
+    AlreadyServing {
+        container: ContainerRef,
+    },
+    Rollout(Box<Rollout>),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ContainerRef {
+    pub id: String,
+    pub name: String,
+    pub slot: Option<usize>,
+    pub port: Option<u16>,
+    pub digest: String,
+    pub revision: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Rollout {
+    /// Pull the image by digest first (the engine does not have it).
+    pub pull: bool,
+    /// Running containers that are not serving and are newer than what serves: a run that died.
+    pub remove_abandoned: Vec<ContainerRef>,
+    /// Older releases still running though not serving: stopped and kept.
+    pub stop_stale: Vec<ContainerRef>,
+    pub leftovers: Vec<String>,
+    pub new: NewContainer,
+    pub slot: usize,
+    pub port: u16,
+    pub gate: Gate,
+    pub snippet: SnippetChange,
+    pub reload_command: String,
+    pub drain: Duration,
+    /// Stopped (SIGTERM, then SIGKILL after the grace period) and kept for rollback.
+    pub retire: Option<ContainerRef>,
+    pub stop_grace: Duration,
+    /// Old stopped releases beyond `retain`, removed at the end.
+    pub prune: Vec<ContainerRef>,
+    pub on_failure: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum NewContainer {
+    Create(Box<AppContainer>),
+    /// A retained container of the target digest, already in the free slot.
+    Restart(ContainerRef),
+}
+
+impl NewContainer {
+    pub fn name(&self) -> &str {
+        match self {
+            NewContainer::Create(c) => &c.name,
+            NewContainer::Restart(r) => &r.name,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SnippetChange {
+    pub file: String,
+    pub path: String,
+    pub content: String,
+    /// What is there now: restored on failure. `None` in a plan made without reading it.
+    pub previous: Option<Option<String>>,
+}
+
+fn label(info: &ContainerInfo, key: &str) -> String {
+    info.labels.get(key).cloned().unwrap_or_default()
+}
+
+fn released(info: &ContainerInfo) -> u64 {
+    label(info, LABEL_RELEASED).parse().unwrap_or(0)
+}
+
+pub fn container_ref(info: &ContainerInfo) -> ContainerRef {
+    ContainerRef {
+        id: info.id.clone(),
+        name: info.name.clone(),
+        slot: label(info, LABEL_SLOT).parse().ok(),
+        port: label(info, LABEL_PORT).parse().ok(),
+        digest: label(info, LABEL_DIGEST),
+        revision: label(info, LABEL_REVISION),
+    }
+}
+
+/// The container that serves now: the running one the snippet routes to; without the snippet,
+/// the newest running one.
+pub fn active(facts: &Facts) -> Option<&ContainerInfo> {
+    let running = facts.containers.iter().filter(|c| c.running);
+    match &facts.snippet {
+        Some(snippet) => {
+            let port = snippet.as_deref().and_then(caddy::snippet_port)?;
+            running
+                .into_iter()
+                .find(|c| label(c, LABEL_PORT) == port.to_string())
+        }
+        None => running.max_by_key(|c| released(c)),
+    }
+}
+
+/// The last good release before the one serving: the newest retained (stopped) container with
+/// another digest.
+pub fn rollback_target(facts: &Facts) -> Option<&ContainerInfo> {
+    let current = active(facts).map(|a| label(a, LABEL_DIGEST));
+    facts
+        .containers
+        .iter()
+        .filter(|c| !c.running && Some(label(c, LABEL_DIGEST)) != current)
+        .filter(|c| PinnedImage::parse(&label(c, LABEL_IMAGE)).is_ok())
+        .max_by_key(|c| released(c))
+}
+
+/// The pure planner: no I/O, no clock, no environment.
+pub fn plan(spec: &ServiceSpec, target: &Target, facts: &Facts, reload_command: &str) -> Plan {
+    let digest = target.image.digest().to_string();
+    let revision = target
+        .revision
+        .clone()
+        .or_else(|| {
+            facts
+                .image
+                .as_ref()
+                .and_then(|i| i.labels.get(REVISION_LABEL).cloned())
+        })
+        .unwrap_or_else(|| digest.clone());
+    let active = active(facts);
+    let active_ref = active.map(container_ref);
+    if let Some(a) = active
+        && label(a, LABEL_DIGEST) == digest
+        && a.health.as_deref() != Some("unhealthy")
+        && !a.paused
+    {
+        return Plan {
+            service: spec.name.clone(),
+            target: target.clone(),
+            revision,
+            active: active_ref.clone(),
+            action: Action::AlreadyServing {
+                container: container_ref(a),
+            },
+        };
+    }
+    let slot = match active.and_then(|a| label(a, LABEL_SLOT).parse::<usize>().ok()) {
+        Some(0) => 1,
+        _ => 0,
+    };
+    let port = spec.slots[slot];
+    let active_released = active.map(released).unwrap_or(0);
+    let others: Vec<&ContainerInfo> = facts
+        .containers
+        .iter()
+        .filter(|c| c.running && Some(&c.id) != active.map(|a| &a.id))
+        .collect();
+    let (stop_stale, remove_abandoned): (Vec<_>, Vec<_>) = others
+        .into_iter()
+        .partition(|c| active.is_some() && released(c) < active_released);
+    let reuse = target
+        .reuse_retained
+        .then(|| {
+            facts
+                .containers
+                .iter()
+                .filter(|c| {
+                    !c.running
+                        && label(c, LABEL_DIGEST) == digest
+                        && label(c, LABEL_SLOT) == slot.to_string()
+                })
+                .max_by_key(|c| released(c))
+        })
+        .flatten();
+    let new = match reuse {
+        Some(c) => NewContainer::Restart(container_ref(c)),
+        None => NewContainer::Create(Box::new(app_container(
+            spec, target, &revision, facts, slot, port,
+        ))),
+    };
+    // Keep `retain` stopped releases, counting the one retired now.
+    let mut stopped: Vec<&ContainerInfo> = facts
+        .containers
+        .iter()
+        .filter(|c| !c.running && Some(c.name.as_str()) != Some(new.name()))
+        .chain(stop_stale.iter().copied())
+        .collect();
+    stopped.sort_by_key(|c| std::cmp::Reverse(released(c)));
+    let keep = spec.retain.saturating_sub(usize::from(active.is_some()));
+    let prune = stopped
+        .iter()
+        .skip(keep)
+        .map(|c| container_ref(c))
+        .collect();
+    let file = format!("{}.caddy", spec.name);
+    let snippet = SnippetChange {
+        path: spec.snippet_path().display().to_string(),
+        content: caddy::render_snippet(
+            &spec.name,
+            port,
+            &digest,
+            &revision,
+            &spec.caddy.upstream_options,
+        ),
+        previous: facts.snippet.clone(),
+        file,
+    };
+    let serving = active_ref.as_ref().map_or(
+        "nothing was serving before; the service stays down".to_string(),
+        |a| format!("{} keeps serving", a.name),
+    );
+    let on_failure = vec![
+        format!("before the switch: remove {} ({serving})", new.name()),
+        format!(
+            "after the switch: restore the previous {}, reload Caddy, check it, remove {}",
+            snippet.file,
+            new.name()
+        ),
+        "if that restore fails: exit 3 with the state of the host and the commands to run".into(),
+    ];
+    Plan {
+        service: spec.name.clone(),
+        target: target.clone(),
+        revision: revision.clone(),
+        active: active_ref.clone(),
+        action: Action::Rollout(Box::new(Rollout {
+            pull: facts.image.is_none(),
+            remove_abandoned: remove_abandoned.into_iter().map(container_ref).collect(),
+            stop_stale: stop_stale.into_iter().map(container_ref).collect(),
+            leftovers: facts.leftovers.iter().map(|c| c.name.clone()).collect(),
+            new,
+            slot,
+            port,
+            gate: Gate::from_spec(spec, &revision),
+            snippet,
+            reload_command: reload_command.to_string(),
+            drain: spec.drain,
+            retire: active_ref,
+            stop_grace: spec.stop_grace_period,
+            prune,
+            on_failure,
+        })),
+    }
+}
+
+fn app_container(
+    spec: &ServiceSpec,
+    target: &Target,
+    revision: &str,
+    facts: &Facts,
+    slot: usize,
+    port: u16,
+) -> AppContainer {
+    let digest = target.image.digest();
+    let mut labels: BTreeMap<String, String> = spec.labels.clone();
+    for (k, v) in [
+        (LABEL_SERVICE, spec.name.clone()),
+        (LABEL_SLOT, slot.to_string()),
+        (LABEL_PORT, port.to_string()),
+        (LABEL_DIGEST, digest.to_string()),
+        (LABEL_IMAGE, target.image.to_string()),
+        (LABEL_REVISION, revision.to_string()),
+        (LABEL_RELEASED, facts.now_unix_ms.to_string()),
+        (LABEL_RUN, facts.run_url.clone()),
+    ] {
+        labels.insert(k.to_string(), v);
+    }
+    let res = spec.resources();
+    AppContainer {
+        name: format!("{}-{}-{}", spec.name, ["a", "b"][slot], facts.now_unix_ms),
+        image: target.image.to_string(),
+        env: facts.env.clone(),
+        labels,
+        host_port: port,
+        container_port: spec.container_port,
+        volumes: spec.volumes.clone(),
+        memory_bytes: res.memory_bytes,
+        nano_cpus: res.nano_cpus,
+        pids: res.pids,
+        restart: spec.restart.clone(),
+        log_max_size: spec.logging.max_size.clone(),
+        log_max_file: spec.logging.max_file,
+        network: spec.network.clone(),
+        user: spec.user.clone(),
+        read_only: spec.read_only,
+        stop_grace_secs: spec.stop_grace_period.as_secs(),
+    }
+}
+
+#[cfg(test)]
+mod tests;

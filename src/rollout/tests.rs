@@ -1,0 +1,238 @@
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use super::*;
+
+const D1: &str = "sha256:1111111111111111111111111111111111111111111111111111111111111111";
+const D2: &str = "sha256:2222222222222222222222222222222222222222222222222222222222222222";
+
+fn spec() -> ServiceSpec {
+    ServiceSpec::parse(
+        Path::new("s.toml"),
+        r#"
+name = "web"
+slots = [18001, 18002]
+container_port = 8080
+env = ["TOKEN"]
+retain = 1
+[health]
+[health.http]
+json_field = ".version"
+[caddy]
+snippet_dir = "/etc/caddy/slipway"
+"#,
+    )
+    .unwrap()
+}
+
+fn target(digest: &str) -> Target {
+    Target {
+        image: PinnedImage::parse(&format!("127.0.0.1:5000/web@{digest}")).unwrap(),
+        revision: Some(format!("rev-{}", &digest[7..9])),
+        reuse_retained: false,
+    }
+}
+
+fn app(id: &str, slot: usize, digest: &str, released: u64, running: bool) -> ContainerInfo {
+    let labels: BTreeMap<String, String> = [
+        (LABEL_SERVICE, "web".to_string()),
+        (LABEL_SLOT, slot.to_string()),
+        (LABEL_PORT, [18001, 18002][slot].to_string()),
+        (LABEL_DIGEST, digest.to_string()),
+        (LABEL_IMAGE, format!("127.0.0.1:5000/web@{digest}")),
+        (LABEL_REVISION, format!("rev-{}", &digest[7..9])),
+        (LABEL_RELEASED, released.to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    ContainerInfo {
+        id: id.into(),
+        name: format!("web-{id}"),
+        image_id: "sha256:cfg".into(),
+        running,
+        paused: false,
+        status: if running { "running" } else { "exited" }.into(),
+        health: running.then(|| "healthy".into()),
+        exit_code: 0,
+        pid: 1,
+        started_at: String::new(),
+        finished_at: String::new(),
+        labels,
+        health_log: Vec::new(),
+    }
+}
+
+fn facts(containers: Vec<ContainerInfo>, snippet_port: Option<u16>) -> Facts {
+    Facts {
+        containers,
+        leftovers: Vec::new(),
+        image: None,
+        snippet: Some(snippet_port.map(|p| caddy::render_snippet("web", p, D1, "x", &[]))),
+        env: vec![("TOKEN".into(), "s3cr3t-value".into())],
+        now_unix_ms: 1_700_000_000_000,
+        run_url: "https://git.example/o/r/actions/runs/7".into(),
+    }
+}
+
+fn rollout(plan: &Plan) -> &Rollout {
+    match &plan.action {
+        Action::Rollout(r) => r,
+        other => panic!("expected a rollout, got {other:?}"),
+    }
+}
+
+#[test]
+fn first_rollout_takes_slot_a_and_writes_a_new_snippet() {
+    let plan = plan(
+        &spec(),
+        &target(D1),
+        &facts(vec![], None),
+        "systemctl reload caddy",
+    );
+    let r = rollout(&plan);
+    assert_eq!((r.slot, r.port), (0, 18001));
+    assert!(r.pull);
+    assert_eq!(r.retire, None);
+    assert_eq!(r.snippet.previous, Some(None));
+    assert!(r.snippet.content.contains("reverse_proxy 127.0.0.1:18001"));
+    let NewContainer::Create(c) = &r.new else {
+        panic!()
+    };
+    assert_eq!(c.labels[LABEL_DIGEST], D1);
+    assert_eq!(
+        c.labels[LABEL_RUN],
+        "https://git.example/o/r/actions/runs/7"
+    );
+    assert_eq!(c.name, "web-a-1700000000000");
+    // The probe expects the revision by default.
+    let http = r.gate.http.as_ref().unwrap();
+    assert_eq!(http.expect.json, Some((".version".into(), "rev-11".into())));
+}
+
+#[test]
+fn second_rollout_uses_the_other_slot_and_retires_the_active_one() {
+    let f = facts(vec![app("old", 0, D1, 1, true)], Some(18001));
+    let plan = plan(&spec(), &target(D2), &f, "systemctl reload caddy");
+    let r = rollout(&plan);
+    assert_eq!((r.slot, r.port), (1, 18002));
+    assert_eq!(r.retire.as_ref().unwrap().id, "old");
+    assert!(
+        r.snippet
+            .previous
+            .as_ref()
+            .unwrap()
+            .as_ref()
+            .unwrap()
+            .contains("18001")
+    );
+    assert!(r.remove_abandoned.is_empty() && r.stop_stale.is_empty());
+}
+
+#[test]
+fn the_digest_already_serving_is_a_no_op() {
+    let f = facts(vec![app("cur", 1, D1, 1, true)], Some(18002));
+    let plan = plan(&spec(), &target(D1), &f, "x");
+    assert!(
+        matches!(plan.action, Action::AlreadyServing { ref container } if container.id == "cur")
+    );
+}
+
+#[test]
+fn an_unhealthy_container_of_the_same_digest_is_replaced() {
+    let mut cur = app("cur", 1, D1, 1, true);
+    cur.health = Some("unhealthy".into());
+    let plan = plan(&spec(), &target(D1), &facts(vec![cur], Some(18002)), "x");
+    assert_eq!(rollout(&plan).slot, 0);
+}
+
+#[test]
+fn a_run_that_died_is_reconciled_from_labels() {
+    // Serving: old (slot a). A newer container in slot b was left running by a killed run; an
+    // older release is running though not routed to.
+    let f = facts(
+        vec![
+            app("stale", 1, D2, 1, true),
+            app("old", 0, D1, 5, true),
+            app("abandoned", 1, D2, 9, true),
+        ],
+        Some(18001),
+    );
+    let plan = plan(&spec(), &target(D2), &f, "x");
+    let r = rollout(&plan);
+    assert_eq!(plan.active.as_ref().unwrap().id, "old");
+    assert_eq!(
+        r.remove_abandoned
+            .iter()
+            .map(|c| c.id.as_str())
+            .collect::<Vec<_>>(),
+        ["abandoned"]
+    );
+    assert_eq!(
+        r.stop_stale
+            .iter()
+            .map(|c| c.id.as_str())
+            .collect::<Vec<_>>(),
+        ["stale"]
+    );
+}
+
+#[test]
+fn stopped_releases_beyond_retain_are_pruned_newest_kept() {
+    let f = facts(
+        vec![
+            app("cur", 0, D1, 10, true),
+            app("prev", 1, D2, 8, false),
+            app("older", 1, D1, 3, false),
+        ],
+        Some(18001),
+    );
+    let plan = plan(&spec(), &target(D2), &f, "x");
+    // retain = 1: the container retired now is the one kept.
+    let pruned: Vec<&str> = rollout(&plan).prune.iter().map(|c| c.id.as_str()).collect();
+    assert_eq!(pruned, ["prev", "older"]);
+}
+
+#[test]
+fn rollback_returns_to_the_newest_retained_release_and_reuses_it_in_place() {
+    let f = facts(
+        vec![
+            app("cur", 0, D2, 10, true),
+            app("prev", 1, D1, 8, false),
+            app("older", 1, D2, 3, false),
+        ],
+        Some(18001),
+    );
+    let back = rollback_target(&f).unwrap();
+    assert_eq!(back.id, "prev");
+    let mut t = target(D1);
+    t.reuse_retained = true;
+    let plan = plan(&spec(), &t, &f, "x");
+    let r = rollout(&plan);
+    assert!(matches!(&r.new, NewContainer::Restart(c) if c.id == "prev"));
+    assert!(!r.prune.iter().any(|c| c.id == "prev"), "{:?}", r.prune);
+}
+
+#[test]
+fn no_retained_release_means_nothing_to_roll_back_to() {
+    let f = facts(vec![app("cur", 0, D1, 10, true)], Some(18001));
+    assert!(rollback_target(&f).is_none());
+}
+
+#[test]
+fn the_plan_names_env_but_never_holds_a_value() {
+    let plan = plan(&spec(), &target(D1), &facts(vec![], None), "x");
+    let json = serde_json::to_string(&plan).unwrap();
+    assert!(json.contains("\"TOKEN\""), "{json}");
+    assert!(!json.contains("s3cr3t-value"), "{json}");
+}
+
+#[test]
+fn without_the_snippet_the_newest_running_container_is_taken_as_active() {
+    let mut f = facts(
+        vec![app("a", 0, D1, 1, true), app("b", 1, D2, 2, true)],
+        None,
+    );
+    f.snippet = None;
+    assert_eq!(active(&f).unwrap().id, "b");
+}

@@ -1,0 +1,560 @@
+//! The service commands: `rollout`, `rollback`, `reload`, `lock`. Each gathers facts read-only,
+//! plans, then (unless --dry-run) takes the lock and hands the plan to the one executor.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::io::Write as _;
+
+use anyhow::Context as _;
+use tokio_util::sync::CancellationToken;
+
+use crate::caddy::{self, HostAgent};
+use crate::cli::{Format, GlobalArgs, LockAction, LockArgs, ReloadArgs, ServiceArgs};
+use crate::engine::{Engine, LABEL_MANAGED, LABEL_ROLE};
+use crate::exit::{Exit, Failure};
+use crate::host::{self, HostAccess};
+use crate::lock::{self, Lock, LockRequest, LockState, Owner};
+use crate::reference::PinnedImage;
+use crate::rollout::{self, Facts, Plan, Report, Target};
+use crate::spec::{self, ServiceSpec};
+
+/// What to roll out: a given image, or the last good release.
+pub enum Choice {
+    Image {
+        image: String,
+        revision: Option<String>,
+    },
+    LastGood,
+}
+
+/// Everything a service command needs, checked before the engine is touched.
+pub struct Prepared {
+    pub spec: ServiceSpec,
+    pub host: HostAccess,
+    pub reload: Vec<String>,
+    pub reload_text: String,
+    pub values: Vec<(String, String)>,
+    pub engine: Engine,
+    pub owner: Owner,
+}
+
+pub fn prepare(global: &GlobalArgs, args: &ServiceArgs) -> Result<Prepared, Failure> {
+    let spec = ServiceSpec::load(&args.config).map_err(|e| {
+        let hint = e.hint();
+        Failure::usage(e).with_hint(hint)
+    })?;
+    let over = spec.over_quota();
+    if !over.is_empty() && !args.approve_over_quota {
+        return Err(Failure::usage(anyhow::anyhow!(
+            "{} asks for more than this host's quota: {}",
+            args.config.display(),
+            over.join("; ")
+        ))
+        .with_hint("lower the limits, or approve on purpose with --approve-over-quota"));
+    }
+    let host =
+        HostAccess::new(&args.reload_image, args.host_pid, args.reload_timeout).map_err(|e| {
+            let hint = e.hint();
+            Failure::usage(anyhow::Error::new(e).context("--reload-image is not usable"))
+                .with_hint(hint)
+        })?;
+    let reload_text = args
+        .reload_command
+        .clone()
+        .unwrap_or_else(|| spec.caddy.reload_command.clone());
+    let reload = host::split_command(&reload_text).map_err(|e| {
+        Failure::usage(e).with_hint("e.g. --reload-command 'systemctl reload caddy'")
+    })?;
+    let env: BTreeMap<String, String> = std::env::vars().collect();
+    let values = spec::resolve_env(&spec.env, &env).map_err(|missing| {
+        Failure::usage(anyhow::anyhow!(
+            "the spec passes {} from the job's environment, but {} not set",
+            missing.join(", "),
+            if missing.len() == 1 {
+                "it is"
+            } else {
+                "they are"
+            }
+        ))
+        .with_hint(
+            "set them in the job (e.g. `env:` from secrets), or remove them from `env` in the spec",
+        )
+    })?;
+    let engine = Engine::connect(&global.docker_host()).map_err(|e| {
+        Failure::usage(e)
+            .with_hint("set --docker-host or DOCKER_HOST, e.g. unix:///var/run/docker.sock")
+    })?;
+    let owner = Owner::current(&env);
+    Ok(Prepared {
+        spec,
+        host,
+        reload,
+        reload_text,
+        values,
+        engine,
+        owner,
+    })
+}
+
+pub async fn reachable(engine: &Engine) -> Result<(), Failure> {
+    engine.version().await.map(|_| ()).map_err(|e| {
+        Failure::new(Exit::Unavailable, e).with_hint(
+            "is the Docker socket mounted into the job (/var/run/docker.sock)? `slipway doctor` checks every prerequisite",
+        )
+    })
+}
+
+/// Read-only: the service's containers, leftovers of dead runs, the image if present.
+pub async fn gather(
+    p: &Prepared,
+    image: Option<&PinnedImage>,
+    own_agent: Option<&str>,
+) -> Result<Facts, Failure> {
+    let unavailable = |e: crate::engine::EngineError| Failure::new(Exit::Unavailable, e);
+    let name = p.spec.name.as_str();
+    let all = p
+        .engine
+        .containers_with_labels(&[(LABEL_MANAGED, "true"), (rollout::LABEL_SERVICE, name)])
+        .await
+        .map_err(unavailable)?;
+    let (containers, helpers): (Vec<_>, Vec<_>) = all
+        .into_iter()
+        .partition(|c| c.labels.get(LABEL_ROLE).map(String::as_str) == Some("app"));
+    let leftovers = helpers
+        .into_iter()
+        .filter(|c| {
+            matches!(
+                c.labels.get(LABEL_ROLE).map(String::as_str),
+                Some("agent" | "probe")
+            ) && Some(c.id.as_str()) != own_agent
+        })
+        .collect();
+    let image = match image {
+        Some(i) => p
+            .engine
+            .inspect_image(&i.to_string())
+            .await
+            .map_err(unavailable)?,
+        None => None,
+    };
+    let now_unix_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or_default();
+    Ok(Facts {
+        containers,
+        leftovers,
+        image,
+        snippet: None,
+        env: p.values.clone(),
+        now_unix_ms,
+        run_url: p.owner.run.clone(),
+    })
+}
+
+fn resolve_target(choice: &Choice, facts: &Facts) -> Result<Target, Failure> {
+    match choice {
+        Choice::Image { image, revision } => {
+            let image = PinnedImage::parse(image).map_err(|e| {
+                let hint = e.hint();
+                Failure::usage(
+                    anyhow::Error::new(e).context("the image to roll out must be pinned"),
+                )
+                .with_hint(hint)
+            })?;
+            Ok(Target {
+                image,
+                revision: revision.clone(),
+                reuse_retained: false,
+            })
+        }
+        Choice::LastGood => {
+            let back = rollout::rollback_target(facts).ok_or_else(|| {
+                Failure::usage(anyhow::anyhow!(
+                    "there is no retained release to roll back to"
+                ))
+                .with_hint("rollback returns to a previous release kept stopped on this host (see `retain` in the spec); roll out a pinned image instead")
+            })?;
+            let r = rollout::container_ref(back);
+            Ok(Target {
+                image: PinnedImage::parse(&back.labels[rollout::LABEL_IMAGE])
+                    .expect("rollback_target only returns pinned images"),
+                revision: Some(r.revision),
+                reuse_retained: true,
+            })
+        }
+    }
+}
+
+/// `rollout` and `rollback`.
+pub async fn run(
+    global: &GlobalArgs,
+    args: &ServiceArgs,
+    choice: Choice,
+    cancel: &CancellationToken,
+) -> Result<Exit, Failure> {
+    if let Choice::Image { image, .. } = &choice {
+        // Refused before anything else, engine included.
+        resolve_target(
+            &Choice::Image {
+                image: image.clone(),
+                revision: None,
+            },
+            &Facts::default(),
+        )?;
+    }
+    let p = prepare(global, args)?;
+    reachable(&p.engine).await?;
+    if args.dry_run {
+        let facts = gather(&p, None, None).await?;
+        let target = resolve_target(&choice, &facts)?;
+        let facts = gather(&p, Some(&target.image), None).await?;
+        let plan = rollout::plan(&p.spec, &target, &facts, &p.reload_text);
+        print(args.format, &plan, render_plan(&plan))?;
+        return Ok(Exit::Success);
+    }
+    let lock = Lock::acquire(
+        &p.engine,
+        &LockRequest {
+            service: &p.spec.name,
+            image: &p.host.image,
+            owner: &p.owner,
+            ttl: args.lock_ttl,
+            wait: args.lock_wait,
+        },
+        cancel,
+    )
+    .await
+    .map_err(|e| {
+        let exit = match e {
+            lock::LockError::Interrupted { .. } => Exit::Interrupted,
+            _ => Exit::Unavailable,
+        };
+        let hint = e.hint();
+        Failure::new(exit, e).with_hint(hint)
+    })?;
+    let result = locked(&p, &choice, cancel).await;
+    lock.release(&p.engine).await;
+    let report = result?;
+    print(args.format, &report, render_report(&report))?;
+    let exit = report.outcome.exit();
+    if exit != Exit::Success {
+        eprintln!("error: {}", report.message);
+    }
+    Ok(exit)
+}
+
+async fn locked(
+    p: &Prepared,
+    choice: &Choice,
+    cancel: &CancellationToken,
+) -> Result<Report, Failure> {
+    let agent = HostAgent::start(&p.engine, &p.host, &p.spec.name, &p.spec.caddy.snippet_dir)
+        .await
+        .map_err(|e| {
+            Failure::new(Exit::Unavailable, e)
+                .with_hint("the privileged sibling could not start: run `slipway doctor` with the same --reload-image")
+        })?;
+    let result = async {
+        let file = format!("{}.caddy", p.spec.name);
+        let snippet = agent.read(&p.engine, &file).await.map_err(|e| {
+            Failure::new(Exit::Unavailable, e).with_hint("check caddy.snippet_dir in the spec")
+        })?;
+        let facts = gather(p, None, Some(&agent.id)).await?;
+        let target = resolve_target(choice, &facts)?;
+        let mut facts = gather(p, Some(&target.image), Some(&agent.id)).await?;
+        facts.snippet = Some(snippet);
+        let plan = rollout::plan(&p.spec, &target, &facts, &p.reload_text);
+        tracing::info!("{}", render_plan(&plan).lines().next().unwrap_or_default());
+        let ctx = rollout::execute::Context {
+            engine: &p.engine,
+            agent: &agent,
+            reload: p.reload.clone(),
+            helper_image: p.host.image.to_string(),
+            cancel,
+        };
+        Ok(rollout::execute(&ctx, &plan).await)
+    }
+    .await;
+    agent.close(&p.engine).await;
+    result
+}
+
+fn print<T: serde::Serialize>(format: Format, data: &T, text: String) -> Result<(), Failure> {
+    let out = match format {
+        Format::Text => text,
+        Format::Json => format!(
+            "{}\n",
+            serde_json::to_string_pretty(data).expect("plain data serializes")
+        ),
+    };
+    std::io::stdout()
+        .write_all(out.as_bytes())
+        .context("writing to stdout")
+        .map_err(|e| Failure::new(Exit::Unavailable, e))
+}
+
+pub fn render_plan(plan: &Plan) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "plan for {}: {} (revision {})",
+        plan.service, plan.target.image, plan.revision
+    );
+    match &plan.active {
+        Some(a) => {
+            let _ = writeln!(
+                s,
+                "  serving now: {} on 127.0.0.1:{} ({}, revision {})",
+                a.name,
+                a.port.unwrap_or_default(),
+                a.digest,
+                a.revision
+            );
+        }
+        None => s.push_str("  serving now: nothing\n"),
+    }
+    match &plan.action {
+        rollout::Action::AlreadyServing { container } => {
+            let _ = writeln!(
+                s,
+                "  nothing to do: {} already serves this digest",
+                container.name
+            );
+        }
+        rollout::Action::Rollout(r) => {
+            let mut n = 0;
+            let mut step = |s: &mut String, text: String| {
+                n += 1;
+                let _ = writeln!(s, "  {n}. {text}");
+            };
+            step(&mut s, "take the deploy lock".into());
+            if r.pull {
+                step(&mut s, format!("pull {} by digest", plan.target.image));
+            }
+            for c in &r.remove_abandoned {
+                step(
+                    &mut s,
+                    format!("remove {} (left by a run that died)", c.name),
+                );
+            }
+            for c in &r.stop_stale {
+                step(
+                    &mut s,
+                    format!("stop {} (an older release still running)", c.name),
+                );
+            }
+            match &r.new {
+                rollout::NewContainer::Create(c) => {
+                    let env: Vec<&str> = c.env.iter().map(|(k, _)| k.as_str()).collect();
+                    step(
+                        &mut s,
+                        format!(
+                            "create {} on 127.0.0.1:{} -> :{} (slot {}); env: [{}]; volumes: [{}]; memory: {}; cpus: {}; pids: {}; restart: {}; read-only: {}",
+                            c.name,
+                            r.port,
+                            c.container_port,
+                            r.slot,
+                            env.join(", "),
+                            c.volumes.join(", "),
+                            c.memory_bytes
+                                .map_or("unlimited".into(), |b| format!("{} MiB", b >> 20)),
+                            c.nano_cpus
+                                .map_or("unlimited".into(), |n| format!("{:.2}", n as f64 / 1e9)),
+                            c.pids.map_or("unlimited".into(), |p| p.to_string()),
+                            c.restart,
+                            c.read_only
+                        ),
+                    );
+                }
+                rollout::NewContainer::Restart(c) => step(
+                    &mut s,
+                    format!("start the retained {} on 127.0.0.1:{}", c.name, r.port),
+                ),
+            }
+            step(
+                &mut s,
+                "check the running container's image is that digest".into(),
+            );
+            let mut gate = Vec::new();
+            if r.gate.docker {
+                gate.push("Docker HEALTHCHECK healthy".to_string());
+            }
+            if let Some(h) = &r.gate.http {
+                gate.push(format!(
+                    "GET {}{} -> {}{} x{}",
+                    h.url,
+                    h.host
+                        .as_ref()
+                        .map_or(String::new(), |h| format!(" (Host: {h})")),
+                    h.expect.status,
+                    h.expect
+                        .json
+                        .as_ref()
+                        .map_or(String::new(), |(f, v)| format!(", {f} == {v}")),
+                    h.successes
+                ));
+            }
+            step(
+                &mut s,
+                format!(
+                    "gate: {} within {}",
+                    gate.join(", then "),
+                    humantime::format_duration(r.gate.deadline)
+                ),
+            );
+            step(
+                &mut s,
+                format!(
+                    "write {} -> reverse_proxy 127.0.0.1:{} and run `{}` on the host via the privileged sibling",
+                    r.snippet.path, r.port, r.reload_command
+                ),
+            );
+            step(
+                &mut s,
+                format!("drain {}", humantime::format_duration(r.drain)),
+            );
+            if let Some(old) = &r.retire {
+                step(
+                    &mut s,
+                    format!(
+                        "stop {} (SIGTERM, {} grace) and keep it for rollback",
+                        old.name,
+                        humantime::format_duration(r.stop_grace)
+                    ),
+                );
+            }
+            for c in &r.prune {
+                step(&mut s, format!("remove {} (beyond `retain`)", c.name));
+            }
+            step(&mut s, "release the deploy lock".into());
+            s.push_str("  on failure:\n");
+            for f in &r.on_failure {
+                let _ = writeln!(s, "    - {f}");
+            }
+        }
+    }
+    s
+}
+
+pub fn render_report(r: &Report) -> String {
+    let mut s = String::new();
+    let outcome = serde_json::to_value(r.outcome)
+        .ok()
+        .and_then(|v| v.as_str().map(String::from))
+        .unwrap_or_default();
+    let _ = writeln!(s, "{outcome}: {}", r.message);
+    for step in &r.steps {
+        let _ = writeln!(
+            s,
+            "  {:4} {:9} {:>6} ms  {}",
+            if step.ok { "ok" } else { "FAIL" },
+            step.name,
+            step.duration_ms,
+            step.detail
+        );
+    }
+    if !r.evidence.health_log.is_empty() {
+        s.push_str("  health log:\n");
+        for l in &r.evidence.health_log {
+            let _ = writeln!(s, "    {l}");
+        }
+    }
+    if !r.evidence.log_tail.is_empty() {
+        s.push_str("  container log (tail):\n");
+        for l in r.evidence.log_tail.lines() {
+            let _ = writeln!(s, "    {l}");
+        }
+    }
+    if r.outcome != rollout::Outcome::Deployed && !r.evidence.reload_output.is_empty() {
+        let _ = writeln!(s, "  reload output: {}", r.evidence.reload_output);
+    }
+    s
+}
+
+/// `slipway reload`.
+pub async fn reload(
+    global: &GlobalArgs,
+    args: &ReloadArgs,
+    cancel: &CancellationToken,
+) -> Result<Exit, Failure> {
+    let host =
+        HostAccess::new(&args.reload_image, args.host_pid, args.reload_timeout).map_err(|e| {
+            let hint = e.hint();
+            Failure::usage(anyhow::Error::new(e).context("--reload-image is not usable"))
+                .with_hint(hint)
+        })?;
+    let argv = host::split_command(&args.reload_command).map_err(|e| {
+        Failure::usage(e).with_hint("e.g. --reload-command 'systemctl reload caddy'")
+    })?;
+    let engine = Engine::connect(&global.docker_host()).map_err(Failure::usage)?;
+    reachable(&engine).await?;
+    match caddy::reload_once(&engine, &host, &argv, cancel).await {
+        Ok(out) => {
+            eprintln!(
+                "reloaded: `{}` on the host took {} ms",
+                args.reload_command,
+                out.elapsed.as_millis()
+            );
+            Ok(Exit::Success)
+        }
+        Err(caddy::CaddyError::Engine(crate::engine::EngineError::Interrupted { .. })) => {
+            Ok(Exit::Interrupted)
+        }
+        Err(e @ caddy::CaddyError::Reload { .. }) => Err(Failure::new(Exit::Unavailable, e)
+            .with_hint("run the command on the host by hand to see why; `slipway doctor` checks the sibling and the command")),
+        Err(e) => Err(Failure::new(Exit::Unavailable, e)),
+    }
+}
+
+/// `slipway lock status|release`.
+pub async fn lock_command(global: &GlobalArgs, args: &LockArgs) -> Result<Exit, Failure> {
+    let (LockAction::Status(t) | LockAction::Release(t)) = &args.action;
+    let spec = ServiceSpec::load(&t.config).map_err(|e| {
+        let hint = e.hint();
+        Failure::usage(e).with_hint(hint)
+    })?;
+    let engine = Engine::connect(&global.docker_host()).map_err(Failure::usage)?;
+    reachable(&engine).await?;
+    let unavailable = |e: crate::engine::EngineError| Failure::new(Exit::Unavailable, e);
+    match &args.action {
+        LockAction::Status(_) => {
+            let state = lock::status(&engine, &spec.name)
+                .await
+                .map_err(unavailable)?;
+            let text = match &state {
+                LockState::Free => format!("{}: free\n", spec.name),
+                LockState::Held {
+                    owner,
+                    host,
+                    pid,
+                    since,
+                    ttl_secs,
+                } => format!(
+                    "{}: held by {owner} (host {host}, pid {pid}) since {since}; expires {ttl_secs}s after its last heartbeat\n",
+                    spec.name
+                ),
+                LockState::Expired { owner, at } => format!(
+                    "{}: expired (held by {owner}; heartbeat stopped at {at}); the next run takes it over\n",
+                    spec.name
+                ),
+            };
+            print(t.format, &state, text)?;
+        }
+        LockAction::Release(_) => {
+            let existed = lock::force_release(&engine, &spec.name)
+                .await
+                .map_err(unavailable)?;
+            eprintln!(
+                "{}: {}",
+                spec.name,
+                if existed {
+                    "lock released"
+                } else {
+                    "there was no lock"
+                }
+            );
+        }
+    }
+    Ok(Exit::Success)
+}

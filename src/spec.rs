@@ -1,0 +1,614 @@
+//! The service spec: what a service is on a host (slots, port, env names, limits, health probe),
+//! read from TOML and validated all at once. Pure: no I/O beyond `load`, no clock.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceSpec {
+    /// Names containers, snippets and the lock: `[a-z0-9][a-z0-9-]*`.
+    pub name: String,
+    /// The two 127.0.0.1 host ports the service alternates between.
+    pub slots: [u16; 2],
+    /// The port the app listens on inside its container.
+    pub container_port: u16,
+    /// Names of variables passed from the job's environment; values never reach a file.
+    #[serde(default)]
+    pub env: Vec<String>,
+    /// Named volumes and bind mounts, in `docker run -v` form (SOURCE:TARGET[:ro]).
+    #[serde(default)]
+    pub volumes: Vec<String>,
+    #[serde(default)]
+    pub limits: Limits,
+    #[serde(default = "default_restart")]
+    pub restart: String,
+    #[serde(default)]
+    pub logging: Logging,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// Docker network to attach to (default: the engine's bridge).
+    pub network: Option<String>,
+    /// `UID:GID` to run as (default: the image's USER).
+    pub user: Option<String>,
+    #[serde(default)]
+    pub read_only: bool,
+    #[serde(default = "default_grace", with = "humantime_serde")]
+    pub stop_grace_period: Duration,
+    /// How long the old container keeps running after the switch, for in-flight requests.
+    #[serde(default = "default_drain", with = "humantime_serde")]
+    pub drain: Duration,
+    /// Stopped previous releases kept for `slipway rollback`.
+    #[serde(default = "default_retain")]
+    pub retain: usize,
+    pub health: Health,
+    pub caddy: Caddy,
+    #[serde(default)]
+    pub quota: Option<Quota>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// e.g. "256m", "1g"
+    pub memory: Option<String>,
+    /// e.g. 0.5
+    pub cpus: Option<f64>,
+    pub pids: Option<i64>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Logging {
+    #[serde(default = "default_log_size")]
+    pub max_size: String,
+    #[serde(default = "default_log_files")]
+    pub max_file: u32,
+}
+
+impl Default for Logging {
+    fn default() -> Self {
+        Logging {
+            max_size: default_log_size(),
+            max_file: default_log_files(),
+        }
+    }
+}
+
+/// The ceiling a host allows one service; a spec above it needs `--approve-over-quota`.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Quota {
+    pub memory: Option<String>,
+    pub cpus: Option<f64>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Health {
+    /// Wait for the image's Docker HEALTHCHECK to report healthy.
+    #[serde(default = "yes")]
+    pub docker: bool,
+    pub http: Option<HttpProbe>,
+    /// Everything must pass within this time of the container's start.
+    #[serde(default = "default_health_deadline", with = "humantime_serde")]
+    pub deadline: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct HttpProbe {
+    #[serde(default = "default_health_path")]
+    pub path: String,
+    /// Default: the container port.
+    pub port: Option<u16>,
+    /// Host header, for apps with a host allow-list.
+    pub host: Option<String>,
+    #[serde(default = "default_status")]
+    pub status: u16,
+    /// `.field.sub` of a JSON body that must equal `json_value` (default: the revision).
+    pub json_field: Option<String>,
+    pub json_value: Option<String>,
+    /// A substring the body must contain.
+    pub body_contains: Option<String>,
+    #[serde(default = "default_successes")]
+    pub successes: u32,
+    #[serde(default = "default_interval", with = "humantime_serde")]
+    pub interval: Duration,
+    #[serde(default = "default_try_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Caddy {
+    /// Host directory the Caddyfile imports; slipway writes `<name>.caddy` there and nothing else.
+    pub snippet_dir: PathBuf,
+    /// Run on the host through the privileged nsenter sibling.
+    #[serde(default = "default_reload_command")]
+    pub reload_command: String,
+    /// Extra lines inside the snippet's `reverse_proxy` block, e.g. "lb_try_duration 5s".
+    #[serde(default)]
+    pub upstream_options: Vec<String>,
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_restart() -> String {
+    "unless-stopped".into()
+}
+fn default_grace() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_drain() -> Duration {
+    Duration::from_secs(2)
+}
+fn default_retain() -> usize {
+    2
+}
+fn default_log_size() -> String {
+    "10m".into()
+}
+fn default_log_files() -> u32 {
+    3
+}
+fn default_health_deadline() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_health_path() -> String {
+    "/health".into()
+}
+fn default_status() -> u16 {
+    200
+}
+fn default_successes() -> u32 {
+    2
+}
+fn default_interval() -> Duration {
+    Duration::from_millis(500)
+}
+fn default_try_timeout() -> Duration {
+    Duration::from_secs(2)
+}
+fn default_reload_command() -> String {
+    crate::cli::DEFAULT_RELOAD_COMMAND.into()
+}
+
+/// serde glue for durations written as "10s", "1m30s", "500ms".
+mod humantime_serde {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&humantime::format_duration(*d).to_string())
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let text = String::deserialize(d)?;
+        humantime::parse_duration(&text).map_err(|e| {
+            serde::de::Error::custom(format!("`{text}` is not a duration like 10s or 1m ({e})"))
+        })
+    }
+}
+
+#[derive(Debug, Error)]
+pub enum SpecError {
+    #[error("cannot read the service spec {path}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path} is not a valid service spec: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{path} has {} problem(s):\n{}", .problems.len(), .problems.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
+    Invalid {
+        path: PathBuf,
+        problems: Vec<String>,
+    },
+}
+
+impl SpecError {
+    pub fn hint(&self) -> &'static str {
+        match self {
+            SpecError::Read { .. } => "pass the spec with --config PATH (or SLIPWAY_CONFIG)",
+            SpecError::Parse { .. } | SpecError::Invalid { .. } => {
+                "fix each listed key; docs/operator-guide.md shows a complete spec"
+            }
+        }
+    }
+}
+
+/// Resource figures the engine takes, after parsing.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct Resources {
+    pub memory_bytes: Option<i64>,
+    pub nano_cpus: Option<i64>,
+    pub pids: Option<i64>,
+}
+
+impl ServiceSpec {
+    pub fn load(path: &Path) -> Result<ServiceSpec, SpecError> {
+        let text = std::fs::read_to_string(path).map_err(|source| SpecError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse(path, &text)
+    }
+
+    pub fn parse(path: &Path, text: &str) -> Result<ServiceSpec, SpecError> {
+        let spec: ServiceSpec = toml::from_str(text).map_err(|e| SpecError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string().trim().replace('\n', " "),
+        })?;
+        let problems = spec.problems();
+        if problems.is_empty() {
+            Ok(spec)
+        } else {
+            Err(SpecError::Invalid {
+                path: path.to_path_buf(),
+                problems,
+            })
+        }
+    }
+
+    /// Every problem, each with its key path.
+    pub fn problems(&self) -> Vec<String> {
+        let mut p = Vec::new();
+        if !valid_name(&self.name) {
+            p.push(format!(
+                "name: `{}` must be 1-40 chars of a-z, 0-9 and '-', starting with a letter or digit",
+                self.name
+            ));
+        }
+        if self.slots[0] == self.slots[1] {
+            p.push(format!(
+                "slots: the two ports must differ (both are {})",
+                self.slots[0]
+            ));
+        }
+        for (i, port) in self.slots.iter().enumerate() {
+            if *port < 1024 {
+                p.push(format!(
+                    "slots[{i}]: {port} is a privileged port; use 1024-65535"
+                ));
+            }
+        }
+        if self.container_port == 0 {
+            p.push("container_port: must be 1-65535".into());
+        }
+        for (i, name) in self.env.iter().enumerate() {
+            if !valid_env_name(name) {
+                p.push(format!(
+                    "env[{i}]: `{name}` is not a variable name (give names only; values come from the job's environment)"
+                ));
+            }
+        }
+        for (i, v) in self.volumes.iter().enumerate() {
+            let parts: Vec<&str> = v.split(':').collect();
+            let ok = matches!(parts.len(), 2 | 3)
+                && !parts[0].is_empty()
+                && parts[1].starts_with('/')
+                && parts.get(2).is_none_or(|m| ["ro", "rw"].contains(m));
+            if !ok {
+                p.push(format!(
+                    "volumes[{i}]: `{v}` must be SOURCE:/TARGET[:ro|rw]"
+                ));
+            }
+        }
+        if let Some(m) = &self.limits.memory
+            && parse_bytes(m).is_none()
+        {
+            p.push(format!(
+                "limits.memory: `{m}` is not a size like 256m or 1g"
+            ));
+        }
+        if let Some(c) = self.limits.cpus
+            && !(c > 0.0 && c <= 1024.0)
+        {
+            p.push(format!("limits.cpus: {c} must be above 0"));
+        }
+        if let Some(n) = self.limits.pids
+            && n < 1
+        {
+            p.push(format!("limits.pids: {n} must be at least 1"));
+        }
+        if !["no", "always", "unless-stopped", "on-failure"].contains(&self.restart.as_str()) {
+            p.push(format!(
+                "restart: `{}` must be no, always, unless-stopped or on-failure",
+                self.restart
+            ));
+        }
+        if parse_bytes(&self.logging.max_size).is_none() {
+            p.push(format!(
+                "logging.max_size: `{}` is not a size like 10m",
+                self.logging.max_size
+            ));
+        }
+        if self.logging.max_file == 0 {
+            p.push("logging.max_file: must be at least 1".into());
+        }
+        for key in self.labels.keys() {
+            if key.starts_with("dev.slipway.") {
+                p.push(format!(
+                    "labels.{key}: the dev.slipway. prefix is slipway's own"
+                ));
+            }
+        }
+        if let Some(u) = &self.user
+            && !u
+                .split(':')
+                .all(|part| !part.is_empty() && part.chars().all(|c| c.is_ascii_digit()))
+        {
+            p.push(format!(
+                "user: `{u}` must be numeric UID or UID:GID (names depend on the image)"
+            ));
+        }
+        if self.retain == 0 {
+            p.push(
+                "retain: keep at least 1 previous release, or rollback has nothing to return to"
+                    .into(),
+            );
+        }
+        if !self.health.docker && self.health.http.is_none() {
+            p.push("health: set docker = true or add [health.http]; a release must be proven healthy before it serves".into());
+        }
+        if self.health.deadline.is_zero() {
+            p.push("health.deadline: must be above 0".into());
+        }
+        if let Some(h) = &self.health.http {
+            if !h.path.starts_with('/') {
+                p.push(format!("health.http.path: `{}` must start with /", h.path));
+            }
+            if h.successes == 0 {
+                p.push("health.http.successes: must be at least 1".into());
+            }
+            if h.timeout.is_zero() || h.interval.is_zero() {
+                p.push("health.http: interval and timeout must be above 0".into());
+            }
+            if h.json_value.is_some() && h.json_field.is_none() {
+                p.push("health.http.json_value: set json_field too".into());
+            }
+        }
+        if !self.caddy.snippet_dir.is_absolute() {
+            p.push(format!(
+                "caddy.snippet_dir: `{}` must be an absolute path on the host",
+                self.caddy.snippet_dir.display()
+            ));
+        }
+        if let Err(e) = crate::host::split_command(&self.caddy.reload_command) {
+            p.push(format!("caddy.reload_command: {e}"));
+        }
+        if let Some(q) = &self.quota {
+            if let Some(m) = &q.memory
+                && parse_bytes(m).is_none()
+            {
+                p.push(format!("quota.memory: `{m}` is not a size"));
+            }
+            if q.memory.is_some() && self.limits.memory.is_none() {
+                p.push(
+                    "limits.memory: the host has a memory quota, so set a limit within it".into(),
+                );
+            }
+            if q.cpus.is_some() && self.limits.cpus.is_none() {
+                p.push("limits.cpus: the host has a CPU quota, so set a limit within it".into());
+            }
+        }
+        p
+    }
+
+    pub fn resources(&self) -> Resources {
+        Resources {
+            memory_bytes: self.limits.memory.as_deref().and_then(parse_bytes),
+            nano_cpus: self.limits.cpus.map(|c| (c * 1e9) as i64),
+            pids: self.limits.pids,
+        }
+    }
+
+    /// Limits above the quota, as messages; empty when within it.
+    pub fn over_quota(&self) -> Vec<String> {
+        let Some(q) = &self.quota else {
+            return Vec::new();
+        };
+        let mut over = Vec::new();
+        if let (Some(limit), Some(cap)) = (self.limits.memory.as_deref(), q.memory.as_deref())
+            && let (Some(l), Some(c)) = (parse_bytes(limit), parse_bytes(cap))
+            && l > c
+        {
+            over.push(format!("limits.memory {limit} is above the quota of {cap}"));
+        }
+        if let (Some(l), Some(c)) = (self.limits.cpus, q.cpus)
+            && l > c
+        {
+            over.push(format!("limits.cpus {l} is above the quota of {c}"));
+        }
+        over
+    }
+
+    pub fn snippet_path(&self) -> PathBuf {
+        self.caddy.snippet_dir.join(format!("{}.caddy", self.name))
+    }
+}
+
+fn valid_name(name: &str) -> bool {
+    (1..=40).contains(&name.len())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && !name.starts_with('-')
+}
+
+fn valid_env_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// "256m" → bytes. Suffixes b, k, m, g (powers of 1024), as `docker run --memory` takes them.
+pub fn parse_bytes(text: &str) -> Option<i64> {
+    let t = text.trim().to_ascii_lowercase();
+    let (digits, unit) = match t.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => t.split_at(i),
+        None => (t.as_str(), ""),
+    };
+    let n: i64 = digits.parse().ok()?;
+    let mult = match unit.trim_end_matches('b') {
+        "" => 1,
+        "k" => 1 << 10,
+        "m" => 1 << 20,
+        "g" => 1 << 30,
+        _ => return None,
+    };
+    n.checked_mul(mult).filter(|b| *b > 0)
+}
+
+/// The values of the spec's env names, from `env` (the job's environment). Every missing name is
+/// reported at once.
+pub fn resolve_env(
+    names: &[String],
+    env: &BTreeMap<String, String>,
+) -> Result<Vec<(String, String)>, Vec<String>> {
+    let missing: Vec<String> = names
+        .iter()
+        .filter(|n| !env.contains_key(*n))
+        .cloned()
+        .collect();
+    if !missing.is_empty() {
+        return Err(missing);
+    }
+    Ok(names.iter().map(|n| (n.clone(), env[n].clone())).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+name = "web"
+slots = [18001, 18002]
+container_port = 8080
+[health]
+[caddy]
+snippet_dir = "/etc/caddy/slipway"
+"#;
+
+    #[test]
+    fn a_minimal_spec_gets_the_documented_defaults() {
+        let spec = ServiceSpec::parse(Path::new("s.toml"), MINIMAL).unwrap();
+        assert_eq!(spec.drain, Duration::from_secs(2));
+        assert_eq!(spec.stop_grace_period, Duration::from_secs(10));
+        assert_eq!(spec.restart, "unless-stopped");
+        assert!(spec.health.docker);
+        assert_eq!(spec.caddy.reload_command, "systemctl reload caddy");
+        assert_eq!(
+            spec.snippet_path(),
+            PathBuf::from("/etc/caddy/slipway/web.caddy")
+        );
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once_with_its_path() {
+        let text = r#"
+name = "Web App"
+slots = [80, 80]
+container_port = 8080
+env = ["GOOD", "bad-name"]
+volumes = ["data"]
+restart = "sometimes"
+labels = { "dev.slipway.slot" = "x" }
+user = "app"
+[limits]
+memory = "lots"
+[health]
+docker = false
+[caddy]
+snippet_dir = "relative/dir"
+"#;
+        let err = ServiceSpec::parse(Path::new("s.toml"), text).unwrap_err();
+        let SpecError::Invalid { problems, .. } = &err else {
+            panic!("{err}")
+        };
+        let joined = problems.join("\n");
+        for path in [
+            "name:",
+            "slots:",
+            "slots[0]:",
+            "slots[1]:",
+            "env[1]:",
+            "volumes[0]:",
+            "restart:",
+            "labels.dev.slipway.slot:",
+            "user:",
+            "limits.memory:",
+            "health:",
+            "caddy.snippet_dir:",
+        ] {
+            assert!(joined.contains(path), "no `{path}` in:\n{joined}");
+        }
+        assert!(err.to_string().contains("12 problem(s)"), "{err}");
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_durations_are_parse_errors() {
+        let err =
+            ServiceSpec::parse(Path::new("s.toml"), &format!("{MINIMAL}\nslotz = 1")).unwrap_err();
+        assert!(err.to_string().contains("slotz"), "{err}");
+        let text = MINIMAL.replace("[health]", "[health]\ndeadline = \"soon\"");
+        let err = ServiceSpec::parse(Path::new("s.toml"), &text).unwrap_err();
+        assert!(
+            err.to_string().contains("`soon` is not a duration"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn quota_caps_memory_and_cpu() {
+        let text = MINIMAL.replace(
+            "[health]",
+            "[limits]\nmemory = \"2g\"\ncpus = 4.0\n[quota]\nmemory = \"1g\"\ncpus = 2.0\n[health]",
+        );
+        let spec = ServiceSpec::parse(Path::new("s.toml"), &text).unwrap();
+        let over = spec.over_quota();
+        assert_eq!(over.len(), 2, "{over:?}");
+        assert!(over[0].contains("2g is above the quota of 1g"));
+        let within = text.replace(
+            "memory = \"2g\"\ncpus = 4.0",
+            "memory = \"512m\"\ncpus = 1.0",
+        );
+        assert!(
+            ServiceSpec::parse(Path::new("s.toml"), &within)
+                .unwrap()
+                .over_quota()
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn sizes_parse_like_docker() {
+        assert_eq!(parse_bytes("256m"), Some(256 << 20));
+        assert_eq!(parse_bytes("1G"), Some(1 << 30));
+        assert_eq!(parse_bytes("512kb"), Some(512 << 10));
+        assert_eq!(parse_bytes("10"), Some(10));
+        assert_eq!(parse_bytes("lots"), None);
+        assert_eq!(parse_bytes("0m"), None);
+    }
+
+    #[test]
+    fn env_values_come_from_the_environment_and_all_missing_names_are_listed() {
+        let env: BTreeMap<String, String> = [("A".to_string(), "1".to_string())].into();
+        assert_eq!(
+            resolve_env(&["A".into()], &env).unwrap(),
+            vec![("A".to_string(), "1".to_string())]
+        );
+        assert_eq!(
+            resolve_env(&["A".into(), "B".into(), "C".into()], &env).unwrap_err(),
+            vec!["B".to_string(), "C".to_string()]
+        );
+    }
+}
