@@ -2,5 +2,7 @@
 //! (`scripts/sandbox`). One test binary, modules per command.
 
 mod doctor;
+mod rollout;
+mod service;
 mod static_binary;
 mod support;

@@ -1,0 +1,260 @@
+//! A service under test: its own Caddy (so a test may break its Caddyfile without touching
+//! others), two free slot ports, a spec file, and the fixture images v1/v2 pushed to the
+//! sandbox registry and pinned by digest.
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use crate::support::{docker, docker_ok, sandbox, slipway_bin};
+
+pub struct Images {
+    pub v1: String,
+    pub v2: String,
+}
+
+/// The fixture app as v1 and v2, built and pushed once per test run.
+pub fn images() -> &'static Images {
+    static IMAGES: OnceLock<Images> = OnceLock::new();
+    static BUILD: Mutex<()> = Mutex::new(());
+    let _guard = BUILD.lock().unwrap_or_else(|e| e.into_inner());
+    IMAGES.get_or_init(|| {
+        let s = sandbox();
+        let fixture = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/app");
+        let mut pinned = Vec::new();
+        for v in ["v1", "v2"] {
+            let tag = format!("{}/fixture/rollout:{v}", s.registry);
+            docker_ok(&[
+                "build",
+                "-q",
+                "--build-arg",
+                &format!("BASE_IMAGE={}", s.base_image),
+                "--build-arg",
+                &format!("VERSION={v}"),
+                "-t",
+                &tag,
+                fixture,
+            ]);
+            docker_ok(&["push", "-q", &tag]);
+            let digest = docker_ok(&["inspect", "--format", "{{index .RepoDigests 0}}", &tag]);
+            pinned.push(digest.trim().to_string());
+        }
+        Images {
+            v2: pinned.pop().unwrap(),
+            v1: pinned.pop().unwrap(),
+        }
+    })
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+pub struct Svc {
+    pub name: String,
+    pub dir: PathBuf,
+    pub slots: [u16; 2],
+    pub port: u16,
+    caddy: Child,
+}
+
+impl Svc {
+    /// `health` is the spec's `[health]` section body; `extra` goes at the top level.
+    pub fn new(name: &str, extra: &str, health: &str) -> Svc {
+        let s = sandbox();
+        let dir = s.dir.join(format!("svc-{name}"));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("snippets")).unwrap();
+        let port = free_port();
+        let slots = [free_port(), free_port()];
+        std::fs::write(
+            dir.join("Caddyfile"),
+            format!(
+                "{{\n\tadmin unix/{d}/admin.sock\n\tauto_https off\n}}\n\nhttp://127.0.0.1:{port} {{\n\tbind 127.0.0.1\n\troute {{\n\t\timport {d}/snippets/*.caddy\n\t\trespond \"no upstream\" 503\n\t}}\n}}\n",
+                d = dir.display()
+            ),
+        )
+        .unwrap();
+        let caddy = Command::new("caddy")
+            .args(["run", "--adapter", "caddyfile", "--config"])
+            .arg(dir.join("Caddyfile"))
+            .env("XDG_CONFIG_HOME", dir.join("xdg"))
+            .env("XDG_DATA_HOME", dir.join("xdg"))
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.join("caddy.log")).unwrap())
+            .spawn()
+            .expect("caddy starts");
+        let svc = Svc {
+            name: name.into(),
+            dir,
+            slots,
+            port,
+            caddy,
+        };
+        let up = Instant::now();
+        while svc.served().0 != 503 {
+            assert!(up.elapsed() < Duration::from_secs(10), "caddy for {name} did not come up");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        svc.write_spec(extra, health);
+        svc
+    }
+
+    pub fn reload_command(&self) -> String {
+        format!(
+            "caddy reload --adapter caddyfile --config {}/Caddyfile",
+            self.dir.display()
+        )
+    }
+
+    pub fn spec_path(&self) -> PathBuf {
+        self.dir.join("slipway.toml")
+    }
+
+    pub fn snippet(&self) -> Option<String> {
+        std::fs::read_to_string(self.dir.join("snippets").join(format!("{}.caddy", self.name))).ok()
+    }
+
+    pub fn write_spec(&self, extra: &str, health: &str) {
+        std::fs::write(
+            self.spec_path(),
+            format!(
+                "name = \"{name}\"\nslots = [{a}, {b}]\ncontainer_port = 8080\ndrain = \"300ms\"\nstop_grace_period = \"5s\"\nenv = [\"APP_HEALTH\", \"APP_START_DELAY\"]\n{extra}\n[health]\n{health}\n[caddy]\nsnippet_dir = \"{d}/snippets\"\nreload_command = \"{r}\"\n",
+                name = self.name,
+                a = self.slots[0],
+                b = self.slots[1],
+                d = self.dir.display(),
+                r = self.reload_command(),
+            ),
+        )
+        .unwrap();
+    }
+
+    /// `slipway ARGS --config SPEC` with the sandbox's pinned base as the sibling image and a
+    /// healthy app unless `env` says otherwise.
+    pub fn command(&self, args: &[&str], env: &[(&str, &str)]) -> Command {
+        let mut cmd = Command::new(slipway_bin());
+        cmd.args(args)
+            .arg("--config")
+            .arg(self.spec_path())
+            .env("SLIPWAY_RELOAD_IMAGE", &sandbox().base_image)
+            .env("APP_HEALTH", "ok")
+            .env("APP_START_DELAY", "0")
+            .env_remove("SLIPWAY_LOG");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd
+    }
+
+    pub fn run(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+        self.command(args, env).output().expect("slipway runs")
+    }
+
+    /// Starts slipway, waits for a stderr line containing `marker`, then returns the child
+    /// (stderr keeps draining into the returned buffer).
+    pub fn spawn_until(
+        &self,
+        args: &[&str],
+        env: &[(&str, &str)],
+        marker: &str,
+    ) -> (Child, std::sync::Arc<Mutex<String>>) {
+        let mut child = self
+            .command(args, env)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("slipway starts");
+        let stderr = child.stderr.take().unwrap();
+        let seen = std::sync::Arc::new(Mutex::new(String::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let sink = seen.clone();
+        let wanted = marker.to_string();
+        std::thread::spawn(move || {
+            let mut sent = false;
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let hit = line.contains(&wanted);
+                sink.lock().unwrap().push_str(&(line + "\n"));
+                if hit && !sent {
+                    let _ = tx.send(());
+                    sent = true;
+                }
+            }
+        });
+        if rx.recv_timeout(Duration::from_secs(60)).is_err() {
+            let _ = child.kill();
+            panic!(
+                "no `{marker}` on slipway's stderr within 60s:\n{}",
+                seen.lock().unwrap()
+            );
+        }
+        (child, seen)
+    }
+
+    /// GET /version through this service's Caddy: (status, body).
+    pub fn served(&self) -> (u16, String) {
+        let out = Command::new("curl")
+            .args(["-s", "-m", "5", "-w", "\n%{http_code}"])
+            .arg(format!("http://127.0.0.1:{}/version", self.port))
+            .output()
+            .expect("curl runs");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (body, status) = text.rsplit_once('\n').unwrap_or(("", "0"));
+        (status.trim().parse().unwrap_or(0), body.trim().to_string())
+    }
+
+    pub fn assert_serves(&self, version: &str) {
+        assert_eq!(
+            self.served(),
+            (200, version.to_string()),
+            "Caddy does not serve {version}; containers: {:?}",
+            self.containers()
+        );
+    }
+
+    /// `name state` of every container labelled with this service (app, lock, helpers).
+    pub fn containers(&self) -> Vec<String> {
+        let out = docker_ok(&[
+            "ps",
+            "-a",
+            "--filter",
+            &format!("label=dev.slipway.service={}", self.name),
+            "--format",
+            "{{.Names}} {{.State}} {{.Label \"dev.slipway.role\"}} {{.Label \"dev.slipway.revision\"}}",
+        ]);
+        let mut v: Vec<String> = out.lines().map(String::from).collect();
+        v.sort();
+        v
+    }
+
+    /// Running app containers, as their revisions.
+    pub fn running_revisions(&self) -> Vec<String> {
+        self.containers()
+            .iter()
+            .filter(|c| c.contains(" running app "))
+            .map(|c| c.rsplit(' ').next().unwrap().to_string())
+            .collect()
+    }
+}
+
+impl Drop for Svc {
+    fn drop(&mut self) {
+        let _ = self.caddy.kill();
+        let _ = self.caddy.wait();
+        let ids = docker(&[
+            "ps",
+            "-aq",
+            "--filter",
+            &format!("label=dev.slipway.service={}", self.name),
+        ]);
+        for id in String::from_utf8_lossy(&ids.stdout).split_whitespace() {
+            let _ = docker(&["rm", "-f", id]);
+        }
+    }
+}
