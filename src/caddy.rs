@@ -1,15 +1,16 @@
 //! Switching the host's Caddy: the service's upstream snippet, written atomically in the one
-//! host directory the Caddyfile imports, and the reload, both through a privileged sibling (the
-//! host agent) that lives for one rollout and is exec'd into for each step.
+//! host directory the Caddyfile imports, and the reload, both exec'd in the host agent (the
+//! privileged sibling that also is the deploy lock; see lock.rs).
 
 use thiserror::Error;
 use tokio_util::sync::CancellationToken;
 
-use crate::engine::{Engine, EngineError, OneShot, OneShotExit};
+use crate::engine::{Engine, EngineError, OneShotExit};
 use crate::host::HostAccess;
 
 /// Where the agent sees the host's snippet directory.
-const MOUNT: &str = "/slipway/snippets";
+pub const SNIPPET_MOUNT: &str = "/slipway/snippets";
+const MOUNT: &str = SNIPPET_MOUNT;
 
 /// The file Caddy imports for `service`: one upstream (with the spec's extra `reverse_proxy`
 /// options), and a comment saying what it is.
@@ -61,7 +62,8 @@ pub enum CaddyError {
     Engine(#[from] EngineError),
 }
 
-/// A privileged `--pid=host` sibling with the snippet directory mounted; removed by `close`.
+/// Host steps exec'd in a running privileged `--pid=host` sibling with the snippet directory
+/// mounted (the lock holder's container).
 pub struct HostAgent {
     pub id: String,
     host: HostAccess,
@@ -76,34 +78,26 @@ fn sh(script: &str, args: &[&str]) -> Vec<String> {
 }
 
 impl HostAgent {
-    pub async fn start(
-        engine: &Engine,
-        host: &HostAccess,
-        service: &str,
-        snippet_dir: &std::path::Path,
-    ) -> Result<HostAgent, EngineError> {
-        engine.ensure_image(&host.image.to_string()).await?;
-        let spec = OneShot {
-            name: String::new(),
-            image: host.image.to_string(),
-            cmd: sh("trap 'exit 0' TERM; while :; do sleep 1; done", &[]),
-            privileged: true,
-            pid_host: true,
-            binds: vec![format!("{}:{MOUNT}", snippet_dir.display())],
-            labels: vec![("dev.slipway.service".into(), service.into())],
-            network: None,
-            deadline: host.deadline,
-        };
-        let name = format!("slipway-agent-{service}-{}", crate::engine::unique_suffix());
-        let id = engine.create_sibling(&name, &spec, "agent").await?;
-        if let Err(e) = engine.start(&id).await {
-            let _ = engine.remove_container(&id).await;
-            return Err(e);
-        }
-        Ok(HostAgent {
-            id,
+    pub fn attach(id: &str, host: &HostAccess) -> HostAgent {
+        HostAgent {
+            id: id.to_string(),
             host: host.clone(),
-        })
+        }
+    }
+
+    /// Runs `argv` inside the network namespace of host process `pid` (a container's).
+    pub async fn exec_in_netns(
+        &self,
+        engine: &Engine,
+        pid: i64,
+        argv: &[String],
+        deadline: std::time::Duration,
+    ) -> Result<OneShotExit, EngineError> {
+        let mut cmd: Vec<String> = ["nsenter", "-t", &pid.to_string(), "-n", "--"]
+            .map(String::from)
+            .to_vec();
+        cmd.extend(argv.iter().cloned());
+        engine.exec(&self.id, &cmd, deadline).await
     }
 
     /// The snippet's content, or `None` when the file does not exist.
@@ -176,12 +170,6 @@ impl HostAgent {
             });
         }
         Ok(out)
-    }
-
-    pub async fn close(self, engine: &Engine) {
-        if let Err(e) = engine.remove_container(&self.id).await {
-            tracing::warn!("could not remove the host agent {}: {e}", self.id);
-        }
     }
 }
 

@@ -1,6 +1,8 @@
 //! One rollout per service per host: a container created under a fixed name (the engine makes
 //! creation atomic). It runs a loop that exits when no heartbeat (SIGHUP) arrived for the TTL, so
-//! a lock whose owner was killed expires by itself and can be taken over.
+//! a lock whose owner was killed expires by itself and can be taken over. The same container is
+//! the holder's host agent: privileged, host PID namespace, the snippet directory mounted, so
+//! every host step is an exec into it rather than a new container.
 
 use std::time::Duration;
 
@@ -8,8 +10,9 @@ use thiserror::Error;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::caddy::SNIPPET_MOUNT;
 use crate::engine::{ContainerInfo, Engine, EngineError, OneShot};
-use crate::reference::PinnedImage;
+use crate::host::HostAccess;
 
 pub const LABEL_OWNER: &str = "dev.slipway.lock.owner";
 pub const LABEL_OWNER_HOST: &str = "dev.slipway.lock.host";
@@ -130,14 +133,15 @@ pub async fn force_release(engine: &Engine, service: &str) -> Result<bool, Engin
 
 /// A held lock. Dropping it without `release` leaves the heartbeat stopped, so it expires.
 pub struct Lock {
-    id: String,
+    pub id: String,
     heartbeat: JoinHandle<()>,
 }
 
 #[derive(Debug, Clone)]
 pub struct LockRequest<'a> {
     pub service: &'a str,
-    pub image: &'a PinnedImage,
+    pub host: &'a HostAccess,
+    pub snippet_dir: &'a std::path::Path,
     pub owner: &'a Owner,
     pub ttl: Duration,
     pub wait: Duration,
@@ -153,7 +157,7 @@ impl Lock {
         let ttl = req.ttl.as_secs().max(3);
         let spec = OneShot {
             name: name.clone(),
-            image: req.image.to_string(),
+            image: req.host.image.to_string(),
             cmd: vec![
                 "sh".into(),
                 "-c".into(),
@@ -162,9 +166,9 @@ impl Lock {
                      while [ $(( $(date +%s) - last )) -lt {ttl} ]; do sleep 1; done"
                 ),
             ],
-            privileged: false,
-            pid_host: false,
-            binds: Vec::new(),
+            privileged: true,
+            pid_host: true,
+            binds: vec![format!("{}:{SNIPPET_MOUNT}", req.snippet_dir.display())],
             labels: vec![
                 ("dev.slipway.service".into(), req.service.into()),
                 (LABEL_OWNER.into(), req.owner.run.clone()),

@@ -105,11 +105,7 @@ pub async fn reachable(engine: &Engine) -> Result<(), Failure> {
 }
 
 /// Read-only: the service's containers, leftovers of dead runs, the image if present.
-pub async fn gather(
-    p: &Prepared,
-    image: Option<&PinnedImage>,
-    own_agent: Option<&str>,
-) -> Result<Facts, Failure> {
+pub async fn gather(p: &Prepared, image: Option<&PinnedImage>) -> Result<Facts, Failure> {
     let unavailable = |e: crate::engine::EngineError| Failure::new(Exit::Unavailable, e);
     let name = p.spec.name.as_str();
     let all = p
@@ -126,7 +122,7 @@ pub async fn gather(
             matches!(
                 c.labels.get(LABEL_ROLE).map(String::as_str),
                 Some("agent" | "probe")
-            ) && Some(c.id.as_str()) != own_agent
+            )
         })
         .collect();
     let image = match image {
@@ -206,9 +202,9 @@ pub async fn run(
     let p = prepare(global, args)?;
     reachable(&p.engine).await?;
     if args.dry_run {
-        let facts = gather(&p, None, None).await?;
+        let facts = gather(&p, None).await?;
         let target = resolve_target(&choice, &facts)?;
-        let facts = gather(&p, Some(&target.image), None).await?;
+        let facts = gather(&p, Some(&target.image)).await?;
         let plan = rollout::plan(&p.spec, &target, &facts, &p.reload_text);
         print(args.format, &plan, render_plan(&plan))?;
         return Ok(Exit::Success);
@@ -217,7 +213,8 @@ pub async fn run(
         &p.engine,
         &LockRequest {
             service: &p.spec.name,
-            image: &p.host.image,
+            host: &p.host,
+            snippet_dir: &p.spec.caddy.snippet_dir,
             owner: &p.owner,
             ttl: args.lock_ttl,
             wait: args.lock_wait,
@@ -233,7 +230,8 @@ pub async fn run(
         let hint = e.hint();
         Failure::new(exit, e).with_hint(hint)
     })?;
-    let result = locked(&p, &choice, cancel).await;
+    let agent = HostAgent::attach(&lock.id, &p.host);
+    let result = locked(&p, &agent, &choice, cancel).await;
     lock.release(&p.engine).await;
     let report = result?;
     print(args.format, &report, render_report(&report))?;
@@ -246,38 +244,27 @@ pub async fn run(
 
 async fn locked(
     p: &Prepared,
+    agent: &HostAgent,
     choice: &Choice,
     cancel: &CancellationToken,
 ) -> Result<Report, Failure> {
-    let agent = HostAgent::start(&p.engine, &p.host, &p.spec.name, &p.spec.caddy.snippet_dir)
-        .await
-        .map_err(|e| {
-            Failure::new(Exit::Unavailable, e)
-                .with_hint("the privileged sibling could not start: run `slipway doctor` with the same --reload-image")
-        })?;
-    let result = async {
-        let file = format!("{}.caddy", p.spec.name);
-        let snippet = agent.read(&p.engine, &file).await.map_err(|e| {
-            Failure::new(Exit::Unavailable, e).with_hint("check caddy.snippet_dir in the spec")
-        })?;
-        let facts = gather(p, None, Some(&agent.id)).await?;
-        let target = resolve_target(choice, &facts)?;
-        let mut facts = gather(p, Some(&target.image), Some(&agent.id)).await?;
-        facts.snippet = Some(snippet);
-        let plan = rollout::plan(&p.spec, &target, &facts, &p.reload_text);
-        tracing::info!("{}", render_plan(&plan).lines().next().unwrap_or_default());
-        let ctx = rollout::execute::Context {
-            engine: &p.engine,
-            agent: &agent,
-            reload: p.reload.clone(),
-            helper_image: p.host.image.to_string(),
-            cancel,
-        };
-        Ok(rollout::execute(&ctx, &plan).await)
-    }
-    .await;
-    agent.close(&p.engine).await;
-    result
+    let file = format!("{}.caddy", p.spec.name);
+    let snippet = agent.read(&p.engine, &file).await.map_err(|e| {
+        Failure::new(Exit::Unavailable, e).with_hint("check caddy.snippet_dir in the spec")
+    })?;
+    let facts = gather(p, None).await?;
+    let target = resolve_target(choice, &facts)?;
+    let mut facts = gather(p, Some(&target.image)).await?;
+    facts.snippet = Some(snippet);
+    let plan = rollout::plan(&p.spec, &target, &facts, &p.reload_text);
+    tracing::info!("{}", render_plan(&plan).lines().next().unwrap_or_default());
+    let ctx = rollout::execute::Context {
+        engine: &p.engine,
+        agent,
+        reload: p.reload.clone(),
+        cancel,
+    };
+    Ok(rollout::execute(&ctx, &plan).await)
 }
 
 fn print<T: serde::Serialize>(format: Format, data: &T, text: String) -> Result<(), Failure> {

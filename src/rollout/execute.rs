@@ -82,7 +82,6 @@ pub struct Context<'a> {
     pub engine: &'a Engine,
     pub agent: &'a HostAgent,
     pub reload: Vec<String>,
-    pub helper_image: String,
     pub cancel: &'a CancellationToken,
 }
 
@@ -329,8 +328,7 @@ async fn roll(mut run: Run<'_>, plan: &Plan, r: &Rollout) -> Report {
         engine,
         &gate,
         &new_id,
-        &plan.service,
-        &run.ctx.helper_image,
+        run.ctx.agent,
         started,
         run.ctx.cancel,
     )

@@ -1,6 +1,6 @@
 //! The health gate: the image's Docker HEALTHCHECK (through engine events) and/or an HTTP probe
-//! run from an unprivileged sibling that shares the new container's network namespace, so it
-//! works from a job container that cannot reach the host's 127.0.0.1.
+//! run by the host agent inside the new container's network namespace, so it works from a job
+//! container that cannot reach the host's 127.0.0.1.
 
 use std::time::Duration;
 
@@ -8,7 +8,8 @@ use serde::Serialize;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::engine::{Engine, HealthWait, OneShot};
+use crate::caddy::HostAgent;
+use crate::engine::{Engine, HealthWait};
 use crate::probe::{self, Expect};
 use crate::spec::ServiceSpec;
 
@@ -67,13 +68,12 @@ pub enum GateFailure {
     Interrupted,
 }
 
-/// Runs the gate against container `id`, started at `started`. `helper_image` runs the probe.
+/// Runs the gate against container `id`, started at `started`.
 pub async fn pass(
     engine: &Engine,
     gate: &Gate,
     id: &str,
-    service: &str,
-    helper_image: &str,
+    agent: &HostAgent,
     started: Instant,
     cancel: &CancellationToken,
 ) -> Result<(), GateFailure> {
@@ -103,102 +103,72 @@ pub async fn pass(
         }
     }
     if let Some(http) = &gate.http {
-        http_probe(
-            engine,
-            http,
-            gate.deadline,
-            id,
-            service,
-            helper_image,
-            deadline,
-            cancel,
-        )
-        .await?;
+        http_probe(engine, http, gate.deadline, id, agent, deadline, cancel).await?;
     }
     Ok(())
 }
 
-#[allow(clippy::too_many_arguments)]
 async fn http_probe(
     engine: &Engine,
     http: &HttpGate,
     budget: Duration,
     id: &str,
-    service: &str,
-    helper_image: &str,
+    agent: &HostAgent,
     deadline: Instant,
     cancel: &CancellationToken,
 ) -> Result<(), GateFailure> {
-    let failed = |e: crate::engine::EngineError| GateFailure::Failed(e.to_string());
-    let spec = OneShot {
-        name: String::new(),
-        image: helper_image.to_string(),
-        cmd: ["sh", "-c", "trap 'exit 0' TERM; while :; do sleep 1; done"]
-            .map(String::from)
-            .to_vec(),
-        privileged: false,
-        pid_host: false,
-        binds: Vec::new(),
-        labels: vec![("dev.slipway.service".into(), service.into())],
-        network: Some(format!("container:{id}")),
-        deadline: budget,
-    };
-    let name = format!("slipway-probe-{service}-{}", crate::engine::unique_suffix());
-    let probe_id = engine
-        .create_sibling(&name, &spec, "probe")
-        .await
-        .map_err(failed)?;
-    let result = async {
-        engine.start(&probe_id).await.map_err(failed)?;
-        let argv = probe::wget_argv(&http.url, http.host.as_deref(), http.timeout.as_secs());
-        let mut streak = 0;
-        let mut last = String::from("no attempt finished");
-        loop {
-            let attempt = engine
-                .exec(&probe_id, &argv, http.timeout + Duration::from_secs(2))
-                .await;
-            let verdict = match attempt {
-                Ok(out) => {
-                    http.expect
-                        .judge(&probe::parse_wget(out.code, &out.stdout, &out.stderr))
-                }
-                Err(e) => Err(e.to_string()),
-            };
-            match verdict {
-                Ok(()) => {
-                    streak += 1;
-                    if streak >= http.successes {
-                        return Ok(());
-                    }
-                }
-                Err(why) => {
-                    streak = 0;
-                    last = why;
-                    if let Ok(Some(info)) = engine.inspect_container(id).await
-                        && !info.running
-                    {
-                        return Err(GateFailure::Failed(format!(
-                            "the container exited with code {} (last probe: {last})",
-                            info.exit_code
-                        )));
-                    }
+    let argv = probe::wget_argv(&http.url, http.host.as_deref(), http.timeout.as_secs());
+    let mut streak = 0;
+    let mut last = String::from("no attempt finished");
+    loop {
+        let info = match engine.inspect_container(id).await {
+            Ok(Some(info)) => info,
+            Ok(None) => return Err(GateFailure::Failed("the container disappeared".into())),
+            Err(e) => return Err(GateFailure::Failed(e.to_string())),
+        };
+        if !info.running {
+            return Err(GateFailure::Failed(format!(
+                "the container exited with code {} (last probe: {last})",
+                info.exit_code
+            )));
+        }
+        let attempt = agent
+            .exec_in_netns(
+                engine,
+                info.pid,
+                &argv,
+                http.timeout + Duration::from_secs(2),
+            )
+            .await;
+        let verdict = match attempt {
+            Ok(out) => http
+                .expect
+                .judge(&probe::parse_wget(out.code, &out.stdout, &out.stderr)),
+            Err(e) => Err(e.to_string()),
+        };
+        match verdict {
+            Ok(()) => {
+                streak += 1;
+                if streak >= http.successes {
+                    return Ok(());
                 }
             }
-            if Instant::now() + http.interval >= deadline {
-                return Err(GateFailure::Failed(format!(
-                    "GET {} did not pass {} time(s) in a row within {}; last: {last}",
-                    http.url,
-                    http.successes,
-                    humantime::format_duration(budget)
-                )));
-            }
-            tokio::select! {
-                _ = tokio::time::sleep(http.interval) => {}
-                _ = cancel.cancelled() => return Err(GateFailure::Interrupted),
+            Err(why) => {
+                streak = 0;
+                last = why;
             }
         }
+        if Instant::now() + http.interval >= deadline {
+            return Err(GateFailure::Failed(format!(
+                "GET {} did not pass {} time(s) in a row within {}; last: {last}",
+                http.url,
+                http.successes,
+                humantime::format_duration(budget)
+            )));
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(http.interval) => {}
+            _ = cancel.cancelled() => return Err(GateFailure::Interrupted),
+        }
     }
-    .await;
-    let _ = engine.remove_container(&probe_id).await;
-    result
 }

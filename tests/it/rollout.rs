@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 use crate::service::{Svc, images};
 use crate::support::{code, sandbox, slipway, text};
 
-const DOCKER_HEALTH: &str = "docker = true\n[health.http]\njson_field = \".version\"\ninterval = \"200ms\"";
+const DOCKER_HEALTH: &str =
+    "docker = true\n[health.http]\njson_field = \".version\"\ninterval = \"200ms\"";
 
 fn ok(svc: &Svc, image: &str) {
     let out = svc.run(&["rollout", image], &[]);
@@ -36,14 +37,24 @@ fn first_second_same_digest_and_rollback() {
     assert_eq!(report["revision"], "v1");
     assert!(report["start_to_healthy_ms"].as_u64().unwrap() > 0);
     svc.assert_serves("v1");
-    assert!(svc.snippet().unwrap().contains(&format!("127.0.0.1:{}", svc.slots[0])));
+    assert!(
+        svc.snippet()
+            .unwrap()
+            .contains(&format!("127.0.0.1:{}", svc.slots[0]))
+    );
 
     ok(&svc, &img.v2);
     svc.assert_serves("v2");
-    assert!(svc.snippet().unwrap().contains(&format!("127.0.0.1:{}", svc.slots[1])));
+    assert!(
+        svc.snippet()
+            .unwrap()
+            .contains(&format!("127.0.0.1:{}", svc.slots[1]))
+    );
     assert_eq!(svc.running_revisions(), ["v2"], "{:?}", svc.containers());
     assert!(
-        svc.containers().iter().any(|c| c.contains(" exited app v1")),
+        svc.containers()
+            .iter()
+            .any(|c| c.contains(" exited app v1")),
         "v1 is kept stopped for rollback: {:?}",
         svc.containers()
     );
@@ -63,16 +74,19 @@ fn first_second_same_digest_and_rollback() {
     assert_eq!(svc.running_revisions(), ["v1"], "{:?}", svc.containers());
     // The retained container was restarted in place, not recreated.
     assert_eq!(
-        svc.containers().iter().filter(|c| c.contains(" app ")).count(),
+        svc.containers()
+            .iter()
+            .filter(|c| c.contains(" app "))
+            .count(),
         2,
         "{:?}",
         svc.containers()
     );
     // Nothing of slipway's own is left running: no lock, no agent, no probe.
     assert!(
-        !svc.containers().iter().any(|c| c.contains(" lock ")
-            || c.contains(" agent ")
-            || c.contains(" probe ")),
+        !svc.containers()
+            .iter()
+            .any(|c| c.contains(" lock ") || c.contains(" agent ") || c.contains(" probe ")),
         "{:?}",
         svc.containers()
     );
@@ -87,12 +101,19 @@ fn an_unhealthy_image_rolls_back_and_the_old_keeps_serving() {
     let (stdout, stderr) = text(&out);
     assert_eq!(code(&out), 1, "{stdout}\n{stderr}");
     assert!(stdout.contains("unhealthy"), "{stdout}");
-    assert!(stdout.contains("health log:"), "the report carries the health log: {stdout}");
+    assert!(
+        stdout.contains("health log:"),
+        "the report carries the health log: {stdout}"
+    );
     assert!(stdout.contains("container log (tail):"), "{stdout}");
     assert!(stderr.contains("error: rolled back"), "{stderr}");
     svc.assert_serves("v1");
     assert_eq!(svc.running_revisions(), ["v1"]);
-    assert!(!svc.containers().iter().any(|c| c.ends_with(" v2")), "{:?}", svc.containers());
+    assert!(
+        !svc.containers().iter().any(|c| c.ends_with(" v2")),
+        "{:?}",
+        svc.containers()
+    );
 }
 
 #[test]
@@ -127,7 +148,10 @@ fn a_rejected_reload_restores_the_snippet_and_shows_caddys_message() {
     let out = svc.run(&["rollout", &img.v2], &[]);
     let (stdout, stderr) = text(&out);
     assert_eq!(code(&out), 1, "{stdout}\n{stderr}");
-    assert!(stdout.contains("no_such_subdirective"), "Caddy's own message: {stdout}");
+    assert!(
+        stdout.contains("no_such_subdirective"),
+        "Caddy's own message: {stdout}"
+    );
     assert_eq!(svc.snippet().unwrap(), good, "the previous snippet is back");
     svc.assert_serves("v1");
     assert_eq!(svc.running_revisions(), ["v1"]);
@@ -146,7 +170,10 @@ fn a_broken_caddyfile_is_a_failed_rollback_that_says_what_to_do() {
     let (stdout, stderr) = text(&out);
     assert_eq!(code(&out), 3, "{stdout}\n{stderr}");
     assert!(stderr.contains("To fix:"), "{stderr}");
-    assert!(stderr.contains(&format!("reverse_proxy 127.0.0.1:{}", svc.slots[0])), "{stderr}");
+    assert!(
+        stderr.contains(&format!("reverse_proxy 127.0.0.1:{}", svc.slots[0])),
+        "{stderr}"
+    );
     // Caddy rejected both reloads, so it still runs its last good config: v1.
     svc.assert_serves("v1");
 }
@@ -170,10 +197,21 @@ fn sigterm_in_each_phase_leaves_the_old_release_serving() {
         let log = seen.lock().unwrap().clone();
         assert_eq!(status.code(), Some(130), "after `{marker}`:\n{log}");
         svc.assert_serves("v1");
-        assert_eq!(svc.running_revisions(), ["v1"], "after `{marker}`: {:?}", svc.containers());
-        assert!(svc.snippet().unwrap().contains(&format!("127.0.0.1:{}", svc.slots[0])));
+        assert_eq!(
+            svc.running_revisions(),
+            ["v1"],
+            "after `{marker}`: {:?}",
+            svc.containers()
+        );
         assert!(
-            !svc.containers().iter().any(|c| c.contains(" lock ") || c.contains(" agent ")),
+            svc.snippet()
+                .unwrap()
+                .contains(&format!("127.0.0.1:{}", svc.slots[0]))
+        );
+        assert!(
+            !svc.containers()
+                .iter()
+                .any(|c| c.contains(" lock ") || c.contains(" agent ")),
             "lock and agent released after `{marker}`: {:?}",
             svc.containers()
         );
@@ -214,7 +252,10 @@ fn a_stale_lock_is_taken_over_and_a_dead_run_is_reconciled() {
     let out = svc.run(&["rollout", &img.v2, "--lock-wait", "30s"], &[]);
     let (stdout, stderr) = text(&out);
     assert_eq!(code(&out), 0, "{stdout}\n{stderr}");
-    assert!(stderr.contains("taking over the expired deploy lock"), "{stderr}");
+    assert!(
+        stderr.contains("taking over the expired deploy lock"),
+        "{stderr}"
+    );
     assert!(stdout.contains("removed abandoned"), "{stdout}");
     svc.assert_serves("v2");
     let left: Vec<String> = svc
@@ -237,7 +278,10 @@ fn a_spec_over_quota_is_refused_before_anything_runs() {
     let out = svc.run(&["rollout", &img.v1], &[]);
     let (stdout, stderr) = text(&out);
     assert_eq!(code(&out), 2, "{stdout}\n{stderr}");
-    assert!(stderr.contains("limits.memory 512m is above the quota of 256m"), "{stderr}");
+    assert!(
+        stderr.contains("limits.memory 512m is above the quota of 256m"),
+        "{stderr}"
+    );
     assert!(stderr.contains("--approve-over-quota"), "{stderr}");
     assert!(svc.containers().is_empty(), "{:?}", svc.containers());
     assert_eq!(svc.served().0, 503);
@@ -250,10 +294,18 @@ fn unpinned_images_and_bad_specs_are_refused_with_exit_2() {
     let (_, stderr) = text(&out);
     assert_eq!(code(&out), 2, "{stderr}");
     assert!(stderr.contains("not pinned by digest"), "{stderr}");
-    let out = svc.run(&["rollout", &images().v1, "--reload-image", "alpine:3.20"], &[]);
+    let out = svc.run(
+        &["rollout", &images().v1, "--reload-image", "alpine:3.20"],
+        &[],
+    );
     assert_eq!(code(&out), 2, "{:?}", text(&out));
     let out = svc.run(&["rollout", &images().v1], &[("APP_HEALTH", "")]);
-    assert_eq!(code(&out), 0, "an empty value is still a value: {:?}", text(&out));
+    assert_eq!(
+        code(&out),
+        0,
+        "an empty value is still a value: {:?}",
+        text(&out)
+    );
     std::fs::write(svc.spec_path(), "name = \"Bad Name\"\nslots = [80, 80]\ncontainer_port = 8080\n[health]\ndocker = false\n[caddy]\nsnippet_dir = \"rel\"\n").unwrap();
     let out = svc.run(&["rollout", &images().v2], &[]);
     let (_, stderr) = text(&out);
@@ -284,7 +336,10 @@ fn reload_runs_the_command_on_the_host_and_refuses_a_tag() {
     ]);
     let (_, stderr) = text(&out);
     assert_eq!(code(&out), 4, "{stderr}");
-    assert!(stderr.contains("/nonexistent/Caddyfile"), "the host's output is shown: {stderr}");
+    assert!(
+        stderr.contains("/nonexistent/Caddyfile"),
+        "the host's output is shown: {stderr}"
+    );
     let out = slipway(&["reload", "--reload-image", "busybox:latest"]);
     assert_eq!(code(&out), 2, "{:?}", text(&out));
 }

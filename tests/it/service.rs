@@ -99,7 +99,10 @@ impl Svc {
         };
         let up = Instant::now();
         while svc.served().0 != 503 {
-            assert!(up.elapsed() < Duration::from_secs(10), "caddy for {name} did not come up");
+            assert!(
+                up.elapsed() < Duration::from_secs(10),
+                "caddy for {name} did not come up"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
         svc.write_spec(extra, health);
@@ -118,7 +121,12 @@ impl Svc {
     }
 
     pub fn snippet(&self) -> Option<String> {
-        std::fs::read_to_string(self.dir.join("snippets").join(format!("{}.caddy", self.name))).ok()
+        std::fs::read_to_string(
+            self.dir
+                .join("snippets")
+                .join(format!("{}.caddy", self.name)),
+        )
+        .ok()
     }
 
     pub fn write_spec(&self, extra: &str, health: &str) {
