@@ -3,7 +3,7 @@
 //! whose checksum file is missing, or one that names another release is refused and never run.
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -18,12 +18,32 @@ use crate::support::{code, slipway_bin, text};
 
 pub const ASSET: &str = "slipway-x86_64-linux";
 
-/// A tiny HTTP/1.1 file server on an ephemeral loopback port: GET of a known path answers 200
-/// with its bytes, anything else 404. Every request path is recorded. Stops when dropped.
+/// One request the server saw.
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub method: String,
+    pub path: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Request {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+type Routes = HashMap<(String, String), (u16, Vec<u8>)>;
+
+/// A tiny HTTP/1.1 server on an ephemeral loopback port: a known (method, path) answers its
+/// status and body, anything else 404. Every request is recorded. Stops when dropped.
 pub struct AssetServer {
     pub port: u16,
-    files: Arc<Mutex<HashMap<String, Vec<u8>>>>,
-    requests: Arc<Mutex<Vec<String>>>,
+    routes: Arc<Mutex<Routes>>,
+    requests: Arc<Mutex<Vec<Request>>>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
@@ -32,45 +52,59 @@ impl AssetServer {
     pub fn start() -> AssetServer {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
         let port = listener.local_addr().unwrap().port();
-        let files: Arc<Mutex<HashMap<String, Vec<u8>>>> = Arc::default();
-        let requests: Arc<Mutex<Vec<String>>> = Arc::default();
+        let routes: Arc<Mutex<Routes>> = Arc::default();
+        let requests: Arc<Mutex<Vec<Request>>> = Arc::default();
         let stop = Arc::new(AtomicBool::new(false));
         let thread = {
-            let (files, requests, stop) = (files.clone(), requests.clone(), stop.clone());
+            let (routes, requests, stop) = (routes.clone(), requests.clone(), stop.clone());
             std::thread::spawn(move || {
                 for conn in listener.incoming() {
                     if stop.load(Ordering::SeqCst) {
                         break;
                     }
                     if let Ok(conn) = conn {
-                        serve(conn, &files, &requests);
+                        serve(conn, &routes, &requests);
                     }
                 }
             })
         };
         AssetServer {
             port,
-            files,
+            routes,
             requests,
             stop,
             thread: Some(thread),
         }
     }
 
+    /// `GET path` answers 200 with `body`.
     pub fn put(&self, path: &str, body: impl Into<Vec<u8>>) {
-        self.files
-            .lock()
-            .unwrap()
-            .insert(path.to_string(), body.into());
+        self.route("GET", path, 200, body);
     }
 
+    pub fn route(&self, method: &str, path: &str, status: u16, body: impl Into<Vec<u8>>) {
+        self.routes.lock().unwrap().insert(
+            (method.to_string(), path.to_string()),
+            (status, body.into()),
+        );
+    }
+
+    /// The paths requested, in order.
     pub fn requests(&self) -> Vec<String> {
+        self.log().into_iter().map(|r| r.path).collect()
+    }
+
+    pub fn log(&self) -> Vec<Request> {
         self.requests.lock().unwrap().clone()
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
     }
 
     /// Base URL of the release downloads: BASE/VERSION/ASSET.
     pub fn release_url(&self) -> String {
-        format!("http://127.0.0.1:{}/releases/download", self.port)
+        format!("{}/releases/download", self.url())
     }
 
     /// Publishes `binary` as release VERSION's asset, with a checksum file saying `published`.
@@ -95,40 +129,65 @@ impl Drop for AssetServer {
     }
 }
 
-fn serve(conn: TcpStream, files: &Mutex<HashMap<String, Vec<u8>>>, requests: &Mutex<Vec<String>>) {
+fn serve(conn: TcpStream, routes: &Mutex<Routes>, requests: &Mutex<Vec<Request>>) {
     let _ = conn.set_read_timeout(Some(std::time::Duration::from_secs(5)));
     let mut reader = BufReader::new(&conn);
     let mut request_line = String::new();
     if reader.read_line(&mut request_line).is_err() {
         return;
     }
-    // Drain the headers.
+    let mut parts = request_line.split_whitespace();
+    let (method, path) = (
+        parts.next().unwrap_or("").to_string(),
+        parts.next().unwrap_or("").to_string(),
+    );
+    if method.is_empty() {
+        return;
+    }
+    let mut headers = Vec::new();
     loop {
         let mut line = String::new();
         match reader.read_line(&mut line) {
             Ok(0) | Err(_) => break,
             Ok(_) if line == "\r\n" || line == "\n" => break,
-            Ok(_) => {}
+            Ok(_) => {
+                if let Some((k, v)) = line.trim_end().split_once(':') {
+                    headers.push((k.trim().to_string(), v.trim().to_string()));
+                }
+            }
         }
     }
-    let mut parts = request_line.split_whitespace();
-    let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-    if method.is_empty() {
-        return;
-    }
-    requests.lock().unwrap().push(path.to_string());
-    let body = if method == "GET" {
-        files.lock().unwrap().get(path).cloned()
-    } else {
-        None
+    let mut request = Request {
+        method,
+        path,
+        headers,
+        body: Vec::new(),
     };
     let mut conn = &conn;
-    let (status, body) = match body {
-        Some(b) => ("200 OK", b),
-        None => ("404 Not Found", b"not found\n".to_vec()),
-    };
+    if request
+        .header("Expect")
+        .is_some_and(|e| e.eq_ignore_ascii_case("100-continue"))
+    {
+        let _ = conn.write_all(b"HTTP/1.1 100 Continue\r\n\r\n");
+    }
+    let length: usize = request
+        .header("Content-Length")
+        .and_then(|l| l.parse().ok())
+        .unwrap_or(0);
+    let mut body = vec![0; length];
+    if reader.read_exact(&mut body).is_err() {
+        return;
+    }
+    request.body = body;
+    let answer = routes
+        .lock()
+        .unwrap()
+        .get(&(request.method.clone(), request.path.clone()))
+        .cloned();
+    requests.lock().unwrap().push(request);
+    let (status, body) = answer.unwrap_or((404, b"not found\n".to_vec()));
     let head = format!(
-        "HTTP/1.1 {status}\r\nContent-Length: {}\r\nContent-Type: application/octet-stream\r\nConnection: close\r\n\r\n",
+        "HTTP/1.1 {status} X\r\nContent-Length: {}\r\nContent-Type: application/octet-stream\r\nConnection: close\r\n\r\n",
         body.len()
     );
     let _ = conn.write_all(head.as_bytes());
@@ -430,4 +489,62 @@ fn bad_pins_and_unsafe_urls_are_usage_errors_before_any_download() {
         .unwrap();
     assert_eq!(code(&out), 2);
     assert!(text(&out).1.contains("'build' or 'download'"));
+}
+
+/// `binary-source: build` from the action's checkout: a stand-in crate named slipway (the real
+/// one's release build takes minutes), built with the same `cargo build --locked --release`.
+#[test]
+fn build_mode_builds_the_actions_checkout_and_outputs_the_binary() {
+    let action = tempfile::tempdir().unwrap();
+    let src = action.path();
+    std::fs::create_dir(src.join("src")).unwrap();
+    std::fs::write(
+        src.join("Cargo.toml"),
+        "[package]\nname = \"slipway\"\nversion = \"0.0.1\"\nedition = \"2021\"\n\n[workspace]\n",
+    )
+    .unwrap();
+    std::fs::write(
+        src.join("Cargo.lock"),
+        "version = 3\n\n[[package]]\nname = \"slipway\"\nversion = \"0.0.1\"\n",
+    )
+    .unwrap();
+    std::fs::write(
+        src.join("src/main.rs"),
+        "fn main() { println!(\"slipway 0.0.1\"); }\n",
+    )
+    .unwrap();
+    let output = src.join("github_output");
+    std::fs::write(&output, "").unwrap();
+    let out = Command::new(script("scripts/action/install-slipway"))
+        .env("SLIPWAY_BINARY_SOURCE", "build")
+        .env("SLIPWAY_ACTION_PATH", src)
+        .env("GITHUB_OUTPUT", &output)
+        .env_remove("CARGO_TARGET_DIR")
+        .env("CARGO_NET_OFFLINE", "true")
+        .output()
+        .unwrap();
+    let (stdout, stderr) = text(&out);
+    assert_eq!(code(&out), 0, "{stderr}");
+    let bin = src.join("target/release/slipway");
+    assert_eq!(stdout.trim(), bin.display().to_string());
+    assert_eq!(
+        std::fs::read_to_string(&output).unwrap(),
+        format!("bin={}\n", bin.display())
+    );
+    assert!(stderr.contains("slipway 0.0.1"), "{stderr}");
+
+    // Without Rust on PATH: a usage error that says what to do.
+    assert!(
+        !Path::new("/usr/bin/cargo").exists() && !Path::new("/bin/cargo").exists(),
+        "this check needs a PATH without cargo"
+    );
+    let out = Command::new(script("scripts/action/install-slipway"))
+        .env("SLIPWAY_BINARY_SOURCE", "build")
+        .env("SLIPWAY_ACTION_PATH", src)
+        .env("PATH", "/usr/bin:/bin")
+        .output()
+        .unwrap();
+    let (_, stderr) = text(&out);
+    assert_eq!(code(&out), 2, "{stderr}");
+    assert!(stderr.contains("needs cargo on PATH"), "{stderr}");
 }

@@ -5,5 +5,6 @@ mod action_install;
 mod action_run;
 mod ci_files;
 mod doctor;
+mod release_publish;
 mod static_binary;
 mod support;
