@@ -1,7 +1,11 @@
 //! End-to-end tests: the built binary against the real engine, registry and Caddy of the sandbox
 //! (`scripts/sandbox`). One test binary, modules per command.
 
+mod action_install;
+mod action_run;
+mod ci_files;
 mod doctor;
+mod release_publish;
 mod rollout;
 mod service;
 mod static_binary;
