@@ -65,6 +65,94 @@ pub enum Command {
     /// Show or release a service's deploy lock
     #[command(after_help = EXIT_CODES_HELP)]
     Lock(LockArgs),
+    /// GET the public URL(s) until they serve the expected version; show expected and served
+    /// side by side when they do not
+    #[command(after_help = EXIT_CODES_HELP)]
+    Smoke(SmokeCmd),
+    /// The whole job: build, push and prove the image (or take --image), roll it out behind
+    /// Caddy, smoke-test the public URL and watch it, and put the previous release back on any
+    /// failure. `--dry-run` (or `slipway plan`) prints the plan and changes nothing
+    #[command(visible_alias = "plan", after_help = EXIT_CODES_HELP)]
+    Deploy(Box<DeployArgs>),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct SmokeArgs {
+    /// Public URL to check; repeat for several (SLIPWAY_URL: comma-separated)
+    #[arg(
+        long = "url",
+        env = "SLIPWAY_URL",
+        value_delimiter = ',',
+        value_name = "URL"
+    )]
+    pub urls: Vec<String>,
+    /// The version the URL must serve [default: GITHUB_SHA, else the deployed revision]
+    #[arg(long, env = "SLIPWAY_EXPECT_VERSION")]
+    pub expect_version: Option<String>,
+    /// JSON field of the response that must equal the version (ignored with --expect-body-regex)
+    #[arg(long, env = "SLIPWAY_EXPECT_JSON_FIELD", default_value = ".version")]
+    pub expect_json_field: String,
+    /// Regex over the body whose first group (or whole match) must equal the version
+    #[arg(long, env = "SLIPWAY_EXPECT_BODY_REGEX")]
+    pub expect_body_regex: Option<String>,
+    /// Expected HTTP status
+    #[arg(long, env = "SLIPWAY_EXPECT_STATUS", default_value_t = 200)]
+    pub expect_status: u16,
+    /// A response header that must be present with this value: 'Name: value'
+    #[arg(long, env = "SLIPWAY_EXPECT_HEADER", value_name = "NAME: VALUE")]
+    pub expect_header: Option<String>,
+    /// Request header 'Name: value' (repeatable)
+    #[arg(long = "header", value_name = "NAME: VALUE")]
+    pub headers: Vec<String>,
+    /// Pin HOST:PORT to ADDRESS, as curl does (repeatable; SLIPWAY_RESOLVE: comma-separated)
+    #[arg(
+        long,
+        env = "SLIPWAY_RESOLVE",
+        value_delimiter = ',',
+        value_name = "HOST:PORT:ADDR"
+    )]
+    pub resolve: Vec<String>,
+    /// Trust only this CA bundle (PEM) for HTTPS instead of the system roots
+    #[arg(long, env = "SLIPWAY_CACERT", value_name = "FILE")]
+    pub cacert: Option<std::path::PathBuf>,
+    /// Pause between attempts
+    #[arg(long, env = "SLIPWAY_SMOKE_INTERVAL", value_parser = parse_duration, default_value = "1s")]
+    pub smoke_interval: Duration,
+    /// Give up retrying after this long
+    #[arg(long, env = "SLIPWAY_SMOKE_DEADLINE", value_parser = parse_duration, default_value = "30s")]
+    pub smoke_deadline: Duration,
+    /// Per-attempt timeout
+    #[arg(long, env = "SLIPWAY_SMOKE_TIMEOUT", value_parser = parse_duration, default_value = "5s")]
+    pub smoke_timeout: Duration,
+}
+
+#[derive(Debug, Args)]
+pub struct SmokeCmd {
+    #[command(flatten)]
+    pub smoke: SmokeArgs,
+    #[arg(long, env = "SLIPWAY_FORMAT", value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+}
+
+#[derive(Debug, Args)]
+pub struct DeployArgs {
+    /// Deploy this already-built image (REGISTRY/REPO@sha256:...) instead of building
+    #[arg(long, env = "SLIPWAY_IMAGE")]
+    pub image: Option<String>,
+    /// The git SHA being deployed [default: GITHUB_SHA, else the image's revision label]
+    #[arg(long, env = "SLIPWAY_REVISION")]
+    pub revision: Option<String>,
+    /// After the first passing smoke test, keep checking for this long before the old
+    /// release is stopped; a failure inside the window rolls back
+    #[arg(long, env = "SLIPWAY_WATCH", value_parser = parse_duration, default_value = "5s")]
+    pub watch: Duration,
+    /// Write a JSON report of every step (start, duration, outcome) to FILE
+    #[arg(long, env = "SLIPWAY_REPORT", value_name = "FILE")]
+    pub report: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    pub smoke: SmokeArgs,
+    #[command(flatten)]
+    pub service: ServiceArgs,
 }
 
 #[derive(Debug, Args)]

@@ -1,8 +1,10 @@
 //! slipway: the deploy step for a CI job.
 
 mod caddy;
+mod ci;
 mod cli;
 mod credentials;
+mod deploy;
 mod doctor;
 mod engine;
 mod exit;
@@ -13,6 +15,7 @@ mod reference;
 mod registry;
 mod rollout;
 mod service;
+mod smoke;
 mod spec;
 
 use std::io::Write as _;
@@ -72,6 +75,8 @@ async fn run(cli: Cli, cancel: &CancellationToken) -> Result<Exit, Failure> {
         }
         Command::Reload(args) => service::reload(&cli.global, &args, cancel).await,
         Command::Lock(args) => service::lock_command(&cli.global, &args).await,
+        Command::Smoke(args) => deploy::smoke_command(&args, cancel).await,
+        Command::Deploy(args) => deploy::deploy(&cli.global, &args, cancel).await,
     }
 }
 

@@ -9,14 +9,41 @@ pub struct Expect {
     /// `.a.b` path into a JSON body, and the value it must hold.
     pub json: Option<(String, String)>,
     pub body_contains: Option<String>,
+    /// A regex over the body whose first capture group (or whole match) must equal the value.
+    pub body_regex: Option<(String, String)>,
+    /// A response header (name, value) that must be present with that value.
+    pub header: Option<(String, String)>,
 }
 
 /// One response as seen (or the reason there was none).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Default)]
 pub struct Observed {
     pub status: Option<u16>,
+    /// Names lowercased.
+    pub headers: Vec<(String, String)>,
     pub body: String,
     pub error: Option<String>,
+}
+
+impl Observed {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        let name = name.to_ascii_lowercase();
+        self.headers
+            .iter()
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// What the body regex captured: group 1, else the whole match.
+pub fn regex_capture(pattern: &str, body: &str) -> Result<Option<String>, String> {
+    let re = regex::Regex::new(pattern).map_err(|e| format!("bad regex `{pattern}`: {e}"))?;
+    Ok(re.captures(body).map(|c| {
+        c.get(1)
+            .or_else(|| c.get(0))
+            .map(|m| m.as_str().to_string())
+            .unwrap_or_default()
+    }))
 }
 
 impl Expect {
@@ -47,6 +74,27 @@ impl Expect {
                         crate::registry::first_line(&seen.body, 120)
                     ));
                 }
+            }
+        }
+        if let Some((pattern, want)) = &self.body_regex {
+            match regex_capture(pattern, &seen.body)? {
+                Some(got) if &got == want => {}
+                Some(got) => {
+                    return Err(format!("/{pattern}/ captured `{got}` (expected `{want}`)"));
+                }
+                None => {
+                    return Err(format!(
+                        "/{pattern}/ does not match the body: {}",
+                        crate::registry::first_line(&seen.body, 120)
+                    ));
+                }
+            }
+        }
+        if let Some((name, want)) = &self.header {
+            match seen.header(name) {
+                Some(got) if got == want => {}
+                Some(got) => return Err(format!("header {name} is `{got}` (expected `{want}`)")),
+                None => return Err(format!("header {name} is missing (expected `{want}`)")),
             }
         }
         if let Some(needle) = &self.body_contains
@@ -110,8 +158,17 @@ pub fn parse_wget(code: i64, stdout: &str, stderr: &str) -> Observed {
             rest.split_whitespace().nth(1)?.parse::<u16>().ok()
         })
         .next_back();
+    let headers = stderr
+        .lines()
+        .filter_map(|l| {
+            let (k, v) = l.trim().split_once(':')?;
+            (!k.contains(' ') && !k.is_empty())
+                .then(|| (k.to_ascii_lowercase(), v.trim().to_string()))
+        })
+        .collect();
     Observed {
         status,
+        headers,
         body: stdout.to_string(),
         error: status.is_none().then(|| match stderr.trim() {
             "" if code == 143 || code == 124 => "timed out".to_string(),
@@ -129,7 +186,7 @@ mod tests {
         Observed {
             status: Some(200),
             body: body.into(),
-            error: None,
+            ..Default::default()
         }
     }
 
@@ -149,6 +206,8 @@ mod tests {
             status: 200,
             json: Some((".version".into(), "v2".into())),
             body_contains: Some("ok".into()),
+            body_regex: Some((r#""version":"([^"]+)""#.into(), "v2".into())),
+            header: None,
         };
         assert_eq!(
             expect.judge(&ok_json(r#"{"status":"ok","version":"v2"}"#)),
@@ -162,24 +221,56 @@ mod tests {
             .judge(&Observed {
                 status: Some(404),
                 body: "nope".into(),
-                error: None,
+                ..Default::default()
             })
             .unwrap_err();
         assert!(err.starts_with("status 404 (expected 200)"), "{err}");
         let err = expect
             .judge(&Observed {
-                status: None,
-                body: String::new(),
                 error: Some("connection refused".into()),
+                ..Default::default()
             })
             .unwrap_err();
         assert_eq!(err, "no response: connection refused");
+        let header = Expect {
+            status: 200,
+            json: None,
+            body_contains: None,
+            body_regex: None,
+            header: Some(("X-Version".into(), "v2".into())),
+        };
+        let mut seen = ok_json("{}");
+        assert_eq!(
+            header.judge(&seen).unwrap_err(),
+            "header X-Version is missing (expected `v2`)"
+        );
+        seen.headers.push(("x-version".into(), "v1".into()));
+        assert_eq!(
+            header.judge(&seen).unwrap_err(),
+            "header X-Version is `v1` (expected `v2`)"
+        );
+    }
+
+    #[test]
+    fn a_body_regex_compares_its_first_group() {
+        assert_eq!(
+            regex_capture(r"version (\S+)", "app version v7 up")
+                .unwrap()
+                .as_deref(),
+            Some("v7")
+        );
+        assert_eq!(
+            regex_capture(r"v\d", "app v7").unwrap().as_deref(),
+            Some("v7")
+        );
+        assert!(regex_capture("(", "x").is_err());
     }
 
     #[test]
     fn wget_output_gives_status_and_body() {
         let seen = parse_wget(0, "{\"v\":1}", "  HTTP/1.1 200 OK\n  Content-Length: 7\n");
         assert_eq!(seen.status, Some(200));
+        assert_eq!(seen.header("content-length"), Some("7"));
         assert_eq!(seen.body, "{\"v\":1}");
         let seen = parse_wget(
             1,

@@ -202,13 +202,36 @@ pub async fn run(
     let p = prepare(global, args)?;
     reachable(&p.engine).await?;
     if args.dry_run {
-        let facts = gather(&p, None).await?;
-        let target = resolve_target(&choice, &facts)?;
-        let facts = gather(&p, Some(&target.image)).await?;
-        let plan = rollout::plan(&p.spec, &target, &facts, &p.reload_text);
+        let plan = plan_only(&p, &choice).await?;
         print(args.format, &plan, render_plan(&plan))?;
         return Ok(Exit::Success);
     }
+    let report = execute_locked(&p, args, &choice, &rollout::execute::NoCheck, cancel).await?;
+    print(args.format, &report, render_report(&report))?;
+    let exit = report.outcome.exit();
+    if exit != Exit::Success {
+        eprintln!("error: {}", report.message);
+    }
+    Ok(exit)
+}
+
+/// Read-only: facts, then the plan. What `--dry-run` prints.
+pub async fn plan_only(p: &Prepared, choice: &Choice) -> Result<Plan, Failure> {
+    let facts = gather(p, None).await?;
+    let target = resolve_target(choice, &facts)?;
+    let facts = gather(p, Some(&target.image)).await?;
+    Ok(rollout::plan(&p.spec, &target, &facts, &p.reload_text))
+}
+
+/// Takes the lock (whose container is the host agent), plans from fresh facts, executes, and
+/// releases the lock on every path.
+pub async fn execute_locked(
+    p: &Prepared,
+    args: &ServiceArgs,
+    choice: &Choice,
+    hook: &impl rollout::execute::AfterSwitch,
+    cancel: &CancellationToken,
+) -> Result<Report, Failure> {
     let lock = Lock::acquire(
         &p.engine,
         &LockRequest {
@@ -231,21 +254,16 @@ pub async fn run(
         Failure::new(exit, e).with_hint(hint)
     })?;
     let agent = HostAgent::attach(&lock.id, &p.host);
-    let result = locked(&p, &agent, &choice, cancel).await;
+    let result = locked(p, &agent, choice, hook, cancel).await;
     lock.release(&p.engine).await;
-    let report = result?;
-    print(args.format, &report, render_report(&report))?;
-    let exit = report.outcome.exit();
-    if exit != Exit::Success {
-        eprintln!("error: {}", report.message);
-    }
-    Ok(exit)
+    result
 }
 
 async fn locked(
     p: &Prepared,
     agent: &HostAgent,
     choice: &Choice,
+    hook: &impl rollout::execute::AfterSwitch,
     cancel: &CancellationToken,
 ) -> Result<Report, Failure> {
     let file = format!("{}.caddy", p.spec.name);
@@ -264,10 +282,10 @@ async fn locked(
         reload: p.reload.clone(),
         cancel,
     };
-    Ok(rollout::execute(&ctx, &plan).await)
+    Ok(rollout::execute(&ctx, &plan, hook).await)
 }
 
-fn print<T: serde::Serialize>(format: Format, data: &T, text: String) -> Result<(), Failure> {
+pub fn print<T: serde::Serialize>(format: Format, data: &T, text: String) -> Result<(), Failure> {
     let out = match format {
         Format::Text => text,
         Format::Json => format!(

@@ -6,14 +6,14 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::gate::{self, GateFailure};
-use super::{Action, NewContainer, Plan, Rollout};
+use super::{Action, ContainerRef, NewContainer, Plan, Rollout};
 use crate::caddy::HostAgent;
 use crate::engine::Engine;
 use crate::exit::Exit;
 
 /// How a rollout ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
+#[serde(rename_all = "kebab-case")]
 pub enum Outcome {
     Deployed,
     /// The digest already served; nothing was changed.
@@ -21,6 +21,7 @@ pub enum Outcome {
     /// Something failed; the previous state was restored.
     RolledBack,
     /// The input cannot work (e.g. no health check at all); nothing was changed.
+    #[serde(rename = "usage-error")]
     Refused,
     /// The engine or registry failed before anything changed.
     Unavailable,
@@ -116,7 +117,74 @@ impl Run<'_> {
     }
 }
 
-pub async fn execute(ctx: &Context<'_>, plan: &Plan) -> Report {
+/// What runs once Caddy routes to the new container, before the old one is stopped.
+pub trait AfterSwitch {
+    /// `Ok(detail)` keeps the release; `Err(why)` rolls it back.
+    fn check(&self, cancel: &CancellationToken) -> impl Future<Output = Result<String, String>>;
+    /// After such a rollback: is the previous release (`None`: there was none) served again?
+    fn check_restored(
+        &self,
+        previous: Option<&ContainerRef>,
+    ) -> impl Future<Output = Result<String, String>>;
+}
+
+/// `rollout` alone: the health gate is the last check.
+pub struct NoCheck;
+
+impl AfterSwitch for NoCheck {
+    async fn check(&self, _: &CancellationToken) -> Result<String, String> {
+        Ok(String::new())
+    }
+    async fn check_restored(&self, _: Option<&ContainerRef>) -> Result<String, String> {
+        Ok(String::new())
+    }
+}
+
+async fn verify_restored(report: &mut Report, hook: &impl AfterSwitch, r: &Rollout, cause: &str) {
+    let at_ms = report.wall_ms;
+    let t = std::time::Instant::now();
+    let result = hook.check_restored(report.previous.as_ref()).await;
+    let (ok, detail) = match &result {
+        Ok(d) => (true, d.clone()),
+        Err(e) => (false, e.clone()),
+    };
+    report.steps.push(Step {
+        name: "verify-restored".into(),
+        start_ms: at_ms,
+        duration_ms: t.elapsed().as_millis() as u64,
+        ok,
+        detail: detail.clone(),
+    });
+    report.wall_ms += t.elapsed().as_millis() as u64;
+    match result {
+        Ok(_) => {
+            report.message = match &report.previous {
+                Some(p) => format!(
+                    "deployed and rolled back; the previous release is serving ({}, revision {}). Cause: {cause}",
+                    p.name, p.revision
+                ),
+                None => format!(
+                    "rolled back; there was no previous release, so nothing serves. Cause: {cause}"
+                ),
+            };
+        }
+        Err(why) => {
+            report.outcome = Outcome::RollbackFailed;
+            report.message = format!(
+                "{}; but after putting the previous release back, the public check still fails: {why}. State: {} routes to the previous container{}; the new one was removed. Check Caddy and the previous container on the host, then run `slipway rollback` or deploy again",
+                report.message,
+                r.snippet.path,
+                report.previous.as_ref().map_or(String::new(), |p| format!(
+                    " {} on 127.0.0.1:{}",
+                    p.name,
+                    p.port.unwrap_or_default()
+                ))
+            );
+        }
+    }
+}
+
+pub async fn execute(ctx: &Context<'_>, plan: &Plan, hook: &impl AfterSwitch) -> Report {
     let began = Instant::now();
     let mut run = Run {
         ctx,
@@ -152,11 +220,11 @@ pub async fn execute(ctx: &Context<'_>, plan: &Plan) -> Report {
             run.report.port = container.port;
             run.end(Outcome::Unchanged, message)
         }
-        Action::Rollout(rollout) => roll(run, plan, rollout).await,
+        Action::Rollout(rollout) => roll(run, plan, rollout, hook).await,
     }
 }
 
-async fn roll(mut run: Run<'_>, plan: &Plan, r: &Rollout) -> Report {
+async fn roll(mut run: Run<'_>, plan: &Plan, r: &Rollout, hook: &impl AfterSwitch) -> Report {
     let engine = run.ctx.engine;
     let image = plan.target.image.to_string();
     run.report.port = Some(r.port);
@@ -422,6 +490,31 @@ async fn roll(mut run: Run<'_>, plan: &Plan, r: &Rollout) -> Report {
                 Outcome::RolledBack,
             )
             .await;
+        }
+    }
+
+    // 6b. What the caller checks once traffic reaches the new container (deploy: the public
+    // smoke test and its watch window). A failure puts the previous release back.
+    let t = Instant::now();
+    match hook.check(run.ctx.cancel).await {
+        Ok(detail) => {
+            if !detail.is_empty() {
+                run.record("smoke", t, true, detail);
+            }
+        }
+        Err(why) => {
+            let interrupted = run.ctx.cancel.is_cancelled();
+            run.record("smoke", t, false, why.clone());
+            let outcome = if interrupted {
+                Outcome::Interrupted
+            } else {
+                Outcome::RolledBack
+            };
+            let mut report = undo(run, &new_id, Some(previous), r, why.clone(), outcome).await;
+            if report.outcome == Outcome::RolledBack {
+                verify_restored(&mut report, hook, r, &why).await;
+            }
+            return report;
         }
     }
 

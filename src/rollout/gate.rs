@@ -51,6 +51,8 @@ impl Gate {
                         )
                     }),
                     body_contains: h.body_contains.clone(),
+                    body_regex: None,
+                    header: None,
                 },
                 successes: h.successes,
                 interval: h.interval,
