@@ -72,8 +72,12 @@ pub enum Command {
     /// The whole job: build, push and prove the image (or take --image), roll it out behind
     /// Caddy, smoke-test the public URL and watch it, and put the previous release back on any
     /// failure. `--dry-run` (or `slipway plan`) prints the plan and changes nothing
-    #[command(visible_alias = "plan", after_help = EXIT_CODES_HELP)]
+    #[command(after_help = EXIT_CODES_HELP)]
     Deploy(Box<DeployArgs>),
+    /// `deploy --dry-run`: only read-only calls, then the plan (old and new digest, containers,
+    /// slots, env names, volumes, limits, lock, reload, smoke checks, what happens on failure)
+    #[command(after_help = EXIT_CODES_HELP)]
+    Plan(Box<DeployArgs>),
 }
 
 #[derive(Debug, Clone, Args)]

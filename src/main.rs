@@ -77,6 +77,10 @@ async fn run(cli: Cli, cancel: &CancellationToken) -> Result<Exit, Failure> {
         Command::Lock(args) => service::lock_command(&cli.global, &args).await,
         Command::Smoke(args) => deploy::smoke_command(&args, cancel).await,
         Command::Deploy(args) => deploy::deploy(&cli.global, &args, cancel).await,
+        Command::Plan(mut args) => {
+            args.service.dry_run = true;
+            deploy::deploy(&cli.global, &args, cancel).await
+        }
     }
 }
 

@@ -4,6 +4,7 @@
 mod action_install;
 mod action_run;
 mod ci_files;
+mod deploy;
 mod doctor;
 mod release_publish;
 mod rollout;

@@ -61,22 +61,43 @@ pub struct Svc {
     pub dir: PathBuf,
     pub slots: [u16; 2],
     pub port: u16,
+    /// Served over HTTPS with Caddy's internal CA as `https://app.test:PORT`.
+    pub https: bool,
     caddy: Child,
 }
+
+pub const HTTPS_HOST: &str = "app.test";
 
 impl Svc {
     /// `health` is the spec's `[health]` section body; `extra` goes at the top level.
     pub fn new(name: &str, extra: &str, health: &str) -> Svc {
+        Svc::start(name, extra, health, false)
+    }
+
+    pub fn new_https(name: &str, extra: &str, health: &str) -> Svc {
+        Svc::start(name, extra, health, true)
+    }
+
+    fn start(name: &str, extra: &str, health: &str, https: bool) -> Svc {
         let s = sandbox();
         let dir = s.dir.join(format!("svc-{name}"));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(dir.join("snippets")).unwrap();
         let port = free_port();
         let slots = [free_port(), free_port()];
+        let (global, site, tls) = if https {
+            (
+                "skip_install_trust\n\tauto_https disable_redirects",
+                format!("https://{HTTPS_HOST}:{port}"),
+                "\ttls internal\n",
+            )
+        } else {
+            ("auto_https off", format!("http://127.0.0.1:{port}"), "")
+        };
         std::fs::write(
             dir.join("Caddyfile"),
             format!(
-                "{{\n\tadmin unix/{d}/admin.sock\n\tauto_https off\n}}\n\nhttp://127.0.0.1:{port} {{\n\tbind 127.0.0.1\n\troute {{\n\t\timport {d}/snippets/*.caddy\n\t\trespond \"no upstream\" 503\n\t}}\n}}\n",
+                "{{\n\tadmin unix/{d}/admin.sock\n\t{global}\n}}\n\n{site} {{\n\tbind 127.0.0.1\n{tls}\troute {{\n\t\timport {d}/snippets/*.caddy\n\t\trespond \"no upstream\" 503\n\t}}\n}}\n",
                 d = dir.display()
             ),
         )
@@ -95,6 +116,7 @@ impl Svc {
             dir,
             slots,
             port,
+            https,
             caddy,
         };
         let up = Instant::now();
@@ -154,7 +176,11 @@ impl Svc {
             .env("SLIPWAY_RELOAD_IMAGE", &sandbox().base_image)
             .env("APP_HEALTH", "ok")
             .env("APP_START_DELAY", "0")
-            .env_remove("SLIPWAY_LOG");
+            .env_remove("SLIPWAY_LOG")
+            .env_remove("GITHUB_SHA")
+            .env_remove("GITHUB_ACTIONS")
+            .env_remove("GITHUB_OUTPUT")
+            .env_remove("GITHUB_STEP_SUMMARY");
         for (k, v) in env {
             cmd.env(k, v);
         }
@@ -205,13 +231,34 @@ impl Svc {
         (child, seen)
     }
 
+    /// The public URL of `path`, as a user would use it.
+    pub fn url(&self, path: &str) -> String {
+        if self.https {
+            format!("https://{HTTPS_HOST}:{}{path}", self.port)
+        } else {
+            format!("http://127.0.0.1:{}{path}", self.port)
+        }
+    }
+
+    /// Caddy's internal root CA (HTTPS only).
+    pub fn cacert(&self) -> PathBuf {
+        self.dir.join("xdg/caddy/pki/authorities/local/root.crt")
+    }
+
+    /// `--resolve` for the HTTPS name.
+    pub fn resolve(&self) -> String {
+        format!("{HTTPS_HOST}:{}:127.0.0.1", self.port)
+    }
+
     /// GET /version through this service's Caddy: (status, body).
     pub fn served(&self) -> (u16, String) {
-        let out = Command::new("curl")
-            .args(["-s", "-m", "5", "-w", "\n%{http_code}"])
-            .arg(format!("http://127.0.0.1:{}/version", self.port))
-            .output()
-            .expect("curl runs");
+        let mut curl = Command::new("curl");
+        curl.args(["-s", "-m", "5", "-w", "\n%{http_code}"]);
+        if self.https {
+            curl.arg("--cacert").arg(self.cacert());
+            curl.args(["--resolve", &self.resolve()]);
+        }
+        let out = curl.arg(self.url("/version")).output().expect("curl runs");
         let text = String::from_utf8_lossy(&out.stdout).into_owned();
         let (body, status) = text.rsplit_once('\n').unwrap_or(("", "0"));
         (status.trim().parse().unwrap_or(0), body.trim().to_string())
