@@ -1,11 +1,14 @@
 //! slipway: the deploy step for a CI job.
 
+mod build;
 mod cli;
 mod credentials;
+mod dockerfile;
 mod doctor;
 mod engine;
 mod exit;
 mod host;
+mod lint;
 mod reference;
 mod registry;
 
