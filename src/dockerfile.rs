@@ -114,7 +114,6 @@ pub fn assignments(instruction: &Instruction) -> Vec<(String, Option<String>)> {
 /// A build stage: its `FROM` and the instructions after it.
 #[derive(Debug, Clone)]
 pub struct Stage {
-    pub index: usize,
     pub name: Option<String>,
     pub from: Instruction,
     /// The base as written, e.g. `${BASE_IMAGE}`.
@@ -149,7 +148,6 @@ impl Stages {
                         .position(|s| s.name.as_deref().is_some_and(|n| n.eq_ignore_ascii_case(b)))
                 });
                 stages.push(Stage {
-                    index: stages.len(),
                     name,
                     from: ins.clone(),
                     base,
@@ -333,10 +331,10 @@ mod tests {
         assert_eq!(given.stages[0].resolved.as_deref(), Ok("x@sha256:1"));
         assert_eq!(given.stages[2].resolved.as_deref(), Ok("base:1"));
         assert_eq!(
-            stages.final_stage(Some("BUILDER")).map(|s| s.index),
-            Some(0)
+            stages.final_stage(Some("BUILDER")).map(|s| s.from.line),
+            Some(3)
         );
-        assert_eq!(stages.final_stage(None).map(|s| s.index), Some(2));
+        assert_eq!(stages.final_stage(None).map(|s| s.from.line), Some(7));
         assert!(stages.final_stage(Some("nope")).is_none());
         assert_eq!(
             stages.effective(&stages.stages[1], "RUN").map(|i| i.line),

@@ -1,6 +1,8 @@
 //! The one module that speaks the Docker Engine API (through bollard). Everything else uses the
 //! plain types defined here.
 
+mod build;
+
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
@@ -15,6 +17,8 @@ use bollard::query_parameters::{
 use futures_util::TryStreamExt;
 use thiserror::Error;
 use tokio_util::sync::CancellationToken;
+
+pub use build::ImageBuild;
 
 pub const DEFAULT_DOCKER_HOST: &str = "unix:///var/run/docker.sock";
 /// Label put on every container slipway creates.
@@ -45,6 +49,11 @@ pub enum EngineError {
     Deadline { what: String, after: Duration },
     #[error("interrupted while {what}")]
     Interrupted { what: String },
+    /// The builder refused the Dockerfile or a step failed: the input's fault, not the engine's.
+    #[error("the build failed: {message}")]
+    BuildFailed { message: String },
+    #[error("pushing {image} failed: {message}")]
+    PushFailed { image: String, message: String },
 }
 
 impl EngineError {
