@@ -86,7 +86,13 @@ pub struct ImageArgs {
     )]
     pub build_args: Vec<String>,
     /// Waive a lint rule on purpose (repeatable, or comma-separated)
-    #[arg(long, env = "SLIPWAY_ALLOW", value_enum, value_delimiter = ',', value_name = "RULE")]
+    #[arg(
+        long,
+        env = "SLIPWAY_ALLOW",
+        value_enum,
+        value_delimiter = ',',
+        value_name = "RULE"
+    )]
     pub allow: Vec<Rule>,
     /// The deploy checks an HTTP health endpoint, so the image need not have a HEALTHCHECK
     #[arg(long, env = "SLIPWAY_HEALTH_PROBE_CONFIGURED")]
@@ -116,7 +122,12 @@ pub struct BuildArgs {
     #[arg(long, env = "SLIPWAY_REVISION_ARG", value_name = "NAME")]
     pub revision_arg: Option<String>,
     /// Extra tag to push besides the revision (repeatable, or comma-separated)
-    #[arg(long = "tag", env = "SLIPWAY_TAGS", value_delimiter = ',', value_name = "TAG")]
+    #[arg(
+        long = "tag",
+        env = "SLIPWAY_TAGS",
+        value_delimiter = ',',
+        value_name = "TAG"
+    )]
     pub tags: Vec<String>,
     /// Extra label NAME=VALUE (repeatable; in SLIPWAY_LABELS one a line). The OCI labels
     /// org.opencontainers.image.revision, .source and .created are always set

@@ -103,14 +103,14 @@ mod commands {
             allow: image.allow.clone(),
             health_probe: image.health_probe_configured,
         };
-        let registry = registry::Registry::new(
-            &registry_name,
-            args.registry.insecure_registry,
-            credentials,
-        );
+        // Flags and the lint are checked before the engine or the registry is asked anything.
+        let prepared = build::prepare(&request).map_err(build_failure)?;
+        let registry =
+            registry::Registry::new(&registry_name, args.registry.insecure_registry, credentials);
         let engine = engine::Engine::connect(&global.docker_host())
             .map_err(|e| Failure::new(Exit::Unavailable, e))?;
-        let pushed = build::build_and_push(&engine, &request, &registry, cancel)
+        let pushed = prepared
+            .build_and_push(&engine, &registry, cancel)
             .await
             .map_err(build_failure)?;
         let text = match args.format {
@@ -137,8 +137,7 @@ mod commands {
     pub fn lint(args: cli::LintArgs) -> Result<Exit, Failure> {
         let image = &args.image;
         let options = lint::LintOptions {
-            build_args: build::key_values(&image.build_args, "build arg")
-                .map_err(build_failure)?,
+            build_args: build::key_values(&image.build_args, "build arg").map_err(build_failure)?,
             target: image.target.clone(),
             allow: image.allow.clone(),
             health_probe: image.health_probe_configured,

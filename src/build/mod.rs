@@ -97,6 +97,19 @@ pub enum BuildError {
 }
 
 fn step_failure(step: &Option<String>, message: &str, output: &[String]) -> String {
+    // The classic builder repeats the whole command: the step line already shows it.
+    static REPEATED: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+        regex::Regex::new(r"(?s)^The command '.*' returned a non-zero code: (\d+)$")
+            .expect("a valid regex")
+    });
+    let shorter;
+    let message = match REPEATED.captures(message) {
+        Some(caps) => {
+            shorter = format!("the command exited with code {}", &caps[1]);
+            shorter.as_str()
+        }
+        None => message,
+    };
     let mut text = match step {
         Some(step) => format!("the build failed at {step}\n  {message}"),
         None => format!("the build failed: {message}"),
@@ -145,8 +158,11 @@ impl BuildError {
             BuildError::Preflight { source, .. } | BuildError::ReadBack { source, .. } => {
                 source.hint()
             }
-            BuildError::Step { .. } => {
-                "the step's output above says what went wrong; reproduce with `docker build` on the same context".into()
+            BuildError::Step { step: Some(_), .. } => {
+                "the step's output says what went wrong; `docker build` on the same context reproduces it".into()
+            }
+            BuildError::Step { step: None, .. } => {
+                "the builder refused the Dockerfile before any step ran: fix the line it names".into()
             }
             BuildError::Engine(_) => {
                 "is dockerd running, and is this the right socket? Set --docker-host or DOCKER_HOST".into()
@@ -167,16 +183,22 @@ impl BuildError {
     }
 }
 
-/// Lints, builds, pushes every tag and verifies the registry's copy. The library entry point
-/// of `slipway build` and of the deploy's build step.
-pub async fn build_and_push(
-    engine: &Engine,
-    request: &BuildRequest,
-    registry: &Registry,
-    cancel: &CancellationToken,
-) -> Result<PushedImage, BuildError> {
+/// A build whose input was checked: names valid, lint passed, context readable. Nothing has
+/// been asked of the engine or the registry yet.
+pub struct PreparedBuild {
+    request: BuildRequest,
+    context: Context,
+    waived: Vec<lint::Rule>,
+}
+
+/// Checks everything that needs neither engine nor registry. Fails with exit code 2 problems.
+pub fn prepare(request: &BuildRequest) -> Result<PreparedBuild, BuildError> {
     request.validate()?;
-    let report = lint::lint(&request.context, &request.dockerfile, &request.lint_options())?;
+    let report = lint::lint(
+        &request.context,
+        &request.dockerfile,
+        &request.lint_options(),
+    )?;
     for finding in &report.waived {
         tracing::warn!("waived with --allow: {}", finding.render());
     }
@@ -185,80 +207,124 @@ pub async fn build_and_push(
     }
     warn_secret_build_args(&request.build_args);
     let context = Context::new(&request.context, &request.dockerfile)?;
-
-    // Nothing is built unless the registry answers and takes the credentials.
-    let ping = registry
-        .ping()
-        .await
-        .map_err(|source| BuildError::Preflight {
-            registry: registry.name().to_string(),
-            source,
-        })?;
-    tracing::info!(
-        "registry {} answers{}",
-        registry.name(),
-        ping.authenticated_as
-            .map(|u| format!(", credentials for `{u}` accepted"))
-            .unwrap_or_default()
-    );
-
-    let repository = format!("{}/{}", registry.name(), request.repository);
-    let tags = request.tags();
-    let spec = ImageBuild {
-        dockerfile: context.dockerfile().to_string(),
-        tag: format!("{repository}:{}", request.revision),
-        target: request.target.clone(),
-        build_args: request.build_args.clone(),
-        labels: request.all_labels(),
-    };
-    let (image_id, stats, log) = build(engine, &spec, context, cancel).await?;
-    for tag in &tags[1..] {
-        engine
-            .tag_image(&image_id, &repository, tag)
-            .await
-            .map_err(BuildError::from_engine)?;
-    }
-
-    let mut digest: Option<String> = None;
-    for tag in &tags {
-        let pushed = push(engine, registry, &repository, tag, cancel).await?;
-        match &digest {
-            None => digest = Some(pushed),
-            Some(first) if *first != pushed => {
-                return Err(VerifyError::Mismatch {
-                    what: "the pushed digests".into(),
-                    expected_from: format!("the push of {}", tags[0]),
-                    expected: first.clone(),
-                    actual_from: format!("the push of {tag}"),
-                    actual: pushed,
-                }
-                .into());
-            }
-            Some(_) => {}
-        }
-    }
-    let digest = digest.expect("at least the revision tag is pushed");
-    prove(registry, &request.repository, &tags, &digest, &image_id, &request.revision).await?;
-
-    let image = PinnedImage::parse(&format!("{repository}@{digest}")).map_err(|e| {
-        BuildError::Invalid {
-            what: e.to_string(),
-            hint: e.hint().into(),
-        }
-    })?;
-    tracing::info!("pushed and verified {image}");
-    Ok(PushedImage {
-        image,
-        digest,
-        repository,
-        revision: request.revision.clone(),
-        tags,
-        image_id,
-        context: stats,
-        steps: log.steps,
-        cached_steps: log.cached,
+    Ok(PreparedBuild {
+        request: request.clone(),
+        context,
         waived: report.waived.iter().map(|f| f.rule).collect(),
     })
+}
+
+/// Lints, builds, pushes every tag and verifies the registry's copy: the library entry point
+/// of the deploy's build step. (`slipway build` calls [`prepare`] first, to check its input
+/// before it connects to the engine, then [`PreparedBuild::build_and_push`].)
+#[allow(dead_code, reason = "the deploy's build step calls it")]
+pub async fn build_and_push(
+    engine: &Engine,
+    request: &BuildRequest,
+    registry: &Registry,
+    cancel: &CancellationToken,
+) -> Result<PushedImage, BuildError> {
+    prepare(request)?
+        .build_and_push(engine, registry, cancel)
+        .await
+}
+
+impl PreparedBuild {
+    /// Builds, pushes every tag and verifies the registry's copy.
+    pub async fn build_and_push(
+        self,
+        engine: &Engine,
+        registry: &Registry,
+        cancel: &CancellationToken,
+    ) -> Result<PushedImage, BuildError> {
+        let PreparedBuild {
+            request,
+            context,
+            waived,
+        } = self;
+        let request = &request;
+        // Nothing is built unless the registry answers and takes the credentials.
+        let ping = registry
+            .ping()
+            .await
+            .map_err(|source| BuildError::Preflight {
+                registry: registry.name().to_string(),
+                source,
+            })?;
+        tracing::info!(
+            "registry {} answers{}",
+            registry.name(),
+            ping.authenticated_as
+                .map(|u| format!(", credentials for `{u}` accepted"))
+                .unwrap_or_default()
+        );
+
+        let repository = format!("{}/{}", registry.name(), request.repository);
+        let tags = request.tags();
+        let spec = ImageBuild {
+            dockerfile: context.dockerfile().to_string(),
+            tag: format!("{repository}:{}", request.revision),
+            target: request.target.clone(),
+            build_args: request.build_args.clone(),
+            labels: request.all_labels(),
+        };
+        let (image_id, stats, log) = build(engine, &spec, context, cancel).await?;
+        for tag in &tags[1..] {
+            engine
+                .tag_image(&image_id, &repository, tag)
+                .await
+                .map_err(BuildError::from_engine)?;
+        }
+
+        let mut digest: Option<String> = None;
+        for tag in &tags {
+            let pushed = push(engine, registry, &repository, tag, cancel).await?;
+            match &digest {
+                None => digest = Some(pushed),
+                Some(first) if *first != pushed => {
+                    return Err(VerifyError::Mismatch {
+                        what: "the pushed digests".into(),
+                        expected_from: format!("the push of {}", tags[0]),
+                        expected: first.clone(),
+                        actual_from: format!("the push of {tag}"),
+                        actual: pushed,
+                    }
+                    .into());
+                }
+                Some(_) => {}
+            }
+        }
+        let digest = digest.expect("at least the revision tag is pushed");
+        prove(
+            registry,
+            &request.repository,
+            &tags,
+            &digest,
+            &image_id,
+            &request.revision,
+        )
+        .await?;
+
+        let image = PinnedImage::parse(&format!("{repository}@{digest}")).map_err(|e| {
+            BuildError::Invalid {
+                what: e.to_string(),
+                hint: e.hint().into(),
+            }
+        })?;
+        tracing::info!("pushed and verified {image}");
+        Ok(PushedImage {
+            image,
+            digest,
+            repository,
+            revision: request.revision.clone(),
+            tags,
+            image_id,
+            context: stats,
+            steps: log.steps,
+            cached_steps: log.cached,
+            waived,
+        })
+    }
 }
 
 /// Streams the context and builds; the progress goes to the log line by line.
@@ -335,7 +401,13 @@ async fn push(
         }
     };
     let pushed = engine
-        .push_image(repository, tag, registry.credentials(), &mut on_status, cancel)
+        .push_image(
+            repository,
+            tag,
+            registry.credentials(),
+            &mut on_status,
+            cancel,
+        )
         .await
         .map_err(|e| match e {
             EngineError::Interrupted { what } => BuildError::Interrupted { what },
@@ -430,7 +502,7 @@ mod tests {
         };
         assert_eq!(
             err.to_string(),
-            "the build failed at Step 5/9 : RUN make\n  The command '/bin/sh -c make' returned a non-zero code: 2\noutput of that step (last lines):\n  | cc: error: x.c: No such file"
+            "the build failed at Step 5/9 : RUN make\n  the command exited with code 2\noutput of that step (last lines):\n  | cc: error: x.c: No such file"
         );
         assert_eq!(err.exit(), Exit::Usage);
     }
@@ -445,9 +517,7 @@ mod tests {
         };
         assert_eq!(preflight.exit(), Exit::Unavailable);
         assert!(preflight.hint().unwrap().contains("--registry-user"));
-        let verify = BuildError::Verify(VerifyError::BadConfig {
-            reason: "x".into(),
-        });
+        let verify = BuildError::Verify(VerifyError::BadConfig { reason: "x".into() });
         assert_eq!(verify.exit(), Exit::Unavailable);
     }
 }

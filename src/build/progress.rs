@@ -2,6 +2,9 @@
 //! progress bars), the step in progress and its output for the error when a step fails.
 
 use std::collections::VecDeque;
+use std::sync::LazyLock;
+
+use regex::Regex;
 
 /// How many lines of a failing step's output its error shows.
 pub const STEP_OUTPUT_TAIL: usize = 30;
@@ -38,8 +41,14 @@ impl BuildLog {
     }
 
     fn line(&mut self, raw: &str) -> Option<String> {
+        // Colours (the builder paints a step's stderr red) are for terminals, not CI logs.
+        let raw = ANSI.replace_all(raw, "");
         // A carriage return redraws a line on a terminal: keep what was drawn last.
-        let line = raw.rsplit('\r').find(|s| !s.is_empty()).unwrap_or("").trim_end();
+        let line = raw
+            .rsplit('\r')
+            .find(|s| !s.is_empty())
+            .unwrap_or("")
+            .trim_end();
         if line.trim().is_empty() {
             return None;
         }
@@ -68,6 +77,9 @@ impl BuildLog {
         self.output.iter().cloned().collect()
     }
 }
+
+static ANSI: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"\x1b\[[0-9;?]*[A-Za-z]").expect("a valid regex"));
 
 fn is_bookkeeping(line: &str) -> bool {
     let trimmed = line.trim_start();
@@ -111,12 +123,12 @@ mod tests {
             "Step 1/3 : FROM base\n ---> 1a2b3c\n",
             "Step 2/3 : COPY deps.txt ./\n ---> Using cache\n ---> 4d5e6f\n",
             "Step 3/3 : RUN make\n ---> Running in 0123abcd\nbuild",
-            "ing...\nprogress 10%\rprogress 100%\nerror: it broke\n",
+            "ing...\nprogress 10%\rprogress 100%\n\x1b[91merror: it broke\n\x1b[0mRemoving intermediate container 0123abcd\n",
         ] {
             lines.extend(log.feed(chunk));
         }
         lines.extend(log.finish());
-        assert_eq!(lines.len(), 10, "{lines:#?}");
+        assert_eq!(lines.len(), 11, "{lines:#?}");
         assert!(lines.contains(&"building...".to_string()));
         assert!(lines.contains(&"progress 100%".to_string()));
         assert_eq!(log.step(), Some("Step 3/3 : RUN make"));

@@ -37,8 +37,10 @@ pub struct BuildRequest {
 }
 
 static REPOSITORY: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*$")
-        .expect("a valid regex")
+    Regex::new(
+        r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*$",
+    )
+    .expect("a valid regex")
 });
 static TAG: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$").expect("a valid regex"));
@@ -233,7 +235,10 @@ mod tests {
             dockerfile: "Dockerfile".into(),
             target: None,
             build_args: vec![],
-            labels: vec![("team".into(), "web".into()), (LABEL_REVISION.into(), "spoofed".into())],
+            labels: vec![
+                ("team".into(), "web".into()),
+                (LABEL_REVISION.into(), "spoofed".into()),
+            ],
             repository: "team/app".into(),
             revision: "0123abc".into(),
             extra_tags: vec!["latest-main".into(), "0123abc".into()],
@@ -290,7 +295,10 @@ mod tests {
             without_credentials("https://x-access-token:ghs_abc@github.com/o/r.git"),
             "https://github.com/o/r.git"
         );
-        assert_eq!(without_credentials("git@github.com:o/r.git"), "git@github.com:o/r.git");
+        assert_eq!(
+            without_credentials("git@github.com:o/r.git"),
+            "git@github.com:o/r.git"
+        );
     }
 
     #[tokio::test]
@@ -308,7 +316,17 @@ mod tests {
             assert!(ok, "git {args:?}");
         };
         run(&["init", "-q"]);
-        run(&["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "--allow-empty", "-m", "x"]);
+        run(&[
+            "-c",
+            "user.name=t",
+            "-c",
+            "user.email=t@t",
+            "commit",
+            "-q",
+            "--allow-empty",
+            "-m",
+            "x",
+        ]);
         let given = resolve_revision(Some("abcdef0"), dir.path()).await.unwrap();
         assert_eq!(given.from, "--revision");
         if std::env::var_os("GITHUB_SHA").is_none() {
@@ -323,7 +341,11 @@ mod tests {
 
     #[test]
     fn key_values_from_flags_or_the_environment() {
-        let got = key_values(&["A=1".into(), "B=x=y".into(), "C=".into(), "PATH".into()], "build arg").unwrap();
+        let got = key_values(
+            &["A=1".into(), "B=x=y".into(), "C=".into(), "PATH".into()],
+            "build arg",
+        )
+        .unwrap();
         assert_eq!(got[0], ("A".into(), "1".into()));
         assert_eq!(got[1], ("B".into(), "x=y".into()));
         assert_eq!(got[2], ("C".into(), String::new()));

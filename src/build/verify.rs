@@ -11,7 +11,9 @@ pub const LABEL_REVISION: &str = "org.opencontainers.image.revision";
 
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum VerifyError {
-    #[error("{what} does not match: {expected_from} says {expected}, but {actual_from} says {actual}")]
+    #[error(
+        "{what} does not match: {expected_from} says {expected}, but {actual_from} says {actual}"
+    )]
     Mismatch {
         what: String,
         expected_from: String,
@@ -84,7 +86,9 @@ pub fn check_manifest(pushed: &str, manifest: &Manifest) -> Result<ImageManifest
             ));
         }
         Some(_) => {}
-        None => tracing::warn!(url = %manifest.url, "the registry sent no Docker-Content-Digest header"),
+        None => {
+            tracing::warn!(url = %manifest.url, "the registry sent no Docker-Content-Digest header")
+        }
     }
     let not_image = |reason: String| VerifyError::NotAnImageManifest {
         url: manifest.url.clone(),
@@ -168,9 +172,7 @@ mod tests {
             Manifest {
                 url: "http://127.0.0.1:5000/v2/app/manifests/abc1234".into(),
                 bytes: text.into_bytes(),
-                content_type: Some(
-                    "application/vnd.docker.distribution.manifest.v2+json".into(),
-                ),
+                content_type: Some("application/vnd.docker.distribution.manifest.v2+json".into()),
                 digest_header: Some(header.map_or(digest.clone(), String::from)),
             },
             digest,
@@ -192,7 +194,10 @@ mod tests {
         let other = sha256_digest(b"other");
         let err = check_manifest(&other, &m).unwrap_err().to_string();
         assert!(err.contains(&other) && err.contains(&digest), "{err}");
-        assert!(err.starts_with("the manifest digest does not match: the push says"), "{err}");
+        assert!(
+            err.starts_with("the manifest digest does not match: the push says"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -200,7 +205,9 @@ mod tests {
         let cfg = config("abc1234");
         let (mut m, digest) = manifest(&cfg, None);
         // Same JSON, other whitespace: a different manifest as far as digests go.
-        m.bytes = serde_json::to_vec(&serde_json::from_slice::<serde_json::Value>(&m.bytes).unwrap()).unwrap();
+        m.bytes =
+            serde_json::to_vec(&serde_json::from_slice::<serde_json::Value>(&m.bytes).unwrap())
+                .unwrap();
         m.digest_header = None;
         assert!(check_manifest(&digest, &m).is_err());
     }
@@ -211,7 +218,10 @@ mod tests {
         let wrong = sha256_digest(b"x");
         let (m, digest) = manifest(&cfg, Some(&wrong));
         let err = check_manifest(&digest, &m).unwrap_err().to_string();
-        assert!(err.contains("Docker-Content-Digest") && err.contains(&wrong), "{err}");
+        assert!(
+            err.contains("Docker-Content-Digest") && err.contains(&wrong),
+            "{err}"
+        );
     }
 
     #[test]
@@ -233,13 +243,21 @@ mod tests {
         let id = sha256_digest(&cfg);
 
         let err = check_config(&parsed, &config("abc1234 "), &id, "abc1234").unwrap_err();
-        assert!(err.to_string().starts_with("the image config does not match"), "{err}");
+        assert!(
+            err.to_string()
+                .starts_with("the image config does not match"),
+            "{err}"
+        );
 
         let other_id = sha256_digest(b"another build");
-        let err = check_config(&parsed, &cfg, &other_id, "abc1234").unwrap_err().to_string();
+        let err = check_config(&parsed, &cfg, &other_id, "abc1234")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains(&other_id) && err.contains(&id), "{err}");
 
-        let err = check_config(&parsed, &cfg, &id, "fff0000").unwrap_err().to_string();
+        let err = check_config(&parsed, &cfg, &id, "fff0000")
+            .unwrap_err()
+            .to_string();
         assert_eq!(
             err,
             "the label org.opencontainers.image.revision does not match: the build says fff0000, but the image config in the registry says abc1234"

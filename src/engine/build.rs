@@ -112,7 +112,10 @@ impl Engine {
             .image_info(&spec.tag)
             .await?
             .ok_or_else(|| EngineError::BuildFailed {
-                message: format!("the build reported {built}, but {} does not exist", spec.tag),
+                message: format!(
+                    "the build reported {built}, but {} does not exist",
+                    spec.tag
+                ),
             })?;
         let short = built.trim_start_matches("sha256:");
         if !info.id.trim_start_matches("sha256:").starts_with(short) {
@@ -135,7 +138,9 @@ impl Engine {
         self.docker
             .tag_image(source, Some(options))
             .await
-            .map_err(EngineError::api(format!("tagging {source} as {repo}:{tag}")))
+            .map_err(EngineError::api(format!(
+                "tagging {source} as {repo}:{tag}"
+            )))
     }
 
     /// Pushes `repo:tag` (`repo` includes the registry) with `credentials`, calling `on_status`
