@@ -21,8 +21,8 @@ use tokio::sync::mpsc;
 
 use super::dockerignore::{DockerIgnore, DockerIgnoreError};
 
-pub const CHUNK_BYTES: usize = 64 * 1024;
-pub const CHUNKS_IN_FLIGHT: usize = 8;
+pub const CHUNK_BYTES: usize = 256 * 1024;
+pub const CHUNKS_IN_FLIGHT: usize = 4;
 /// Where a Dockerfile from outside the context is put in the tar (as the Docker CLI does).
 const OUTSIDE_DOCKERFILE: &str = ".dockerfile.slipway";
 
@@ -258,7 +258,9 @@ fn append(
             inner: file,
             left: meta.len(),
         };
-        tar.append_data(&mut header, name, exact).map_err(failed)
+        // Read in chunk-sized pieces: io::copy then moves a chunk per read, not 8 KiB.
+        let reader = io::BufReader::with_capacity(CHUNK_BYTES, exact);
+        tar.append_data(&mut header, name, reader).map_err(failed)
     }
 }
 

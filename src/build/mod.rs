@@ -460,7 +460,7 @@ async fn prove(
         .map_err(read_back)?;
     let parsed = verify::check_manifest(digest, &manifest)?;
     let config = registry
-        .config_blob(repository, &parsed.config().digest().to_string())
+        .config_blob(repository, parsed.config().digest().as_ref())
         .await
         .map_err(read_back)?;
     verify::check_config(&parsed, &config, image_id, revision)?;

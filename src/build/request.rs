@@ -208,9 +208,9 @@ pub fn key_values(items: &[String], what: &str) -> Result<Vec<(String, String)>,
     items
         .iter()
         .map(|item| match item.split_once('=') {
-            Some((k, _)) if k.is_empty() => Err(BuildError::Invalid {
+            Some(("", _)) => Err(BuildError::Invalid {
                 what: format!("the {what} `{item}` has no name"),
-                hint: format!("write it as NAME=VALUE, or NAME to take the value from $NAME"),
+                hint: "write it as NAME=VALUE, or NAME to take the value from $NAME".into(),
             }),
             Some((k, v)) => Ok((k.to_string(), v.to_string())),
             None => std::env::var(item)
