@@ -113,14 +113,7 @@ mod commands {
             .build_and_push(&engine, &registry, cancel)
             .await
             .map_err(build_failure)?;
-        let text = match args.format {
-            Format::Text => format!("{}\n", pushed.image),
-            Format::Json => format!(
-                "{}\n",
-                serde_json::to_string_pretty(&pushed).expect("a report serializes")
-            ),
-        };
-        write_stdout(&text)?;
+        print_report(args.format, &pushed, |p| format!("{}\n", p.image))?;
         Ok(Exit::Success)
     }
 
@@ -147,14 +140,7 @@ mod commands {
             let hint = e.hint();
             Failure::usage(e).with_hint(hint)
         })?;
-        let text = match args.format {
-            Format::Text => report.render_text(),
-            Format::Json => format!(
-                "{}\n",
-                serde_json::to_string_pretty(&report).expect("a report serializes")
-            ),
-        };
-        write_stdout(&text)?;
+        print_report(args.format, &report, lint::Report::render_text)?;
         tracing::info!(
             "{}: {} finding(s), {} waived with --allow",
             dockerfile.display(),
@@ -168,9 +154,21 @@ mod commands {
         })
     }
 
-    fn write_stdout(text: &str) -> Result<(), Failure> {
+    /// The result on stdout: as text, or as JSON with `--format json`.
+    fn print_report<T: serde::Serialize>(
+        format: Format,
+        report: &T,
+        text: impl FnOnce(&T) -> String,
+    ) -> Result<(), Failure> {
+        let out = match format {
+            Format::Text => text(report),
+            Format::Json => format!(
+                "{}\n",
+                serde_json::to_string_pretty(report).expect("a report serializes")
+            ),
+        };
         std::io::stdout()
-            .write_all(text.as_bytes())
+            .write_all(out.as_bytes())
             .map_err(|e| Failure::new(Exit::Unavailable, e))
     }
 
@@ -215,14 +213,7 @@ mod commands {
         if cancel.is_cancelled() {
             return Ok(Exit::Interrupted);
         }
-        let text = match args.format {
-            Format::Text => report.render_text(),
-            Format::Json => format!(
-                "{}\n",
-                serde_json::to_string_pretty(&report).expect("a report serializes")
-            ),
-        };
-        write_stdout(&text)?;
+        print_report(args.format, &report, doctor::Report::render_text)?;
         Ok(if report.ok {
             Exit::Success
         } else {

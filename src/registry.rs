@@ -246,16 +246,7 @@ impl Registry {
         limit: usize,
     ) -> Result<Vec<u8>, RegistryError> {
         let mut out = Vec::new();
-        while let Some(chunk) =
-            response
-                .chunk()
-                .await
-                .map_err(|source| RegistryError::Unreachable {
-                    registry: self.name.clone(),
-                    url: url.to_string(),
-                    source,
-                })?
-        {
+        while let Some(chunk) = response.chunk().await.map_err(self.unreachable(url))? {
             if out.len() + chunk.len() > limit {
                 return Err(RegistryError::TooLarge {
                     registry: self.name.clone(),
@@ -281,14 +272,7 @@ impl Registry {
         if let Some(accept) = accept {
             request = request.header(ACCEPT, accept);
         }
-        request
-            .send()
-            .await
-            .map_err(|source| RegistryError::Unreachable {
-                registry: self.name.clone(),
-                url: url.to_string(),
-                source,
-            })
+        request.send().await.map_err(self.unreachable(url))
     }
 
     /// Answers a `WWW-Authenticate` challenge: the `Authorization` header value to send.
@@ -326,11 +310,7 @@ impl Registry {
             .header(AUTHORIZATION, format!("Basic {}", creds.basic()))
             .send()
             .await
-            .map_err(|source| RegistryError::Unreachable {
-                registry: self.name.clone(),
-                url: realm.clone(),
-                source,
-            })?;
+            .map_err(self.unreachable(&realm))?;
         if !response.status().is_success() {
             return Err(self.refused(creds, response.status()));
         }
@@ -341,6 +321,15 @@ impl Registry {
             .and_then(|t| t.as_str())
             .unwrap_or_default();
         Ok(format!("Bearer {token}"))
+    }
+
+    fn unreachable(&self, url: &str) -> impl FnOnce(reqwest::Error) -> RegistryError + use<> {
+        let (registry, url) = (self.name.clone(), url.to_string());
+        move |source| RegistryError::Unreachable {
+            registry,
+            url,
+            source,
+        }
     }
 
     fn refused(&self, creds: &Credentials, status: StatusCode) -> RegistryError {

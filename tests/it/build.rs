@@ -300,6 +300,13 @@ impl Drop for AuthRegistry {
     }
 }
 
+/// `--registry-user ci --registry-password-env VAR`: the password is never on the command line.
+fn as_ci_with_password_in(var: &str) -> Vec<String> {
+    ["--registry-user", "ci", "--registry-password-env", var]
+        .map(String::from)
+        .to_vec()
+}
+
 fn assert_secret_absent(secret: &str, outputs: &[&str]) {
     use base64::Engine as _;
     let encodings = [
@@ -323,18 +330,8 @@ fn a_password_with_url_unsafe_characters_pushes_and_never_shows() {
     let registry = AuthRegistry::start("ci", TRICKY_PASSWORD);
     let sha = unique_sha();
     let mut args = build_args(&s, Path::new(FIXTURE), &registry.addr, "it/auth", &sha);
-    args.extend(
-        [
-            "--registry-user",
-            "ci",
-            "--registry-password-env",
-            "IT_REGISTRY_PASSWORD",
-            "--format",
-            "json",
-            "-vv",
-        ]
-        .map(String::from),
-    );
+    args.extend(as_ci_with_password_in("IT_REGISTRY_PASSWORD"));
+    args.extend(["--format", "json", "-vv"].map(String::from));
     // Trace logging everywhere, bollard's included: the password must not show even there.
     let (exit, stdout, stderr) = run(
         &args,
@@ -384,15 +381,7 @@ fn refused_or_missing_credentials_fail_with_4_and_push_nothing() {
     let registry = AuthRegistry::start("ci", TRICKY_PASSWORD);
     let sha = unique_sha();
     let mut args = build_args(&s, Path::new(FIXTURE), &registry.addr, "it/refused", &sha);
-    args.extend(
-        [
-            "--registry-user",
-            "ci",
-            "--registry-password-env",
-            "IT_WRONG",
-        ]
-        .map(String::from),
-    );
+    args.extend(as_ci_with_password_in("IT_WRONG"));
     let wrong = "wrong+/=>?~password";
     let (exit, stdout, stderr) = run(&args, &[("IT_WRONG", wrong)]);
     assert_eq!(exit, 4, "{stderr}");
