@@ -630,3 +630,68 @@ fn ignored_large_files_are_never_sent() {
         "{listing}"
     );
 }
+
+#[test]
+fn sigterm_during_a_step_stops_the_build_and_pushes_nothing() {
+    use std::io::{BufRead, BufReader};
+    let s = sandbox();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("Dockerfile"),
+        "ARG BASE_IMAGE\nFROM ${BASE_IMAGE}\nRUN echo it-cancel-started && sleep 60\nUSER 10001\nHEALTHCHECK CMD [\"true\"]\nCMD [\"true\"]\n",
+    )
+    .unwrap();
+    std::fs::write(dir.path().join(".dockerignore"), ".env\n.git\n.venv\n").unwrap();
+    let sha = unique_sha();
+    let args = build_args(&s, dir.path(), &s.registry, "it/cancel", &sha);
+    let mut child = Command::new(crate::support::slipway_bin())
+        .args(&args)
+        .env_remove("SLIPWAY_LOG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut seen = String::new();
+    loop {
+        let mut line = String::new();
+        assert_ne!(
+            stderr.read_line(&mut line).unwrap(),
+            0,
+            "ended early:\n{seen}"
+        );
+        seen.push_str(&line);
+        // The step's own output: the RUN container is running now.
+        if line.trim_end().ends_with("it-cancel-started") && !line.contains("RUN") {
+            break;
+        }
+    }
+    let started = std::time::Instant::now();
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stderr, &mut rest).unwrap();
+    let status = child.wait().unwrap();
+    seen.push_str(&rest);
+    assert_eq!(status.code(), Some(130), "{seen}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(20),
+        "stopped well before the step's 60 s"
+    );
+    assert!(seen.contains("error: interrupted while building"), "{seen}");
+    assert!(skopeo_inspect(&format!("{}/it/cancel:{sha}", s.registry), None).is_err());
+    // The engine stops the step's container too (the builder's own cleanup).
+    let mut left = String::new();
+    for _ in 0..50 {
+        let out = docker(&["ps", "-a", "--no-trunc", "--format", "{{.Command}}"]);
+        left = text(&out).0;
+        if !left.contains("it-cancel-started") {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    panic!("the RUN container is still there:\n{left}");
+}
