@@ -107,8 +107,10 @@ mod commands {
         let prepared = build::prepare(&request).map_err(build_failure)?;
         let registry =
             registry::Registry::new(&registry_name, args.registry.insecure_registry, credentials);
-        let engine = engine::Engine::connect(&global.docker_host())
-            .map_err(|e| Failure::new(Exit::Unavailable, e))?;
+        let engine = engine::Engine::connect(&global.docker_host()).map_err(|e| {
+            Failure::new(Exit::Unavailable, e)
+                .with_hint("is dockerd running, and is this the right socket? Set --docker-host or DOCKER_HOST")
+        })?;
         let pushed = prepared
             .build_and_push(&engine, &registry, cancel)
             .await

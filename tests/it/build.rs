@@ -695,3 +695,68 @@ fn sigterm_during_a_step_stops_the_build_and_pushes_nothing() {
     }
     panic!("the RUN container is still there:\n{left}");
 }
+
+#[test]
+fn a_target_stage_with_the_revision_and_source_from_the_ci_environment() {
+    let s = sandbox();
+    let sha = unique_sha();
+    let out = slipway_with(
+        &[
+            "build",
+            "--context",
+            FIXTURE,
+            "--repository",
+            "it/target",
+            "--target",
+            "builder",
+            "--build-arg",
+            &format!("BASE_IMAGE={}", s.base_image),
+            "--build-arg",
+            "VERSION=abc123",
+            "--build-arg",
+            "API_TOKEN",
+            "--allow",
+            "root-user,no-healthcheck",
+            "--registry",
+            &s.registry,
+        ],
+        &[
+            ("GITHUB_SHA", &sha),
+            ("GITHUB_SERVER_URL", "https://git.example"),
+            ("GITHUB_REPOSITORY", "team/app"),
+            ("API_TOKEN", "it-token-value-6f1e"),
+        ],
+    );
+    let (stdout, stderr) = text(&out);
+    assert_eq!(code(&out), 0, "{stderr}");
+    assert!(
+        stderr.contains(&format!("revision {sha} (from GITHUB_SHA)")),
+        "{stderr}"
+    );
+    assert!(stderr.contains("waived with --allow: "), "{stderr}");
+    assert!(
+        stderr.contains("build arg API_TOKEN looks like a secret")
+            && stderr.contains("RUN --mount=type=secret"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("it-token-value-6f1e") && !stdout.contains("it-token-value-6f1e"));
+    let seen = skopeo_inspect(&format!("{}/it/target:{sha}", s.registry), None).unwrap();
+    assert_eq!(
+        seen["Labels"]["org.opencontainers.image.source"],
+        "https://git.example/team/app"
+    );
+    assert_eq!(
+        seen["Labels"]["org.opencontainers.image.revision"],
+        sha.as_str()
+    );
+    // The builder stage, not the runtime one: its build output is there, under /out.
+    let out = docker(&[
+        "run",
+        "--rm",
+        "--entrypoint",
+        "cat",
+        stdout.trim(),
+        "/out/app/www/version",
+    ]);
+    assert_eq!(text(&out).0, "abc123\n", "{:?}", text(&out));
+}
