@@ -242,7 +242,6 @@ impl PreparedBuild {
             context,
             waived,
         } = self;
-        let request = &request;
         // Nothing is built unless the registry answers and takes the credentials.
         let ping = registry
             .ping()
@@ -276,25 +275,7 @@ impl PreparedBuild {
                 .map_err(BuildError::from_engine)?;
         }
 
-        let mut digest: Option<String> = None;
-        for tag in &tags {
-            let pushed = push(engine, registry, &repository, tag, cancel).await?;
-            match &digest {
-                None => digest = Some(pushed),
-                Some(first) if *first != pushed => {
-                    return Err(VerifyError::Mismatch {
-                        what: "the pushed digests".into(),
-                        expected_from: format!("the push of {}", tags[0]),
-                        expected: first.clone(),
-                        actual_from: format!("the push of {tag}"),
-                        actual: pushed,
-                    }
-                    .into());
-                }
-                Some(_) => {}
-            }
-        }
-        let digest = digest.expect("at least the revision tag is pushed");
+        let digest = push_all(engine, registry, &repository, &tags, cancel).await?;
         prove(
             registry,
             &request.repository,
@@ -384,6 +365,31 @@ async fn build(
             Ok((id, stats, log))
         }
     }
+}
+
+/// Pushes every tag, the revision first; all must come out as the same digest.
+async fn push_all(
+    engine: &Engine,
+    registry: &Registry,
+    repository: &str,
+    tags: &[String],
+    cancel: &CancellationToken,
+) -> Result<String, BuildError> {
+    let digest = push(engine, registry, repository, &tags[0], cancel).await?;
+    for tag in &tags[1..] {
+        let other = push(engine, registry, repository, tag, cancel).await?;
+        if other != digest {
+            return Err(VerifyError::Mismatch {
+                what: "the pushed digests".into(),
+                expected_from: format!("the push of {}", tags[0]),
+                expected: digest,
+                actual_from: format!("the push of {tag}"),
+                actual: other,
+            }
+            .into());
+        }
+    }
+    Ok(digest)
 }
 
 /// Pushes one tag; the digest from the push's status line, else from the engine's RepoDigests.
