@@ -1,10 +1,12 @@
 //! The command line: flags are data. Every flag can also be set from a `SLIPWAY_*` variable.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::exit::EXIT_CODES_HELP;
+use crate::exit::{BUILD_EXIT_CODES_HELP, EXIT_CODES_HELP, LINT_EXIT_CODES_HELP};
+use crate::lint::Rule;
 
 /// The privileged sibling's image when none is given: pinned by digest, kept current by Renovate
 /// (see renovate.json; bumps of this image are never automerged).
@@ -52,6 +54,14 @@ pub enum Command {
     /// Check that this host can be deployed to: engine, registry, privileged sibling, reload command
     #[command(after_help = EXIT_CODES_HELP)]
     Doctor(DoctorArgs),
+    /// Lint, build and push the image, then prove the registry holds exactly what was built.
+    /// Prints the pinned reference REGISTRY/REPOSITORY@sha256:... on stdout
+    #[command(after_help = BUILD_EXIT_CODES_HELP)]
+    Build(BuildArgs),
+    /// Check a Dockerfile and its .dockerignore against slipway's policy (also run before every
+    /// build). Prints one finding a line: FILE:LINE  RULE  MESSAGE  fix: ...
+    #[command(after_help = LINT_EXIT_CODES_HELP)]
+    Lint(LintArgs),
     /// Roll IMAGE@sha256:... out with zero downtime: start it in the free slot, gate it on
     /// health, switch Caddy to it, drain and stop the old one; roll back on any failure
     #[command(after_help = EXIT_CODES_HELP)]
@@ -235,6 +245,100 @@ pub struct LockTarget {
     pub format: Format,
 }
 
+/// What is built, and how it is linted: shared by `build` and `lint`.
+#[derive(Debug, Args)]
+pub struct ImageArgs {
+    /// Build context directory
+    #[arg(long, env = "SLIPWAY_CONTEXT", default_value = ".", value_name = "DIR")]
+    pub context: PathBuf,
+    /// Dockerfile, relative to the working directory [default: CONTEXT/Dockerfile]
+    #[arg(long, short = 'f', env = "SLIPWAY_DOCKERFILE", value_name = "PATH")]
+    pub file: Option<PathBuf>,
+    /// Stage to build and lint as the final one [default: the last stage]
+    #[arg(long, env = "SLIPWAY_TARGET", value_name = "STAGE")]
+    pub target: Option<String>,
+    /// Build arg NAME=VALUE, or NAME to take the value from $NAME (repeatable; in
+    /// SLIPWAY_BUILD_ARGS one a line). Also resolves ARG-substituted FROM lines for the lint
+    #[arg(
+        long = "build-arg",
+        env = "SLIPWAY_BUILD_ARGS",
+        value_name = "NAME[=VALUE]",
+        value_delimiter = '\n'
+    )]
+    pub build_args: Vec<String>,
+    /// Waive a lint rule on purpose (repeatable, or comma-separated)
+    #[arg(
+        long,
+        env = "SLIPWAY_ALLOW",
+        value_enum,
+        value_delimiter = ',',
+        value_name = "RULE"
+    )]
+    pub allow: Vec<Rule>,
+    /// The deploy checks an HTTP health endpoint, so the image need not have a HEALTHCHECK
+    #[arg(long, env = "SLIPWAY_HEALTH_PROBE_CONFIGURED")]
+    pub health_probe_configured: bool,
+}
+
+impl ImageArgs {
+    pub fn dockerfile(&self) -> PathBuf {
+        self.file
+            .clone()
+            .unwrap_or_else(|| self.context.join("Dockerfile"))
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct BuildArgs {
+    #[command(flatten)]
+    pub image: ImageArgs,
+    /// Repository within the registry, e.g. team/app
+    #[arg(long, env = "SLIPWAY_REPOSITORY", value_name = "NAME")]
+    pub repository: String,
+    /// Git SHA to tag and label the image with [default: $GITHUB_SHA, else `git rev-parse HEAD`
+    /// in the context]
+    #[arg(long, env = "SLIPWAY_REVISION", value_name = "SHA")]
+    pub revision: Option<String>,
+    /// Also pass the revision to the build as this build arg (e.g. VERSION)
+    #[arg(long, env = "SLIPWAY_REVISION_ARG", value_name = "NAME")]
+    pub revision_arg: Option<String>,
+    /// Extra tag to push besides the revision (repeatable, or comma-separated)
+    #[arg(
+        long = "tag",
+        env = "SLIPWAY_TAGS",
+        value_delimiter = ',',
+        value_name = "TAG"
+    )]
+    pub tags: Vec<String>,
+    /// Extra label NAME=VALUE (repeatable; in SLIPWAY_LABELS one a line). The OCI labels
+    /// org.opencontainers.image.revision, .source and .created are always set
+    #[arg(
+        long = "label",
+        env = "SLIPWAY_LABELS",
+        value_name = "NAME=VALUE",
+        value_delimiter = '\n'
+    )]
+    pub labels: Vec<String>,
+    /// org.opencontainers.image.source [default: $GITHUB_SERVER_URL/$GITHUB_REPOSITORY, else
+    /// the context's git remote `origin`, credentials removed]
+    #[arg(long, env = "SLIPWAY_SOURCE", value_name = "URL")]
+    pub source: Option<String>,
+    #[command(flatten)]
+    pub registry: RegistryArgs,
+    /// Output format on stdout
+    #[arg(long, env = "SLIPWAY_FORMAT", value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+}
+
+#[derive(Debug, Args)]
+pub struct LintArgs {
+    #[command(flatten)]
+    pub image: ImageArgs,
+    /// Output format on stdout
+    #[arg(long, env = "SLIPWAY_FORMAT", value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+}
+
 #[derive(Debug, Args)]
 pub struct DoctorArgs {
     #[command(flatten)]
@@ -248,7 +352,7 @@ pub struct DoctorArgs {
 
 #[derive(Debug, Args)]
 pub struct RegistryArgs {
-    /// Registry to check, as HOST[:PORT]
+    /// Registry, as HOST[:PORT]
     #[arg(long, env = "SLIPWAY_REGISTRY")]
     pub registry: Option<String>,
     /// Registry user; the password comes from the variable named by --registry-password-env

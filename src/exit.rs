@@ -39,6 +39,22 @@ Exit codes:
   4  engine, registry, lock or host unavailable: nothing was changed
   130 interrupted (SIGINT/SIGTERM) after cleaning up";
 
+/// `slipway build --help`: the same codes, said for a build.
+pub const BUILD_EXIT_CODES_HELP: &str = "\
+Exit codes:
+  0  built, pushed, and the registry's copy verified; the pinned reference is on stdout
+  2  bad flags, lint findings, or the build failed (a Dockerfile error or a failing step):
+     nothing was pushed
+  4  engine or registry unavailable, credentials refused, the push failed, or the registry does
+     not hold what was built (a failure before the push leaves no tag behind)
+  130 interrupted (SIGINT/SIGTERM)";
+
+/// `slipway lint --help`.
+pub const LINT_EXIT_CODES_HELP: &str = "\
+Exit codes:
+  0  no findings (waived ones aside)
+  2  findings remain, or bad flags, or the Dockerfile or .dockerignore cannot be read";
+
 /// An error on its way out of slipway: what failed, why (the source chain), what to do.
 #[derive(Debug)]
 pub struct Failure {

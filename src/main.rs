@@ -1,14 +1,17 @@
 //! slipway: the deploy step for a CI job.
 
+mod build;
 mod caddy;
 mod ci;
 mod cli;
 mod credentials;
 mod deploy;
+mod dockerfile;
 mod doctor;
 mod engine;
 mod exit;
 mod host;
+mod lint;
 mod lock;
 mod probe;
 mod reference;
@@ -81,11 +84,128 @@ async fn run(cli: Cli, cancel: &CancellationToken) -> Result<Exit, Failure> {
             args.service.dry_run = true;
             deploy::deploy(&cli.global, &args, cancel).await
         }
+        Command::Build(args) => commands::build(&cli.global, args, cancel).await,
+        Command::Lint(args) => commands::lint(args),
     }
 }
 
 mod commands {
     use super::*;
+    use crate::build::{BuildError, BuildRequest};
+
+    pub async fn build(
+        global: &cli::GlobalArgs,
+        args: cli::BuildArgs,
+        cancel: &CancellationToken,
+    ) -> Result<Exit, Failure> {
+        let Some(registry_name) = args.registry.registry.clone() else {
+            return Err(
+                Failure::usage(anyhow::anyhow!("build needs a registry to push to"))
+                    .with_hint("pass --registry HOST[:PORT] (or set SLIPWAY_REGISTRY)"),
+            );
+        };
+        let credentials = credentials::Credentials::resolve(
+            &registry_name,
+            args.registry.registry_user.as_deref(),
+            args.registry.registry_password_env.as_deref(),
+        )
+        .map_err(Failure::usage)?;
+        let image = &args.image;
+        let mut build_args =
+            build::key_values(&image.build_args, "build arg").map_err(build_failure)?;
+        let labels = build::key_values(&args.labels, "label").map_err(build_failure)?;
+        let revision = build::resolve_revision(args.revision.as_deref(), &image.context)
+            .await
+            .map_err(build_failure)?;
+        tracing::info!("revision {} (from {})", revision.sha, revision.from);
+        if let Some(name) = &args.revision_arg {
+            build_args.retain(|(k, _)| k != name);
+            build_args.push((name.clone(), revision.sha.clone()));
+        }
+        let request = BuildRequest {
+            context: image.context.clone(),
+            dockerfile: image.dockerfile(),
+            target: image.target.clone(),
+            build_args,
+            labels,
+            repository: args.repository.clone(),
+            revision: revision.sha,
+            extra_tags: args.tags.clone(),
+            source: build::resolve_source(args.source.as_deref(), &image.context).await,
+            created: build::created_now(),
+            allow: image.allow.clone(),
+            health_probe: image.health_probe_configured,
+        };
+        // Flags and the lint are checked before the engine or the registry is asked anything.
+        let prepared = build::prepare(&request).map_err(build_failure)?;
+        let registry =
+            registry::Registry::new(&registry_name, args.registry.insecure_registry, credentials);
+        let engine = engine::Engine::connect(&global.docker_host()).map_err(|e| {
+            Failure::new(Exit::Unavailable, e)
+                .with_hint("is dockerd running, and is this the right socket? Set --docker-host or DOCKER_HOST")
+        })?;
+        let pushed = prepared
+            .build_and_push(&engine, &registry, cancel)
+            .await
+            .map_err(build_failure)?;
+        print_report(args.format, &pushed, |p| format!("{}\n", p.image))?;
+        Ok(Exit::Success)
+    }
+
+    fn build_failure(e: BuildError) -> Failure {
+        let exit = e.exit();
+        let hint = e.hint();
+        let failure = Failure::new(exit, e);
+        match hint {
+            Some(hint) => failure.with_hint(hint),
+            None => failure,
+        }
+    }
+
+    pub fn lint(args: cli::LintArgs) -> Result<Exit, Failure> {
+        let image = &args.image;
+        let options = lint::LintOptions {
+            build_args: build::key_values(&image.build_args, "build arg").map_err(build_failure)?,
+            target: image.target.clone(),
+            allow: image.allow.clone(),
+            health_probe: image.health_probe_configured,
+        };
+        let dockerfile = image.dockerfile();
+        let report = lint::lint(&image.context, &dockerfile, &options).map_err(|e| {
+            let hint = e.hint();
+            Failure::usage(e).with_hint(hint)
+        })?;
+        print_report(args.format, &report, lint::Report::render_text)?;
+        tracing::info!(
+            "{}: {} finding(s), {} waived with --allow",
+            dockerfile.display(),
+            report.findings.len(),
+            report.waived.len()
+        );
+        Ok(if report.findings.is_empty() {
+            Exit::Success
+        } else {
+            Exit::Usage
+        })
+    }
+
+    /// The result on stdout: as text, or as JSON with `--format json`.
+    fn print_report<T: serde::Serialize>(
+        format: Format,
+        report: &T,
+        text: impl FnOnce(&T) -> String,
+    ) -> Result<(), Failure> {
+        let out = match format {
+            Format::Text => text(report),
+            Format::Json => format!(
+                "{}\n",
+                serde_json::to_string_pretty(report).expect("a report serializes")
+            ),
+        };
+        std::io::stdout()
+            .write_all(out.as_bytes())
+            .map_err(|e| Failure::new(Exit::Unavailable, e))
+    }
 
     pub async fn doctor(
         global: &cli::GlobalArgs,
@@ -128,16 +248,7 @@ mod commands {
         if cancel.is_cancelled() {
             return Ok(Exit::Interrupted);
         }
-        let text = match args.format {
-            Format::Text => report.render_text(),
-            Format::Json => format!(
-                "{}\n",
-                serde_json::to_string_pretty(&report).expect("a report serializes")
-            ),
-        };
-        std::io::stdout()
-            .write_all(text.as_bytes())
-            .map_err(|e| Failure::new(Exit::Unavailable, e))?;
+        print_report(args.format, &report, doctor::Report::render_text)?;
         Ok(if report.ok {
             Exit::Success
         } else {

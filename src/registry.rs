@@ -1,10 +1,12 @@
 //! A registry's HTTP API (distribution v2), spoken with reqwest: used to check that a registry
 //! answers and accepts the credentials, and to read manifests independently of the engine.
 
+use std::collections::HashMap;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use reqwest::StatusCode;
-use reqwest::header::{AUTHORIZATION, HeaderMap, WWW_AUTHENTICATE};
+use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderMap, WWW_AUTHENTICATE};
 use thiserror::Error;
 
 use crate::credentials::{Credentials, registry_host};
@@ -35,6 +37,12 @@ pub enum RegistryError {
         status: u16,
         body: String,
     },
+    #[error("registry {registry} sent more than {limit} bytes for {url}")]
+    TooLarge {
+        registry: String,
+        url: String,
+        limit: usize,
+    },
 }
 
 impl RegistryError {
@@ -49,7 +57,13 @@ impl RegistryError {
             RegistryError::CredentialsRefused { .. } => {
                 "check the user and password (or token) and that they may pull and push this repository".into()
             }
+            RegistryError::Unexpected { status: 404, .. } => {
+                "the registry does not hold it: check the repository name and that the push went to this registry".into()
+            }
             RegistryError::Unexpected { .. } => "is this address a Docker registry (distribution v2 API)?".into(),
+            RegistryError::TooLarge { .. } => {
+                "a manifest or image config is small: is this address a Docker registry?".into()
+            }
         }
     }
 }
@@ -62,11 +76,29 @@ pub struct Ping {
     pub authenticated_as: Option<String>,
 }
 
+/// The media types of a single image's manifest and of an index, OCI and Docker v2.
+pub const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json, application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.list.v2+json";
+const MANIFEST_LIMIT: usize = 4 * 1024 * 1024;
+const CONFIG_LIMIT: usize = 16 * 1024 * 1024;
+
+/// A manifest exactly as the registry served it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Manifest {
+    pub url: String,
+    /// The bytes as served: the digest is computed over these, never a re-serialisation.
+    pub bytes: Vec<u8>,
+    pub content_type: Option<String>,
+    /// The registry's `Docker-Content-Digest` header.
+    pub digest_header: Option<String>,
+}
+
 pub struct Registry {
     http: reqwest::Client,
     name: String,
     base: String,
     credentials: Option<Credentials>,
+    /// `Authorization` values that worked, by scope.
+    authorized: Mutex<HashMap<String, String>>,
 }
 
 impl Registry {
@@ -84,56 +116,163 @@ impl Registry {
             base: format!("{scheme}://{host}"),
             name: host,
             credentials,
+            authorized: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// `host[:port]`, as the engine names the registry in references.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn credentials(&self) -> Option<&Credentials> {
+        self.credentials.as_ref()
     }
 
     /// `GET /v2/`, following the registry's Basic or Bearer challenge with the credentials.
     pub async fn ping(&self) -> Result<Ping, RegistryError> {
         let url = format!("{}/v2/", self.base);
-        let response = self.send(&url, None).await?;
-        match response.status() {
-            s if s.is_success() => Ok(Ping {
+        let (response, authenticated) = self.get(&url, None, None).await?;
+        let status = response.status();
+        match (status.is_success(), &self.credentials) {
+            (true, creds) => Ok(Ping {
                 url,
-                authenticated_as: None,
+                authenticated_as: authenticated
+                    .then(|| creds.as_ref().map(|c| c.username.clone()))
+                    .flatten(),
             }),
-            StatusCode::UNAUTHORIZED => {
-                let Some(creds) = &self.credentials else {
-                    return Err(RegistryError::CredentialsNeeded {
-                        registry: self.name.clone(),
-                    });
-                };
-                let auth = self.authorize(response.headers(), creds, None).await?;
-                let retry = self.send(&url, Some(&auth)).await?;
-                if retry.status().is_success() {
-                    Ok(Ping {
-                        url,
-                        authenticated_as: Some(creds.username.clone()),
-                    })
-                } else {
-                    Err(self.refused(creds, retry.status()))
-                }
-            }
-            status => Err(self.unexpected(&url, status, response).await),
+            (false, Some(creds)) if authenticated => Err(self.refused(creds, status)),
+            (false, _) => Err(self.unexpected(&url, status, response).await),
         }
+    }
+
+    /// `GET /v2/REPOSITORY/manifests/REFERENCE` (a tag or a digest), accepting OCI and Docker v2
+    /// manifests and indexes.
+    pub async fn manifest(
+        &self,
+        repository: &str,
+        reference: &str,
+    ) -> Result<Manifest, RegistryError> {
+        let url = format!("{}/v2/{repository}/manifests/{reference}", self.base);
+        let response = self.fetch(&url, repository, Some(MANIFEST_ACCEPT)).await?;
+        let header = |name: &str| {
+            response
+                .headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        let content_type = header(CONTENT_TYPE.as_str());
+        let digest_header = header("Docker-Content-Digest");
+        let bytes = self.read_limited(response, &url, MANIFEST_LIMIT).await?;
+        Ok(Manifest {
+            url,
+            bytes,
+            content_type,
+            digest_header,
+        })
+    }
+
+    /// `GET /v2/REPOSITORY/blobs/DIGEST` of a small blob (an image config).
+    pub async fn config_blob(
+        &self,
+        repository: &str,
+        digest: &str,
+    ) -> Result<Vec<u8>, RegistryError> {
+        let url = format!("{}/v2/{repository}/blobs/{digest}", self.base);
+        let response = self.fetch(&url, repository, None).await?;
+        self.read_limited(response, &url, CONFIG_LIMIT).await
+    }
+
+    /// A successful GET with pull access to `repository`.
+    async fn fetch(
+        &self,
+        url: &str,
+        repository: &str,
+        accept: Option<&str>,
+    ) -> Result<reqwest::Response, RegistryError> {
+        let scope = format!("repository:{repository}:pull");
+        let (response, _) = self.get(url, Some(&scope), accept).await?;
+        match response.status() {
+            s if s.is_success() => Ok(response),
+            status => Err(self.unexpected(url, status, response).await),
+        }
+    }
+
+    /// A GET that answers the registry's challenge with the credentials when it asks for them
+    /// (and remembers what worked). Also says whether credentials were sent.
+    async fn get(
+        &self,
+        url: &str,
+        scope: Option<&str>,
+        accept: Option<&str>,
+    ) -> Result<(reqwest::Response, bool), RegistryError> {
+        let key = scope.unwrap_or_default().to_string();
+        let remembered = self.remembered(&key);
+        let response = self.send(url, remembered.as_deref(), accept).await?;
+        if response.status() != StatusCode::UNAUTHORIZED {
+            return Ok((response, remembered.is_some()));
+        }
+        let Some(creds) = &self.credentials else {
+            return Err(RegistryError::CredentialsNeeded {
+                registry: self.name.clone(),
+            });
+        };
+        let auth = self.authorize(response.headers(), creds, scope).await?;
+        let retry = self.send(url, Some(&auth), accept).await?;
+        if matches!(
+            retry.status(),
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN
+        ) {
+            return Err(self.refused(creds, retry.status()));
+        }
+        if let Ok(mut authorized) = self.authorized.lock() {
+            authorized.insert(key, auth);
+        }
+        Ok((retry, true))
+    }
+
+    fn remembered(&self, scope: &str) -> Option<String> {
+        self.authorized
+            .lock()
+            .ok()
+            .and_then(|a| a.get(scope).cloned())
+    }
+
+    async fn read_limited(
+        &self,
+        mut response: reqwest::Response,
+        url: &str,
+        limit: usize,
+    ) -> Result<Vec<u8>, RegistryError> {
+        let mut out = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(self.unreachable(url))? {
+            if out.len() + chunk.len() > limit {
+                return Err(RegistryError::TooLarge {
+                    registry: self.name.clone(),
+                    url: url.to_string(),
+                    limit,
+                });
+            }
+            out.extend_from_slice(&chunk);
+        }
+        Ok(out)
     }
 
     async fn send(
         &self,
         url: &str,
         authorization: Option<&str>,
+        accept: Option<&str>,
     ) -> Result<reqwest::Response, RegistryError> {
         let mut request = self.http.get(url);
         if let Some(auth) = authorization {
             request = request.header(AUTHORIZATION, auth);
         }
-        request
-            .send()
-            .await
-            .map_err(|source| RegistryError::Unreachable {
-                registry: self.name.clone(),
-                url: url.to_string(),
-                source,
-            })
+        if let Some(accept) = accept {
+            request = request.header(ACCEPT, accept);
+        }
+        request.send().await.map_err(self.unreachable(url))
     }
 
     /// Answers a `WWW-Authenticate` challenge: the `Authorization` header value to send.
@@ -171,11 +310,7 @@ impl Registry {
             .header(AUTHORIZATION, format!("Basic {}", creds.basic()))
             .send()
             .await
-            .map_err(|source| RegistryError::Unreachable {
-                registry: self.name.clone(),
-                url: realm.clone(),
-                source,
-            })?;
+            .map_err(self.unreachable(&realm))?;
         if !response.status().is_success() {
             return Err(self.refused(creds, response.status()));
         }
@@ -186,6 +321,15 @@ impl Registry {
             .and_then(|t| t.as_str())
             .unwrap_or_default();
         Ok(format!("Bearer {token}"))
+    }
+
+    fn unreachable(&self, url: &str) -> impl FnOnce(reqwest::Error) -> RegistryError + use<> {
+        let (registry, url) = (self.name.clone(), url.to_string());
+        move |source| RegistryError::Unreachable {
+            registry,
+            url,
+            source,
+        }
     }
 
     fn refused(&self, creds: &Credentials, status: StatusCode) -> RegistryError {

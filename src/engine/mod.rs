@@ -1,6 +1,8 @@
 //! The one module that speaks the Docker Engine API (through bollard). Everything else uses the
 //! plain types defined here.
 
+mod build;
+
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
@@ -17,6 +19,7 @@ use thiserror::Error;
 use tokio_util::sync::CancellationToken;
 
 mod containers;
+pub use build::ImageBuild;
 pub use containers::*;
 
 pub const DEFAULT_DOCKER_HOST: &str = "unix:///var/run/docker.sock";
@@ -50,6 +53,11 @@ pub enum EngineError {
     Interrupted { what: String },
     #[error("a container named {name} already exists")]
     NameTaken { name: String },
+    /// The builder refused the Dockerfile or a step failed: the input's fault, not the engine's.
+    #[error("the build failed: {message}")]
+    BuildFailed { message: String },
+    #[error("pushing {image} failed: {message}")]
+    PushFailed { image: String, message: String },
 }
 
 impl EngineError {

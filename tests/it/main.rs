@@ -3,9 +3,11 @@
 
 mod action_install;
 mod action_run;
+mod build;
 mod ci_files;
 mod deploy;
 mod doctor;
+mod lint;
 mod release_publish;
 mod rollout;
 mod service;

@@ -49,9 +49,15 @@ pub fn slipway_bin() -> PathBuf {
 }
 
 pub fn slipway(args: &[&str]) -> Output {
+    slipway_with(args, &[])
+}
+
+/// `slipway ARGS` with extra environment variables.
+pub fn slipway_with(args: &[&str], env: &[(&str, &str)]) -> Output {
     Command::new(slipway_bin())
         .args(args)
         .env_remove("SLIPWAY_LOG")
+        .envs(env.iter().copied())
         .output()
         .expect("slipway runs")
 }

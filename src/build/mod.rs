@@ -1,0 +1,529 @@
+//! `slipway build`, and the build half of `deploy`: lint, build the image from a streamed
+//! context, push every tag, then prove over the registry's own HTTP API that it holds exactly
+//! what was built. The result is the image pinned by digest, `REGISTRY/REPO@sha256:...`.
+//!
+//! Nothing is built unless the lint passes and the registry answers and accepts the
+//! credentials; a tag only appears in the registry when a push completes, so a failure before
+//! or during the push leaves no tag behind.
+
+pub mod context;
+pub mod dockerignore;
+pub mod progress;
+pub mod request;
+pub mod verify;
+
+use std::time::Instant;
+
+use serde::Serialize;
+use thiserror::Error;
+use tokio_util::sync::CancellationToken;
+
+use crate::engine::{Engine, EngineError, ImageBuild};
+use crate::exit::Exit;
+use crate::lint::{self, LintError, Report};
+use crate::reference::PinnedImage;
+use crate::registry::{Registry, RegistryError};
+use context::{Context, ContextError, ContextStats};
+use progress::{BuildLog, PushLog};
+pub use request::{BuildRequest, created_now, key_values, resolve_revision, resolve_source};
+use verify::VerifyError;
+
+/// What `build_and_push` made: the pinned image and how it came about.
+#[derive(Debug, Clone, Serialize)]
+pub struct PushedImage {
+    /// `REGISTRY/REPO@sha256:...`
+    #[serde(serialize_with = "as_text")]
+    pub image: PinnedImage,
+    pub digest: String,
+    /// `REGISTRY/REPO`
+    pub repository: String,
+    pub revision: String,
+    /// Every tag pushed, the revision first; all name `digest`.
+    pub tags: Vec<String>,
+    /// The image ID (its config's digest), the same in the engine and the registry.
+    pub image_id: String,
+    pub context: ContextStats,
+    pub steps: usize,
+    pub cached_steps: usize,
+    /// Lint rules waived with `--allow` that would have fired.
+    pub waived: Vec<lint::Rule>,
+}
+
+fn as_text<S: serde::Serializer>(image: &PinnedImage, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(image.as_str())
+}
+
+#[derive(Debug, Error)]
+pub enum BuildError {
+    #[error("{what}")]
+    Invalid { what: String, hint: String },
+    #[error("no revision to tag the image with: {reason} (in {})", context.display())]
+    NoRevision {
+        context: std::path::PathBuf,
+        reason: String,
+    },
+    #[error("the lint found {} problem(s); nothing was built:\n{}", report.findings.len(), report.render_text().trim_end())]
+    Lint { report: Report },
+    #[error(transparent)]
+    LintFailed(#[from] LintError),
+    #[error(transparent)]
+    Context(#[from] ContextError),
+    #[error("registry {registry} is not usable; nothing was built")]
+    Preflight {
+        registry: String,
+        #[source]
+        source: RegistryError,
+    },
+    #[error("{}", step_failure(.step, .message, .output))]
+    Step {
+        step: Option<String>,
+        message: String,
+        output: Vec<String>,
+    },
+    #[error(transparent)]
+    Engine(EngineError),
+    #[error("the push did not complete; no tag was changed by it")]
+    Push(#[source] EngineError),
+    #[error("cannot read back what registry {registry} holds")]
+    ReadBack {
+        registry: String,
+        #[source]
+        source: RegistryError,
+    },
+    #[error(transparent)]
+    Verify(#[from] VerifyError),
+    #[error("interrupted while {what}")]
+    Interrupted { what: String },
+}
+
+fn step_failure(step: &Option<String>, message: &str, output: &[String]) -> String {
+    // The classic builder repeats the whole command: the step line already shows it.
+    static REPEATED: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+        regex::Regex::new(r"(?s)^The command '.*' returned a non-zero code: (\d+)$")
+            .expect("a valid regex")
+    });
+    let shorter;
+    let message = match REPEATED.captures(message) {
+        Some(caps) => {
+            shorter = format!("the command exited with code {}", &caps[1]);
+            shorter.as_str()
+        }
+        None => message,
+    };
+    let mut text = match step {
+        Some(step) => format!("the build failed at {step}\n  {message}"),
+        None => format!("the build failed: {message}"),
+    };
+    if !output.is_empty() {
+        text.push_str("\noutput of that step (last lines):");
+        for line in output {
+            text.push_str("\n  | ");
+            text.push_str(line);
+        }
+    }
+    text
+}
+
+impl BuildError {
+    /// Input problems are 2 (nothing was changed); an engine or registry that fails us, or a
+    /// registry that does not hold what was built, is 4.
+    pub fn exit(&self) -> Exit {
+        match self {
+            BuildError::Invalid { .. }
+            | BuildError::NoRevision { .. }
+            | BuildError::Lint { .. }
+            | BuildError::LintFailed(_)
+            | BuildError::Context(_)
+            | BuildError::Step { .. } => Exit::Usage,
+            BuildError::Interrupted { .. } => Exit::Interrupted,
+            BuildError::Preflight { .. }
+            | BuildError::Engine(_)
+            | BuildError::Push(_)
+            | BuildError::ReadBack { .. }
+            | BuildError::Verify(_) => Exit::Unavailable,
+        }
+    }
+
+    pub fn hint(&self) -> Option<String> {
+        Some(match self {
+            BuildError::Invalid { hint, .. } => hint.clone(),
+            BuildError::NoRevision { .. } => {
+                "pass --revision SHA, or set GITHUB_SHA, or build from a git checkout".into()
+            }
+            BuildError::Lint { .. } => {
+                "fix each finding as it says, or waive a rule on purpose with --allow RULE".into()
+            }
+            BuildError::LintFailed(e) => e.hint(),
+            BuildError::Context(e) => e.hint().into(),
+            BuildError::Preflight { source, .. } | BuildError::ReadBack { source, .. } => {
+                source.hint()
+            }
+            BuildError::Step { step: Some(_), .. } => {
+                "the step's output says what went wrong; `docker build` on the same context reproduces it".into()
+            }
+            BuildError::Step { step: None, .. } => {
+                "the builder refused the Dockerfile before any step ran: fix the line it names".into()
+            }
+            BuildError::Engine(_) => {
+                "is dockerd running, and is this the right socket? Set --docker-host or DOCKER_HOST".into()
+            }
+            BuildError::Push(_) => {
+                "check that the credentials may push to this repository and that the engine reaches the registry".into()
+            }
+            BuildError::Verify(e) => e.hint().into(),
+            BuildError::Interrupted { .. } => return None,
+        })
+    }
+
+    fn from_engine(e: EngineError) -> BuildError {
+        match e {
+            EngineError::Interrupted { what } => BuildError::Interrupted { what },
+            e => BuildError::Engine(e),
+        }
+    }
+}
+
+/// A build whose input was checked: names valid, lint passed, context readable. Nothing has
+/// been asked of the engine or the registry yet.
+pub struct PreparedBuild {
+    request: BuildRequest,
+    context: Context,
+    waived: Vec<lint::Rule>,
+}
+
+/// Checks everything that needs neither engine nor registry. Fails with exit code 2 problems.
+pub fn prepare(request: &BuildRequest) -> Result<PreparedBuild, BuildError> {
+    request.validate()?;
+    let report = lint::lint(
+        &request.context,
+        &request.dockerfile,
+        &request.lint_options(),
+    )?;
+    for finding in &report.waived {
+        tracing::warn!("waived with --allow: {}", finding.render());
+    }
+    if !report.findings.is_empty() {
+        return Err(BuildError::Lint { report });
+    }
+    warn_secret_build_args(&request.build_args);
+    let context = Context::new(&request.context, &request.dockerfile)?;
+    Ok(PreparedBuild {
+        request: request.clone(),
+        context,
+        waived: report.waived.iter().map(|f| f.rule).collect(),
+    })
+}
+
+/// Lints, builds, pushes every tag and verifies the registry's copy: the library entry point
+/// of the deploy's build step. (`slipway build` calls [`prepare`] first, to check its input
+/// before it connects to the engine, then [`PreparedBuild::build_and_push`].)
+#[allow(dead_code, reason = "the deploy's build step calls it")]
+pub async fn build_and_push(
+    engine: &Engine,
+    request: &BuildRequest,
+    registry: &Registry,
+    cancel: &CancellationToken,
+) -> Result<PushedImage, BuildError> {
+    prepare(request)?
+        .build_and_push(engine, registry, cancel)
+        .await
+}
+
+impl PreparedBuild {
+    /// Builds, pushes every tag and verifies the registry's copy.
+    pub async fn build_and_push(
+        self,
+        engine: &Engine,
+        registry: &Registry,
+        cancel: &CancellationToken,
+    ) -> Result<PushedImage, BuildError> {
+        let PreparedBuild {
+            request,
+            context,
+            waived,
+        } = self;
+        // Nothing is built unless the registry answers and takes the credentials.
+        let ping = registry
+            .ping()
+            .await
+            .map_err(|source| BuildError::Preflight {
+                registry: registry.name().to_string(),
+                source,
+            })?;
+        tracing::info!(
+            "registry {} answers{}",
+            registry.name(),
+            ping.authenticated_as
+                .map(|u| format!(", credentials for `{u}` accepted"))
+                .unwrap_or_default()
+        );
+
+        let repository = format!("{}/{}", registry.name(), request.repository);
+        let tags = request.tags();
+        let spec = ImageBuild {
+            dockerfile: context.dockerfile().to_string(),
+            tag: format!("{repository}:{}", request.revision),
+            target: request.target.clone(),
+            build_args: request.build_args.clone(),
+            labels: request.all_labels(),
+        };
+        let (image_id, stats, log) = build(engine, &spec, context, cancel).await?;
+        for tag in &tags[1..] {
+            engine
+                .tag_image(&image_id, &repository, tag)
+                .await
+                .map_err(BuildError::from_engine)?;
+        }
+
+        let digest = push_all(engine, registry, &repository, &tags, cancel).await?;
+        prove(
+            registry,
+            &request.repository,
+            &tags,
+            &digest,
+            &image_id,
+            &request.revision,
+        )
+        .await?;
+
+        let image = PinnedImage::parse(&format!("{repository}@{digest}")).map_err(|e| {
+            BuildError::Invalid {
+                what: e.to_string(),
+                hint: e.hint().into(),
+            }
+        })?;
+        tracing::info!("pushed and verified {image}");
+        Ok(PushedImage {
+            image,
+            digest,
+            repository,
+            revision: request.revision.clone(),
+            tags,
+            image_id,
+            context: stats,
+            steps: log.steps,
+            cached_steps: log.cached,
+            waived,
+        })
+    }
+}
+
+/// Streams the context and builds; the progress goes to the log line by line.
+async fn build(
+    engine: &Engine,
+    spec: &ImageBuild,
+    context: Context,
+    cancel: &CancellationToken,
+) -> Result<(String, ContextStats, BuildLog), BuildError> {
+    let started = Instant::now();
+    tracing::info!("building {} from {}", spec.tag, spec.dockerfile);
+    let stream = context.stream();
+    let mut log = BuildLog::default();
+    let mut on_output = |chunk: &str| {
+        for line in log.feed(chunk) {
+            tracing::info!("{line}");
+        }
+    };
+    let built = engine
+        .build_image(spec, stream.body, &mut on_output, cancel)
+        .await;
+    for line in log.finish() {
+        tracing::info!("{line}");
+    }
+    // A context that could not be read explains a failed build better than the engine can.
+    let sent = match stream.done.await {
+        Ok(Ok(stats)) => Ok(stats),
+        Ok(Err(ContextError::Closed)) => Err(None),
+        Ok(Err(e)) => Err(Some(e)),
+        Err(join) => Err(Some(ContextError::Read {
+            path: spec.dockerfile.clone().into(),
+            source: std::io::Error::other(join.to_string()),
+        })),
+    };
+    match (built, sent) {
+        (_, Err(Some(e))) => Err(e.into()),
+        (Err(EngineError::BuildFailed { message }), _) => Err(BuildError::Step {
+            step: log.step().map(String::from),
+            message,
+            output: log.step_output(),
+        }),
+        (Err(e), _) => Err(BuildError::from_engine(e)),
+        (Ok(_), Err(None)) => Err(BuildError::Context(ContextError::Closed)),
+        (Ok(id), Ok(stats)) => {
+            tracing::info!(
+                "build context: {} entries, {} bytes sent, {} left out by .dockerignore",
+                stats.entries,
+                stats.bytes,
+                stats.excluded
+            );
+            tracing::info!(
+                "built {id} in {:.1}s ({} of {} steps from cache)",
+                started.elapsed().as_secs_f32(),
+                log.cached,
+                log.steps
+            );
+            Ok((id, stats, log))
+        }
+    }
+}
+
+/// Pushes every tag, the revision first; all must come out as the same digest.
+async fn push_all(
+    engine: &Engine,
+    registry: &Registry,
+    repository: &str,
+    tags: &[String],
+    cancel: &CancellationToken,
+) -> Result<String, BuildError> {
+    let digest = push(engine, registry, repository, &tags[0], cancel).await?;
+    for tag in &tags[1..] {
+        let other = push(engine, registry, repository, tag, cancel).await?;
+        if other != digest {
+            return Err(VerifyError::Mismatch {
+                what: "the pushed digests".into(),
+                expected_from: format!("the push of {}", tags[0]),
+                expected: digest,
+                actual_from: format!("the push of {tag}"),
+                actual: other,
+            }
+            .into());
+        }
+    }
+    Ok(digest)
+}
+
+/// Pushes one tag; the digest from the push's status line, else from the engine's RepoDigests.
+async fn push(
+    engine: &Engine,
+    registry: &Registry,
+    repository: &str,
+    tag: &str,
+    cancel: &CancellationToken,
+) -> Result<String, BuildError> {
+    let mut log = PushLog::default();
+    let mut on_status = |status: &str| {
+        if let Some(line) = log.status(status) {
+            tracing::info!("{line}");
+        }
+    };
+    let pushed = engine
+        .push_image(
+            repository,
+            tag,
+            registry.credentials(),
+            &mut on_status,
+            cancel,
+        )
+        .await
+        .map_err(|e| match e {
+            EngineError::Interrupted { what } => BuildError::Interrupted { what },
+            e => BuildError::Push(e),
+        })?;
+    tracing::info!(
+        "pushed {repository}:{tag}: {} layer(s) uploaded, {} already in the registry",
+        log.uploaded,
+        log.existing
+    );
+    if let Some(digest) = pushed {
+        return Ok(digest);
+    }
+    let reference = format!("{repository}:{tag}");
+    let info = engine
+        .image_info(&reference)
+        .await
+        .map_err(BuildError::from_engine)?;
+    let prefix = format!("{repository}@");
+    info.and_then(|i| {
+        i.repo_digests
+            .into_iter()
+            .find_map(|d| d.strip_prefix(&prefix).map(String::from))
+    })
+    .ok_or_else(|| {
+        BuildError::Push(EngineError::PushFailed {
+            image: reference,
+            message: "neither the push nor the engine's RepoDigests name a digest".into(),
+        })
+    })
+}
+
+/// Reads the manifest of every tag and the image config back from the registry and checks
+/// them against what was built and pushed.
+async fn prove(
+    registry: &Registry,
+    repository: &str,
+    tags: &[String],
+    digest: &str,
+    image_id: &str,
+    revision: &str,
+) -> Result<(), BuildError> {
+    let read_back = |source| BuildError::ReadBack {
+        registry: registry.name().to_string(),
+        source,
+    };
+    let manifest = registry
+        .manifest(repository, &tags[0])
+        .await
+        .map_err(read_back)?;
+    let parsed = verify::check_manifest(digest, &manifest)?;
+    let config = registry
+        .config_blob(repository, parsed.config().digest().as_ref())
+        .await
+        .map_err(read_back)?;
+    verify::check_config(&parsed, &config, image_id, revision)?;
+    for tag in &tags[1..] {
+        let other = registry
+            .manifest(repository, tag)
+            .await
+            .map_err(read_back)?;
+        verify::check_manifest(digest, &other)?;
+    }
+    tracing::info!(
+        "verified: the registry's manifest for {} hashes to {digest}, its config is image {image_id} with revision {revision}",
+        tags.join(", ")
+    );
+    Ok(())
+}
+
+/// Build args are kept in the image's history: a secret-looking one gets a warning.
+fn warn_secret_build_args(build_args: &[(String, String)]) {
+    for (name, _) in build_args {
+        if lint::looks_secret_name(name) {
+            tracing::warn!(
+                "build arg {name} looks like a secret: build args are stored in the image's history, readable by anyone who can pull it. Give it at run time as an environment variable instead, or during the build through a BuildKit secret mount (RUN --mount=type=secret)"
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failing_step_shows_the_step_and_its_output() {
+        let err = BuildError::Step {
+            step: Some("Step 5/9 : RUN make".into()),
+            message: "The command '/bin/sh -c make' returned a non-zero code: 2".into(),
+            output: vec!["cc: error: x.c: No such file".into()],
+        };
+        assert_eq!(
+            err.to_string(),
+            "the build failed at Step 5/9 : RUN make\n  the command exited with code 2\noutput of that step (last lines):\n  | cc: error: x.c: No such file"
+        );
+        assert_eq!(err.exit(), Exit::Usage);
+    }
+
+    #[test]
+    fn registry_and_engine_failures_are_unavailable() {
+        let preflight = BuildError::Preflight {
+            registry: "r".into(),
+            source: RegistryError::CredentialsNeeded {
+                registry: "r".into(),
+            },
+        };
+        assert_eq!(preflight.exit(), Exit::Unavailable);
+        assert!(preflight.hint().unwrap().contains("--registry-user"));
+        let verify = BuildError::Verify(VerifyError::BadConfig { reason: "x".into() });
+        assert_eq!(verify.exit(), Exit::Unavailable);
+    }
+}

@@ -1,0 +1,361 @@
+//! Reading a Dockerfile as the builder does: parser directives (`# escape=`), comments, line
+//! continuations, instructions with the line they start on, build stages and `ARG` substitution
+//! in `FROM`. Enough for the policy lint; the engine remains the judge of what builds.
+
+use std::collections::HashMap;
+use std::sync::LazyLock;
+
+use regex::Regex;
+
+/// One instruction, continuation lines joined.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Instruction {
+    /// 1-based line of the keyword.
+    pub line: usize,
+    /// Upper case: `FROM`, `RUN`, ...
+    pub keyword: String,
+    /// Everything after the keyword, trimmed.
+    pub args: String,
+}
+
+impl Instruction {
+    /// `["a", "b"]` (JSON, the exec form) as a list; `None` for the shell form. Like the builder,
+    /// anything that is not a valid JSON array of strings is shell form (`CMD ['a']` included).
+    pub fn exec_form(&self) -> Option<Vec<String>> {
+        let args = self.args.trim();
+        if !args.starts_with('[') {
+            return None;
+        }
+        serde_json::from_str(args).ok()
+    }
+}
+
+/// Splits a Dockerfile into instructions.
+pub fn parse(text: &str) -> Vec<Instruction> {
+    let mut escape = '\\';
+    let mut in_directives = true;
+    let mut out = Vec::new();
+    let mut pending: Option<(usize, String)> = None;
+    for (index, raw) in text.lines().enumerate() {
+        if in_directives {
+            if let Some((name, value)) = directive(raw) {
+                if name.eq_ignore_ascii_case("escape") && (value == "`" || value == "\\") {
+                    escape = value.chars().next().unwrap_or('\\');
+                }
+                continue;
+            }
+            in_directives = false;
+        }
+        let trimmed = raw.trim();
+        // Comments, and blank lines (which also do not end a continuation).
+        if trimmed.starts_with('#') || trimmed.is_empty() {
+            continue;
+        }
+        let body = raw.trim_end();
+        let (content, continues) = match body.strip_suffix(escape) {
+            Some(content) => (content, true),
+            None => (body, false),
+        };
+        match &mut pending {
+            Some((_, joined)) => joined.push_str(content),
+            None => pending = Some((index + 1, content.to_string())),
+        }
+        if !continues {
+            out.extend(pending.take().map(instruction));
+        }
+    }
+    out.extend(pending.map(instruction));
+    out
+}
+
+fn directive(line: &str) -> Option<(&str, &str)> {
+    let rest = line.strip_prefix('#')?.trim();
+    let (name, value) = rest.split_once('=')?;
+    let name = name.trim();
+    (!name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric()))
+        .then(|| (name, value.trim()))
+}
+
+fn instruction((line, text): (usize, String)) -> Instruction {
+    let text = text.trim();
+    let (keyword, args) = text.split_once(char::is_whitespace).unwrap_or((text, ""));
+    Instruction {
+        line,
+        keyword: keyword.to_ascii_uppercase(),
+        args: args.trim().to_string(),
+    }
+}
+
+/// `NAME=value` pairs of an `ARG` (a missing `=value` gives `None`) or `ENV` (also the legacy
+/// `ENV NAME value with spaces`). Quotes are removed as the builder removes them.
+pub fn assignments(instruction: &Instruction) -> Vec<(String, Option<String>)> {
+    let args = instruction.args.trim();
+    let words =
+        shlex::split(args).unwrap_or_else(|| args.split_whitespace().map(String::from).collect());
+    if instruction.keyword == "ENV"
+        && words.first().is_some_and(|w| !w.contains('='))
+        && let Some((name, value)) = args.split_once(char::is_whitespace)
+    {
+        let value = value.trim();
+        let value = shlex::split(value)
+            .map(|w| w.join(" "))
+            .unwrap_or_else(|| value.to_string());
+        return vec![(name.to_string(), Some(value))];
+    }
+    words
+        .into_iter()
+        .map(|word| match word.split_once('=') {
+            Some((name, value)) => (name.to_string(), Some(value.to_string())),
+            None => (word, None),
+        })
+        .collect()
+}
+
+/// A build stage: its `FROM` and the instructions after it.
+#[derive(Debug, Clone)]
+pub struct Stage {
+    pub name: Option<String>,
+    pub from: Instruction,
+    /// The base as written, e.g. `${BASE_IMAGE}`.
+    pub base: String,
+    /// The base with the global ARGs substituted; `Err` names the ARGs that have no value.
+    pub resolved: Result<String, Vec<String>>,
+    /// The earlier stage this one is built `FROM`, if any.
+    pub parent: Option<usize>,
+    pub instructions: Vec<Instruction>,
+}
+
+/// The stages of a Dockerfile, and its global `ARG`s (those before the first `FROM`).
+#[derive(Debug, Clone)]
+pub struct Stages {
+    pub global_args: Vec<Instruction>,
+    pub stages: Vec<Stage>,
+}
+
+impl Stages {
+    /// `build_args` override the global ARGs' defaults, as `--build-arg` does.
+    pub fn new(instructions: &[Instruction], build_args: &[(String, String)]) -> Stages {
+        let mut global_args = Vec::new();
+        let mut vars: HashMap<String, Option<String>> = HashMap::new();
+        let mut stages: Vec<Stage> = Vec::new();
+        for ins in instructions {
+            if ins.keyword == "FROM" {
+                let (base, name) = from_parts(&ins.args);
+                let resolved = substitute(&base, &vars);
+                let parent = resolved.as_ref().ok().and_then(|b| {
+                    stages
+                        .iter()
+                        .position(|s| s.name.as_deref().is_some_and(|n| n.eq_ignore_ascii_case(b)))
+                });
+                stages.push(Stage {
+                    name,
+                    from: ins.clone(),
+                    base,
+                    resolved,
+                    parent,
+                    instructions: Vec::new(),
+                });
+            } else if let Some(stage) = stages.last_mut() {
+                stage.instructions.push(ins.clone());
+            } else if ins.keyword == "ARG" {
+                for (name, default) in assignments(ins) {
+                    let given = build_args.iter().find(|(k, _)| *k == name).map(|(_, v)| v);
+                    vars.insert(name, given.cloned().or(default));
+                }
+                global_args.push(ins.clone());
+            }
+        }
+        Stages {
+            global_args,
+            stages,
+        }
+    }
+
+    /// The stage that is built: `target` by name, else the last one.
+    pub fn final_stage(&self, target: Option<&str>) -> Option<&Stage> {
+        match target {
+            Some(t) => self
+                .stages
+                .iter()
+                .find(|s| s.name.as_deref().is_some_and(|n| n.eq_ignore_ascii_case(t))),
+            None => self.stages.last(),
+        }
+    }
+
+    /// The last `keyword` instruction in effect in `stage`: its own, else inherited from the
+    /// stage it is built from.
+    pub fn effective<'a>(&'a self, stage: &'a Stage, keyword: &str) -> Option<&'a Instruction> {
+        let mut current = Some(stage);
+        while let Some(s) = current {
+            if let Some(found) = s.instructions.iter().rev().find(|i| i.keyword == keyword) {
+                return Some(found);
+            }
+            current = s.parent.map(|p| &self.stages[p]);
+        }
+        None
+    }
+}
+
+/// `[--platform=...] IMAGE [AS NAME]` -> (IMAGE, NAME).
+fn from_parts(args: &str) -> (String, Option<String>) {
+    let mut words = args.split_whitespace().filter(|w| !w.starts_with("--"));
+    let base = words.next().unwrap_or_default().to_string();
+    let name = match (words.next(), words.next()) {
+        (Some(kw), Some(name)) if kw.eq_ignore_ascii_case("as") => Some(name.to_string()),
+        _ => None,
+    };
+    (base, name)
+}
+
+static VARIABLE: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"\$(?:\{([A-Za-z_][A-Za-z0-9_]*)(?::([-+])([^}]*))?\}|([A-Za-z_][A-Za-z0-9_]*))")
+        .expect("a valid regex")
+});
+
+/// Replaces `$NAME`, `${NAME}`, `${NAME:-default}` and `${NAME:+alternative}`. `Err` lists the
+/// variables that have no value and no default.
+pub fn substitute(
+    text: &str,
+    vars: &HashMap<String, Option<String>>,
+) -> Result<String, Vec<String>> {
+    let mut missing = Vec::new();
+    let out = VARIABLE.replace_all(text, |caps: &regex::Captures<'_>| {
+        let name = caps.get(1).or(caps.get(4)).map_or("", |m| m.as_str());
+        let value = vars.get(name).cloned().flatten().filter(|v| !v.is_empty());
+        match (caps.get(2).map(|m| m.as_str()), value) {
+            (Some("-"), Some(v)) => v,
+            (Some("-"), None) => caps[3].to_string(),
+            (Some(_), Some(_)) => caps[3].to_string(),
+            (Some(_), None) => String::new(),
+            (None, Some(v)) => v,
+            (None, None) => {
+                missing.push(name.to_string());
+                String::new()
+            }
+        }
+    });
+    if missing.is_empty() {
+        Ok(out.into_owned())
+    } else {
+        Err(missing)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn instructions_keep_their_first_line() {
+        let text = "# syntax=docker/dockerfile:1\n\nFROM a AS build\n# a comment\nRUN one \\\n  # inside\n\n  two\nCMD [\"x\"]\n";
+        let got = parse(text);
+        assert_eq!(
+            got,
+            [
+                Instruction {
+                    line: 3,
+                    keyword: "FROM".into(),
+                    args: "a AS build".into()
+                },
+                Instruction {
+                    line: 5,
+                    keyword: "RUN".into(),
+                    args: "one   two".into()
+                },
+                Instruction {
+                    line: 9,
+                    keyword: "CMD".into(),
+                    args: "[\"x\"]".into()
+                },
+            ]
+        );
+        assert_eq!(got[2].exec_form(), Some(vec!["x".to_string()]));
+        assert_eq!(got[1].exec_form(), None);
+    }
+
+    #[test]
+    fn the_escape_directive_changes_the_continuation_character() {
+        let got = parse("# escape=`\nFROM a\nRUN dir c:\\ `\n  && echo hi\n");
+        assert_eq!(got[1].args, "dir c:\\   && echo hi");
+        assert_eq!(got[1].line, 3);
+    }
+
+    #[test]
+    fn single_quoted_json_is_shell_form() {
+        let got = parse("CMD ['serve']\nENTRYPOINT [\"a\", 1]\n");
+        assert_eq!(got[0].exec_form(), None);
+        assert_eq!(got[1].exec_form(), None);
+    }
+
+    #[test]
+    fn arg_and_env_assignments() {
+        let got = |line: &str| assignments(&parse(line)[0]);
+        assert_eq!(
+            got("ARG A B=2 C=\"x y\""),
+            [
+                ("A".into(), None),
+                ("B".into(), Some("2".into())),
+                ("C".into(), Some("x y".into()))
+            ]
+        );
+        assert_eq!(
+            got("ENV PORT=8080 NAME='a b'"),
+            [
+                ("PORT".into(), Some("8080".into())),
+                ("NAME".into(), Some("a b".into()))
+            ]
+        );
+        assert_eq!(
+            got("ENV GREETING hello  world"),
+            [("GREETING".into(), Some("hello world".into()))]
+        );
+    }
+
+    #[test]
+    fn stages_resolve_global_args_and_earlier_stages() {
+        let text = "ARG BASE=alpine:3.20\nARG TAG\nFROM ${BASE} AS Builder\nRUN x\nFROM builder\nUSER app\nFROM base:$TAG\n";
+        let stages = Stages::new(&parse(text), &[]);
+        assert_eq!(stages.global_args.len(), 2);
+        let s = &stages.stages;
+        assert_eq!(s[0].resolved.as_deref(), Ok("alpine:3.20"));
+        assert_eq!(s[0].name.as_deref(), Some("Builder"));
+        assert_eq!(s[1].parent, Some(0));
+        assert_eq!(s[2].resolved, Err(vec!["TAG".to_string()]));
+        let given = Stages::new(
+            &parse(text),
+            &[
+                ("BASE".into(), "x@sha256:1".into()),
+                ("TAG".into(), "1".into()),
+            ],
+        );
+        assert_eq!(given.stages[0].resolved.as_deref(), Ok("x@sha256:1"));
+        assert_eq!(given.stages[2].resolved.as_deref(), Ok("base:1"));
+        assert_eq!(
+            stages.final_stage(Some("BUILDER")).map(|s| s.from.line),
+            Some(3)
+        );
+        assert_eq!(stages.final_stage(None).map(|s| s.from.line), Some(7));
+        assert!(stages.final_stage(Some("nope")).is_none());
+        assert_eq!(
+            stages.effective(&stages.stages[1], "RUN").map(|i| i.line),
+            Some(4)
+        );
+    }
+
+    #[test]
+    fn substitution_forms() {
+        let vars: HashMap<String, Option<String>> = [
+            ("A".to_string(), Some("a".to_string())),
+            ("E".to_string(), Some(String::new())),
+            ("N".to_string(), None),
+        ]
+        .into();
+        assert_eq!(substitute("$A/${A}", &vars).unwrap(), "a/a");
+        assert_eq!(substitute("${N:-d}${A:-d}", &vars).unwrap(), "da");
+        assert_eq!(substitute("${A:+x}${E:+x}", &vars).unwrap(), "x");
+        assert_eq!(
+            substitute("$N-$UNDECLARED", &vars),
+            Err(vec!["N".into(), "UNDECLARED".into()])
+        );
+    }
+}
