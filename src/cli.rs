@@ -150,12 +150,9 @@ pub struct SmokeCmd {
 
 #[derive(Debug, Args)]
 pub struct DeployArgs {
-    /// Deploy this already-built image (REGISTRY/REPO@sha256:...) instead of building
-    #[arg(long, env = "SLIPWAY_IMAGE")]
+    /// Deploy this already-built image (REGISTRY/REPO@sha256:...) instead of building one
+    #[arg(long, env = "SLIPWAY_IMAGE", conflicts_with = "repository")]
     pub image: Option<String>,
-    /// The git SHA being deployed [default: GITHUB_SHA, else the image's revision label]
-    #[arg(long, env = "SLIPWAY_REVISION")]
-    pub revision: Option<String>,
     /// After the first passing smoke test, keep checking for this long before the old
     /// release is stopped; a failure inside the window rolls back
     #[arg(long, env = "SLIPWAY_WATCH", value_parser = parse_duration, default_value = "5s")]
@@ -163,6 +160,8 @@ pub struct DeployArgs {
     /// Write a JSON report of every step (start, duration, outcome) to FILE
     #[arg(long, env = "SLIPWAY_REPORT", value_name = "FILE")]
     pub report: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    pub build: BuildOptions,
     #[command(flatten)]
     pub smoke: SmokeArgs,
     #[command(flatten)]
@@ -291,10 +290,20 @@ impl ImageArgs {
 #[derive(Debug, Args)]
 pub struct BuildArgs {
     #[command(flatten)]
+    pub options: BuildOptions,
+    /// Output format on stdout
+    #[arg(long, env = "SLIPWAY_FORMAT", value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+}
+
+/// What to build and where to push it: shared by `build` and `deploy`.
+#[derive(Debug, Args)]
+pub struct BuildOptions {
+    #[command(flatten)]
     pub image: ImageArgs,
     /// Repository within the registry, e.g. team/app
     #[arg(long, env = "SLIPWAY_REPOSITORY", value_name = "NAME")]
-    pub repository: String,
+    pub repository: Option<String>,
     /// Git SHA to tag and label the image with [default: $GITHUB_SHA, else `git rev-parse HEAD`
     /// in the context]
     #[arg(long, env = "SLIPWAY_REVISION", value_name = "SHA")]
@@ -325,9 +334,6 @@ pub struct BuildArgs {
     pub source: Option<String>,
     #[command(flatten)]
     pub registry: RegistryArgs,
-    /// Output format on stdout
-    #[arg(long, env = "SLIPWAY_FORMAT", value_enum, default_value_t = Format::Text)]
-    pub format: Format,
 }
 
 #[derive(Debug, Args)]

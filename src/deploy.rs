@@ -190,6 +190,7 @@ impl AfterSwitch for PublicCheck {
 
 #[derive(Debug, Serialize)]
 struct DeployPlan<'a> {
+    build: Option<String>,
     image: String,
     revision: &'a str,
     rollout: &'a Plan,
@@ -250,6 +251,16 @@ fn looks_secret(name: &str, value: &str) -> bool {
         || value.len() >= 16
 }
 
+/// A digest that stands for "whatever the build produces" in a dry run's plan.
+const PENDING_DIGEST: &str =
+    "sha256:0000000000000000000000000000000000000000000000000000000000000000";
+
+/// Where the image comes from.
+enum Source {
+    Given(PinnedImage),
+    Build(Box<(crate::build::PreparedBuild, crate::registry::Registry)>),
+}
+
 pub async fn deploy(
     global: &GlobalArgs,
     args: &DeployArgs,
@@ -258,102 +269,63 @@ pub async fn deploy(
     let ci = Ci::from_env();
     let started = SystemTime::now();
     ci.group("slipway: check inputs");
-    let prepared = service::prepare(global, &args.service);
-    let p = match prepared {
-        Ok(p) => p,
-        Err(f) => {
-            ci.end_group();
-            return Err(f);
-        }
-    };
-    for (name, value) in &p.values {
-        if looks_secret(name, value) {
-            ci.mask(value);
-        }
-    }
-    if let Ok(name) = std::env::var("SLIPWAY_REGISTRY_PASSWORD_ENV")
-        && let Ok(value) = std::env::var(&name)
-    {
-        ci.mask(&value);
-    }
-    let Some(image) = &args.image else {
-        ci.end_group();
-        return Err(Failure::usage(anyhow::anyhow!("no image to deploy"))
-            .with_hint("pass --image REGISTRY/REPO@sha256:... (the output of `slipway build`)"));
-    };
-    let image = PinnedImage::parse(image).map_err(|e| {
-        let hint = e.hint();
-        Failure::usage(anyhow::Error::new(e).context("--image must be pinned")).with_hint(hint)
-    })?;
-    // Checked now so a bad flag fails before anything runs; the version comes later.
-    smoke_from_args(&args.smoke, "-")?;
-    service::reachable(&p.engine).await?;
+    let checked = check_inputs(global, args, &ci).await;
     ci.end_group();
+    let (p, source) = checked?;
 
-    let revision = args
+    let given_revision = args
+        .build
         .revision
         .clone()
         .or_else(|| std::env::var("GITHUB_SHA").ok().filter(|v| !v.is_empty()));
+    if args.service.dry_run {
+        return dry_run(args, &p, &source, given_revision).await;
+    }
+
+    // The image: built, pushed and proven, or given.
+    let mut before: Vec<PreStep> = Vec::new();
+    let (image, revision) = match source {
+        Source::Given(image) => (image, given_revision),
+        Source::Build(b) => {
+            let (prepared, registry) = *b;
+            ci.group("slipway: build, push, prove");
+            let t = SystemTime::now();
+            let pushed = prepared.build_and_push(&p.engine, &registry, cancel).await;
+            ci.end_group();
+            let pushed = match pushed {
+                Ok(pushed) => pushed,
+                Err(e) => {
+                    before.push(PreStep::new("build", t, false, e.to_string()));
+                    return Err(crate::commands::build_failure(e));
+                }
+            };
+            before.push(PreStep::new(
+                "build",
+                t,
+                true,
+                format!(
+                    "{} ({} steps, {} cached, {} bytes of context); the registry holds {}",
+                    pushed.image,
+                    pushed.steps,
+                    pushed.cached_steps,
+                    pushed.context.bytes,
+                    pushed.digest
+                ),
+            ));
+            (pushed.image, Some(pushed.revision))
+        }
+    };
     let choice = Choice::Image {
         image: image.to_string(),
         revision: revision.clone(),
     };
-    if args.service.dry_run {
-        let plan = service::plan_only(&p, &choice).await?;
-        let version = args
-            .smoke
-            .expect_version
-            .clone()
-            .unwrap_or_else(|| plan.revision.clone());
-        let smoke = smoke_from_args(&args.smoke, &version)?;
-        let dp = DeployPlan {
-            image: image.to_string(),
-            revision: &plan.revision,
-            rollout: &plan,
-            reload_image: p.host.image.to_string(),
-            lock: format!(
-                "slipway-lock-{} (wait {}, expires {} after its last heartbeat)",
-                p.spec.name,
-                humantime::format_duration(args.service.lock_wait),
-                humantime::format_duration(args.service.lock_ttl)
-            ),
-            smoke: &smoke,
-            watch: humantime::format_duration(args.watch).to_string(),
-            on_failure: vec![
-                "before the switch (unhealthy, wrong digest, exited, reload rejected): remove the new container; the old one never stopped serving".into(),
-                "after the switch (smoke test or watch window fails): restore the previous snippet, reload Caddy, check the previous version is served again, remove the new container".into(),
-                "if that restore fails: exit 3 with the state of the host and what to run".into(),
-            ],
-        };
-        let text = render_deploy_plan(&dp);
-        service::print(args.service.format, &dp, text)?;
-        return Ok(Exit::Success);
-    }
 
-    // The expected version: given, GITHUB_SHA, or the image's own revision label.
-    ci.group("slipway: image");
+    // The expected version: given, the revision, or the image's own revision label.
     let expected = match args.smoke.expect_version.clone().or(revision.clone()) {
         Some(v) => v,
-        None => {
-            p.engine
-                .ensure_image(&image.to_string())
-                .await
-                .map_err(|e| Failure::new(Exit::Unavailable, e))?;
-            p.engine
-                .inspect_image(&image.to_string())
-                .await
-                .map_err(|e| Failure::new(Exit::Unavailable, e))?
-                .and_then(|i| i.labels.get(rollout::REVISION_LABEL).cloned())
-                .ok_or_else(|| {
-                    Failure::usage(anyhow::anyhow!(
-                        "{image} has no org.opencontainers.image.revision label, so there is no version to expect"
-                    ))
-                    .with_hint("pass --expect-version (or --revision); in CI it defaults to GITHUB_SHA")
-                })?
-        }
+        None => revision_label(&p, &image).await?,
     };
     tracing::info!("deploying {image}; the public URL must serve {expected}");
-    ci.end_group();
 
     ci.group("slipway: rollout and smoke test");
     let hook = PublicCheck {
@@ -364,7 +336,145 @@ pub async fn deploy(
     let report = service::execute_locked(&p, &args.service, &choice, &hook, cancel).await;
     ci.end_group();
     let report = report?;
-    finish(&ci, args, &p.spec.name, &report, started)
+    finish(&ci, args, &p.spec.name, &report, started, &before)
+}
+
+/// Everything checked before anything changes; usage errors exit 2 here.
+async fn check_inputs(
+    global: &GlobalArgs,
+    args: &DeployArgs,
+    ci: &Ci,
+) -> Result<(service::Prepared, Source), Failure> {
+    let p = service::prepare(global, &args.service)?;
+    for (name, value) in &p.values {
+        if looks_secret(name, value) {
+            ci.mask(value);
+        }
+    }
+    if let Some(name) = &args.build.registry.registry_password_env
+        && let Ok(value) = std::env::var(name)
+    {
+        ci.mask(&value);
+    }
+    // Checked now so a bad flag fails before anything runs; the version comes later.
+    smoke_from_args(&args.smoke, "-")?;
+    let source = match &args.image {
+        Some(image) => Source::Given(PinnedImage::parse(image).map_err(|e| {
+            let hint = e.hint();
+            Failure::usage(anyhow::Error::new(e).context("--image must be pinned")).with_hint(hint)
+        })?),
+        None => Source::Build(Box::new(
+            crate::commands::prepare_build(&args.build, Some(p.spec.health.http.is_some())).await?,
+        )),
+    };
+    service::reachable(&p.engine).await?;
+    Ok((p, source))
+}
+
+async fn revision_label(p: &service::Prepared, image: &PinnedImage) -> Result<String, Failure> {
+    p.engine
+        .ensure_image(&image.to_string())
+        .await
+        .map_err(|e| Failure::new(Exit::Unavailable, e))?;
+    p.engine
+        .inspect_image(&image.to_string())
+        .await
+        .map_err(|e| Failure::new(Exit::Unavailable, e))?
+        .and_then(|i| i.labels.get(rollout::REVISION_LABEL).cloned())
+        .ok_or_else(|| {
+            Failure::usage(anyhow::anyhow!(
+                "{image} has no org.opencontainers.image.revision label, so there is no version to expect"
+            ))
+            .with_hint("pass --expect-version (or --revision); in CI it defaults to GITHUB_SHA")
+        })
+}
+
+async fn dry_run(
+    args: &DeployArgs,
+    p: &service::Prepared,
+    source: &Source,
+    revision: Option<String>,
+) -> Result<Exit, Failure> {
+    let (image, revision, build) = match source {
+        Source::Given(image) => (image.clone(), revision, None),
+        Source::Build(b) => {
+            let req = b.0.request();
+            let repo = format!("{}/{}", b.1.name(), req.repository);
+            let image = PinnedImage::parse(&format!("{repo}@{PENDING_DIGEST}"))
+                .expect("a placeholder digest is well formed");
+            let tags: Vec<String> = req.tags().iter().map(|t| format!("{repo}:{t}")).collect();
+            (
+                image,
+                Some(req.revision.clone()),
+                Some(format!(
+                    "lint and build {} ({}), push {}, prove the registry's digest",
+                    req.context.display(),
+                    req.dockerfile.display(),
+                    tags.join(", ")
+                )),
+            )
+        }
+    };
+    let choice = Choice::Image {
+        image: image.to_string(),
+        revision,
+    };
+    let plan = service::plan_only(p, &choice).await?;
+    let version = args
+        .smoke
+        .expect_version
+        .clone()
+        .unwrap_or_else(|| plan.revision.clone());
+    let smoke = smoke_from_args(&args.smoke, &version)?;
+    let dp = DeployPlan {
+        build,
+        image: if image.digest() == PENDING_DIGEST {
+            format!("{} (digest known after the build)", image.to_string().replace(&format!("@{PENDING_DIGEST}"), ""))
+        } else {
+            image.to_string()
+        },
+        revision: &plan.revision,
+        rollout: &plan,
+        reload_image: p.host.image.to_string(),
+        lock: format!(
+            "slipway-lock-{} (wait {}, expires {} after its last heartbeat)",
+            p.spec.name,
+            humantime::format_duration(args.service.lock_wait),
+            humantime::format_duration(args.service.lock_ttl)
+        ),
+        smoke: &smoke,
+        watch: humantime::format_duration(args.watch).to_string(),
+        on_failure: vec![
+            "before the switch (unhealthy, wrong digest, exited, reload rejected): remove the new container; the old one never stopped serving".into(),
+            "after the switch (smoke test or watch window fails): restore the previous snippet, reload Caddy, check the previous version is served again, remove the new container".into(),
+            "if that restore fails: exit 3 with the state of the host and what to run".into(),
+        ],
+    };
+    let text =
+        render_deploy_plan(&dp).replace(&format!("@{PENDING_DIGEST}"), "@<built by this deploy>");
+    service::print(args.service.format, &dp, text)?;
+    Ok(Exit::Success)
+}
+
+/// A step before the rollout (the build), for the report.
+struct PreStep {
+    name: &'static str,
+    at: SystemTime,
+    duration_ms: u64,
+    ok: bool,
+    detail: String,
+}
+
+impl PreStep {
+    fn new(name: &'static str, at: SystemTime, ok: bool, detail: String) -> PreStep {
+        PreStep {
+            name,
+            at,
+            duration_ms: at.elapsed().map(|d| d.as_millis() as u64).unwrap_or(0),
+            ok,
+            detail,
+        }
+    }
 }
 
 /// Outputs, summary, report file, the human result; the exit code.
@@ -374,6 +484,7 @@ fn finish(
     service: &str,
     report: &Report,
     started: SystemTime,
+    before: &[PreStep],
 ) -> Result<Exit, Failure> {
     let digest = report
         .image
@@ -399,7 +510,7 @@ fn finish(
         ("outcome", outcome.clone()),
     ])
     .map_err(io)?;
-    ci.summary(&summary_markdown(service, report, &outcome, &url))
+    ci.summary(&summary_markdown(service, report, &outcome, &url, before))
         .map_err(io)?;
     let t0 = unix_ms(started);
     let deploy_report = DeployReport {
@@ -416,16 +527,22 @@ fn finish(
             .duration_since(started)
             .map(|d| d.as_millis() as u64)
             .unwrap_or(0),
-        steps: report
-            .steps
+        steps: before
             .iter()
             .map(|s| StepAt {
-                name: &s.name,
-                start_unix_ms: t0 + s.start_ms as u128,
+                name: s.name,
+                start_unix_ms: unix_ms(s.at),
                 duration_ms: s.duration_ms,
                 ok: s.ok,
                 detail: &s.detail,
             })
+            .chain(report.steps.iter().map(|s| StepAt {
+                name: &s.name,
+                start_unix_ms: report.started_unix_ms + s.start_ms as u128,
+                duration_ms: s.duration_ms,
+                ok: s.ok,
+                detail: &s.detail,
+            }))
             .collect(),
         evidence: &report.evidence,
     };
@@ -446,7 +563,13 @@ fn finish(
     Ok(exit)
 }
 
-fn summary_markdown(service: &str, r: &Report, outcome: &str, url: &str) -> String {
+fn summary_markdown(
+    service: &str,
+    r: &Report,
+    outcome: &str,
+    url: &str,
+    before: &[PreStep],
+) -> String {
     let icon = match r.outcome {
         Outcome::Deployed | Outcome::Unchanged => "✅",
         Outcome::RolledBack => "↩️",
@@ -469,6 +592,16 @@ fn summary_markdown(service: &str, r: &Report, outcome: &str, url: &str) -> Stri
     );
     let _ = writeln!(s, "| url | {url} |");
     s.push_str("\n| step | ok | ms | detail |\n|---|---|---|---|\n");
+    for st in before {
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} |",
+            st.name,
+            if st.ok { "✓" } else { "✗" },
+            st.duration_ms,
+            st.detail.replace('|', "\\|")
+        );
+    }
     for st in &r.steps {
         let _ = writeln!(
             s,
@@ -484,7 +617,11 @@ fn summary_markdown(service: &str, r: &Report, outcome: &str, url: &str) -> Stri
 }
 
 fn render_deploy_plan(dp: &DeployPlan) -> String {
-    let mut s = service::render_plan(dp.rollout);
+    let mut s = String::new();
+    if let Some(build) = &dp.build {
+        let _ = writeln!(s, "build: {build}");
+    }
+    s.push_str(&service::render_plan(dp.rollout));
     let _ = writeln!(s, "  reload image: {}", dp.reload_image);
     let _ = writeln!(s, "  lock: {}", dp.lock);
     for url in &dp.smoke.urls {

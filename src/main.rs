@@ -98,10 +98,36 @@ mod commands {
         args: cli::BuildArgs,
         cancel: &CancellationToken,
     ) -> Result<Exit, Failure> {
+        let (prepared, registry) = prepare_build(&args.options, None).await?;
+        let engine = engine::Engine::connect(&global.docker_host()).map_err(|e| {
+            Failure::new(Exit::Unavailable, e)
+                .with_hint("is dockerd running, and is this the right socket? Set --docker-host or DOCKER_HOST")
+        })?;
+        let pushed = prepared
+            .build_and_push(&engine, &registry, cancel)
+            .await
+            .map_err(build_failure)?;
+        print_report(args.format, &pushed, |p| format!("{}\n", p.image))?;
+        Ok(Exit::Success)
+    }
+
+    /// Everything a build needs that neither engine nor registry is asked for: flags, the
+    /// revision, credentials, the lint. `health_probe` overrides --health-probe-configured
+    /// (deploy knows it from the spec).
+    pub async fn prepare_build(
+        args: &cli::BuildOptions,
+        health_probe: Option<bool>,
+    ) -> Result<(build::PreparedBuild, registry::Registry), Failure> {
         let Some(registry_name) = args.registry.registry.clone() else {
             return Err(
-                Failure::usage(anyhow::anyhow!("build needs a registry to push to"))
+                Failure::usage(anyhow::anyhow!("building needs a registry to push to"))
                     .with_hint("pass --registry HOST[:PORT] (or set SLIPWAY_REGISTRY)"),
+            );
+        };
+        let Some(repository) = args.repository.clone() else {
+            return Err(
+                Failure::usage(anyhow::anyhow!("building needs a repository name"))
+                    .with_hint("pass --repository team/app (or SLIPWAY_REPOSITORY); to deploy an image built elsewhere, pass --image REPO@sha256:..."),
             );
         };
         let credentials = credentials::Credentials::resolve(
@@ -128,31 +154,22 @@ mod commands {
             target: image.target.clone(),
             build_args,
             labels,
-            repository: args.repository.clone(),
+            repository,
             revision: revision.sha,
             extra_tags: args.tags.clone(),
             source: build::resolve_source(args.source.as_deref(), &image.context).await,
             created: build::created_now(),
             allow: image.allow.clone(),
-            health_probe: image.health_probe_configured,
+            health_probe: health_probe.unwrap_or(image.health_probe_configured),
         };
         // Flags and the lint are checked before the engine or the registry is asked anything.
         let prepared = build::prepare(&request).map_err(build_failure)?;
         let registry =
             registry::Registry::new(&registry_name, args.registry.insecure_registry, credentials);
-        let engine = engine::Engine::connect(&global.docker_host()).map_err(|e| {
-            Failure::new(Exit::Unavailable, e)
-                .with_hint("is dockerd running, and is this the right socket? Set --docker-host or DOCKER_HOST")
-        })?;
-        let pushed = prepared
-            .build_and_push(&engine, &registry, cancel)
-            .await
-            .map_err(build_failure)?;
-        print_report(args.format, &pushed, |p| format!("{}\n", p.image))?;
-        Ok(Exit::Success)
+        Ok((prepared, registry))
     }
 
-    fn build_failure(e: BuildError) -> Failure {
+    pub fn build_failure(e: BuildError) -> Failure {
         let exit = e.exit();
         let hint = e.hint();
         let failure = Failure::new(exit, e);

@@ -191,6 +191,12 @@ pub struct PreparedBuild {
     waived: Vec<lint::Rule>,
 }
 
+impl PreparedBuild {
+    pub fn request(&self) -> &BuildRequest {
+        &self.request
+    }
+}
+
 /// Checks everything that needs neither engine nor registry. Fails with exit code 2 problems.
 pub fn prepare(request: &BuildRequest) -> Result<PreparedBuild, BuildError> {
     request.validate()?;

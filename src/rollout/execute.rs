@@ -75,6 +75,8 @@ pub struct Report {
     pub evidence: Evidence,
     /// From the start call to the health gate passing.
     pub start_to_healthy_ms: Option<u64>,
+    /// When the executor began (steps' `start_ms` count from here).
+    pub started_unix_ms: u128,
     pub wall_ms: u64,
 }
 
@@ -201,6 +203,10 @@ pub async fn execute(ctx: &Context<'_>, plan: &Plan, hook: &impl AfterSwitch) ->
             steps: Vec::new(),
             evidence: Evidence::default(),
             start_to_healthy_ms: None,
+            started_unix_ms: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis())
+                .unwrap_or(0),
             wall_ms: 0,
         },
     };

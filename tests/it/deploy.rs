@@ -401,3 +401,68 @@ fn smoke_alone_reports_a_mismatch_side_by_side() {
     ]);
     assert_eq!(code(&regex), 0, "{:?}", text(&regex));
 }
+
+#[test]
+fn the_whole_job_lints_builds_pushes_proves_and_deploys_from_source() {
+    let s = crate::support::sandbox();
+    let svc = Svc::new("dep-whole", "", HEALTH);
+    let fixture = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/app");
+    let ci = svc.dir.join("ci");
+    std::fs::create_dir_all(&ci).unwrap();
+    let out_file = ci.join("output");
+    let base = format!("BASE_IMAGE={}", s.base_image);
+    let url = svc.url("/health");
+    let common = [
+        "--context",
+        fixture,
+        "--registry",
+        &s.registry,
+        "--repository",
+        "fixture/whole",
+        "--revision-arg",
+        "VERSION",
+        "--build-arg",
+        &base,
+        "--url",
+        &url,
+        "--watch",
+        "1s",
+    ];
+    let mut plan_args = vec!["plan", "--revision", "c0ffee1"];
+    plan_args.extend(common);
+    let out = svc.run(&plan_args, &[]);
+    let (stdout, stderr) = text(&out);
+    assert_eq!(code(&out), 0, "{stdout}\n{stderr}");
+    assert!(stdout.contains("build: lint and build"), "{stdout}");
+    assert!(stdout.contains("fixture/whole:c0ffee1"), "{stdout}");
+    assert!(stdout.contains("<built by this deploy>"), "{stdout}");
+    assert_eq!(svc.served().0, 503, "a plan changes nothing");
+
+    for rev in ["c0ffee1", "c0ffee2"] {
+        let mut args = vec!["deploy", "--revision", rev];
+        args.extend(common);
+        let out = svc.run(&args, &[("GITHUB_OUTPUT", out_file.to_str().unwrap())]);
+        let (stdout, stderr) = text(&out);
+        assert_eq!(code(&out), 0, "{stdout}\n{stderr}");
+        svc.assert_serves(rev);
+    }
+    // The digest in the outputs is what the registry holds for the tag.
+    let outputs = std::fs::read_to_string(&out_file).unwrap();
+    let digest = outputs
+        .lines()
+        .filter_map(|l| l.strip_prefix("digest="))
+        .next_back()
+        .unwrap()
+        .to_string();
+    let manifest = Command::new("skopeo")
+        .args(["inspect", "--tls-verify=false", "--format", "{{.Digest}}"])
+        .arg(format!("docker://{}/fixture/whole:c0ffee2", s.registry))
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&manifest.stdout).trim(),
+        digest,
+        "{outputs}"
+    );
+    assert!(outputs.contains("outcome=deployed"), "{outputs}");
+}
