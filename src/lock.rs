@@ -96,9 +96,22 @@ pub enum LockState {
     },
 }
 
+/// Seconds since an engine timestamp (RFC 3339), if it parses.
+fn age_secs(timestamp: &str) -> Option<u64> {
+    let t = humantime::parse_rfc3339_weak(timestamp.trim_end_matches('Z')).ok()?;
+    std::time::SystemTime::now()
+        .duration_since(t)
+        .ok()
+        .map(|d| d.as_secs())
+}
+
 fn state_of(info: &ContainerInfo) -> LockState {
     let label = |k: &str| info.labels.get(k).cloned().unwrap_or_default();
-    if info.running {
+    let ttl: u64 = label(LABEL_TTL).parse().unwrap_or(30);
+    // Created but not started yet: its holder is between the two calls, unless that was
+    // longer ago than the TTL (the holder died there).
+    let starting = info.status == "created" && age_secs(&info.created).is_none_or(|a| a < ttl);
+    if info.running || starting {
         LockState::Held {
             owner: label(LABEL_OWNER),
             host: label(LABEL_OWNER_HOST),
@@ -253,5 +266,42 @@ async fn beat(engine: Engine, id: String, every: Duration) {
         if let Err(e) = engine.signal(&id, "SIGHUP").await {
             tracing::warn!("deploy lock heartbeat failed: {e}");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn engine_timestamps_give_an_age() {
+        assert!(age_secs("2020-01-02T03:04:05.123456789Z").unwrap() > 3600);
+        assert!(age_secs("not a time").is_none());
+    }
+
+    #[test]
+    fn a_lock_created_but_not_yet_started_is_held_not_expired() {
+        let mut info = ContainerInfo {
+            id: "x".into(),
+            name: "slipway-lock-web".into(),
+            image_id: String::new(),
+            running: false,
+            paused: false,
+            status: "created".into(),
+            health: None,
+            exit_code: 0,
+            pid: 0,
+            created: humantime::format_rfc3339_nanos(std::time::SystemTime::now()).to_string(),
+            started_at: String::new(),
+            finished_at: String::new(),
+            labels: [(LABEL_TTL.to_string(), "30".to_string())].into(),
+            health_log: Vec::new(),
+        };
+        assert!(matches!(state_of(&info), LockState::Held { .. }));
+        info.created = "2020-01-02T03:04:05Z".into();
+        assert!(matches!(state_of(&info), LockState::Expired { .. }));
+        info.status = "exited".into();
+        info.created = humantime::format_rfc3339_nanos(std::time::SystemTime::now()).to_string();
+        assert!(matches!(state_of(&info), LockState::Expired { .. }));
     }
 }

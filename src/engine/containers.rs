@@ -63,6 +63,7 @@ pub struct ContainerInfo {
     pub health: Option<String>,
     pub exit_code: i64,
     pub pid: i64,
+    pub created: String,
     pub started_at: String,
     pub finished_at: String,
     pub labels: BTreeMap<String, String>,
@@ -158,6 +159,7 @@ fn info_from(r: ContainerInspectResponse) -> ContainerInfo {
             .map(|s| s.to_string()),
         exit_code: state.exit_code.unwrap_or_default(),
         pid: state.pid.unwrap_or_default(),
+        created: r.created.unwrap_or_default(),
         started_at: state.started_at.unwrap_or_default(),
         finished_at: state.finished_at.unwrap_or_default(),
         labels: r

@@ -56,6 +56,7 @@ fn app(id: &str, slot: usize, digest: &str, released: u64, running: bool) -> Con
         health: running.then(|| "healthy".into()),
         exit_code: 0,
         pid: 1,
+        created: String::new(),
         started_at: String::new(),
         finished_at: String::new(),
         labels,

@@ -281,7 +281,7 @@ fn the_action_maps_inputs_to_slipway_and_slipways_outputs_to_its_own() {
     let mut inputs = publish(&server, &fake_slipway(&record, 0, true));
     inputs.extend([
         ("config", "deploy/staging.toml".to_string()),
-        ("image-repo", "127.0.0.1:5000/app".to_string()),
+        ("image-repo", "team/app".to_string()),
         (
             "url",
             "https://app.example.test/\nhttps://www.app.example.test/health\n".to_string(),
@@ -324,7 +324,7 @@ fn the_action_maps_inputs_to_slipway_and_slipways_outputs_to_its_own() {
     let env = read_lines(&record.join("env"));
     for want in [
         "SLIPWAY_CONFIG=deploy/staging.toml",
-        "SLIPWAY_IMAGE_REPO=127.0.0.1:5000/app",
+        "SLIPWAY_REPOSITORY=team/app",
         &format!("SLIPWAY_EXPECT_VERSION={SHA}"),
         "SLIPWAY_DRY_RUN=true",
         "SLIPWAY_REGISTRY_USER=ci",
@@ -474,4 +474,58 @@ fn the_real_binary_runs_through_the_action_and_its_exit_code_is_kept() {
         failed.stderr
     );
     assert!(!run.outputs["outcome"].is_empty(), "{:?}", run.outputs);
+}
+
+/// The composite action's steps for real: the release binary downloaded and verified, then a
+/// whole deploy (build, push, rollout, smoke) into the sandbox with the environment act gives a
+/// step; the action's outputs come from slipway's.
+#[test]
+fn the_action_deploys_the_fixture_for_real_in_the_sandbox() {
+    let s = crate::support::sandbox();
+    let svc = crate::service::Svc::new("action-real", "", "docker = true");
+    let server = AssetServer::start();
+    let work = tempfile::tempdir().unwrap();
+    let binary = std::fs::read(slipway_bin()).unwrap();
+    let mut inputs = publish(&server, &binary);
+    let fixture = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/app");
+    inputs.extend([
+        ("config", svc.spec_path().display().to_string()),
+        ("registry", s.registry.clone()),
+        ("image-repo", "fixture/action".to_string()),
+        ("url", svc.url("/health")),
+        ("reload-image", s.base_image.clone()),
+        (
+            "extra-args",
+            format!(
+                "--context {fixture} --revision-arg VERSION --build-arg BASE_IMAGE={} --watch 1s",
+                s.base_image
+            ),
+        ),
+    ]);
+    let job_env = [
+        ("APP_HEALTH", "ok".to_string()),
+        ("APP_START_DELAY", "0".to_string()),
+    ];
+    let run = run_action(&inputs, &job_env, work.path());
+    if let Some(failed) = run.failed() {
+        panic!(
+            "step {} failed ({}): {}",
+            failed.id, failed.code, failed.stderr
+        );
+    }
+    svc.assert_serves(SHA);
+    assert_eq!(run.outputs["outcome"], "deployed", "{:?}", run.outputs);
+    let image = &run.outputs["image"];
+    assert!(
+        image.starts_with(&format!("{}/fixture/action@sha256:", s.registry)),
+        "{image}"
+    );
+    assert_eq!(
+        image.rsplit_once('@').unwrap().1,
+        run.outputs["digest"],
+        "{:?}",
+        run.outputs
+    );
+    assert_eq!(run.outputs["url"], svc.url("/health"));
+    assert!(run.summary.contains("deployed"), "{}", run.summary);
 }

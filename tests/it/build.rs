@@ -575,7 +575,7 @@ fn bad_flags_fail_with_2_before_anything_runs() {
         "abcdef0",
     ]);
     assert_eq!(code(&out), 2);
-    assert!(text(&out).1.contains("build needs a registry to push to"));
+    assert!(text(&out).1.contains("needs a registry to push to"));
 }
 
 #[test]
