@@ -2,6 +2,7 @@ use crate::support::{code, docker_ok, sandbox, slipway, text};
 
 #[test]
 fn all_checks_pass_against_the_sandbox() {
+    let _host = crate::support::host_settings();
     let s = sandbox();
     let out = slipway(&[
         "doctor",
@@ -14,7 +15,13 @@ fn all_checks_pass_against_the_sandbox() {
     ]);
     let (stdout, stderr) = text(&out);
     assert_eq!(code(&out), 0, "stdout:\n{stdout}\nstderr:\n{stderr}");
-    for check in ["engine", "registry", "privileged-sibling", "reload-command"] {
+    for check in [
+        "engine",
+        "registry",
+        "privileged-sibling",
+        "reload-command",
+        "reload-resets",
+    ] {
         assert!(
             stdout
                 .lines()
@@ -28,6 +35,7 @@ fn all_checks_pass_against_the_sandbox() {
 
 #[test]
 fn json_report_is_data_on_stdout() {
+    let _host = crate::support::host_settings();
     let s = sandbox();
     let out = slipway(&[
         "doctor",
@@ -52,7 +60,13 @@ fn json_report_is_data_on_stdout() {
         .collect();
     assert_eq!(
         names,
-        ["engine", "registry", "privileged-sibling", "reload-command"]
+        [
+            "engine",
+            "registry",
+            "privileged-sibling",
+            "reload-command",
+            "reload-resets"
+        ]
     );
     assert!(
         report["checks"]
@@ -180,4 +194,39 @@ fn an_unpullable_sibling_image_fails_with_the_engine_message() {
         "status=exited",
     ]);
     assert!(left.trim().is_empty(), "leftover doctor containers: {left}");
+}
+
+#[test]
+fn a_host_that_resets_connections_on_reload_is_reported() {
+    let _host = crate::support::host_settings();
+    let s = sandbox();
+    // The sandbox's network namespace is this test's "host"; put the setting back after.
+    let set = |v: &str| {
+        let out = std::process::Command::new("sysctl")
+            .args(["-qw", &format!("net.ipv4.tcp_migrate_req={v}")])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+    };
+    set("0");
+    let out = slipway(&[
+        "doctor",
+        "--reload-image",
+        &s.base_image,
+        "--reload-command",
+        &s.reload_command,
+    ]);
+    set("1");
+    let (stdout, stderr) = text(&out);
+    assert_eq!(code(&out), 4, "{stdout}\n{stderr}");
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.starts_with("FAIL") && l.contains("reload-resets") && l.contains("= 0")),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("sysctl -w net.ipv4.tcp_migrate_req=1"),
+        "{stdout}"
+    );
 }

@@ -47,6 +47,7 @@ fn runs_from_a_scratch_container_through_the_mounted_socket() {
     );
 
     // No DOCKER_HOST inside: slipway finds the socket where a CI job container has it.
+    let _host = crate::support::host_settings();
     let out = docker(&[
         "run",
         "--rm",

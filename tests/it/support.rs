@@ -90,3 +90,10 @@ pub fn text(out: &Output) -> (String, String) {
 pub fn code(out: &Output) -> i32 {
     out.status.code().expect("exited, not killed by a signal")
 }
+
+/// Held by tests that read or change host-wide settings of the sandbox (sysctls that `doctor`
+/// checks), so they never see each other's changes.
+pub fn host_settings() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
