@@ -163,13 +163,7 @@ impl HostAgent {
                 self.host.deadline,
             )
             .await?;
-        if out.code != 0 {
-            return Err(CaddyError::Reload {
-                code: out.code,
-                output: format!("{}{}", out.stdout, out.stderr).trim().to_string(),
-            });
-        }
-        Ok(out)
+        reloaded(out)
     }
 }
 
@@ -184,6 +178,11 @@ pub async fn reload_once(
     let out = engine
         .run_oneshot(&host.nsenter("reload", command), cancel)
         .await?;
+    reloaded(out)
+}
+
+/// A reload's exit: anything but 0 is the reload failing, with what the host printed.
+fn reloaded(out: OneShotExit) -> Result<OneShotExit, CaddyError> {
     if out.code != 0 {
         return Err(CaddyError::Reload {
             code: out.code,

@@ -38,6 +38,19 @@ pub struct Prepared {
     pub owner: Owner,
 }
 
+/// The privileged sibling's settings; an unpinned image is a usage error before anything runs.
+fn host_access(
+    image: &str,
+    pid: u32,
+    deadline: std::time::Duration,
+) -> Result<HostAccess, Failure> {
+    HostAccess::new(image, pid, deadline).map_err(|e| {
+        let hint = e.hint();
+        Failure::usage(anyhow::Error::new(e).context("--reload-image is not usable"))
+            .with_hint(hint)
+    })
+}
+
 pub fn prepare(global: &GlobalArgs, args: &ServiceArgs) -> Result<Prepared, Failure> {
     let spec = ServiceSpec::load(&args.config).map_err(|e| {
         let hint = e.hint();
@@ -52,12 +65,7 @@ pub fn prepare(global: &GlobalArgs, args: &ServiceArgs) -> Result<Prepared, Fail
         ))
         .with_hint("lower the limits, or approve on purpose with --approve-over-quota"));
     }
-    let host =
-        HostAccess::new(&args.reload_image, args.host_pid, args.reload_timeout).map_err(|e| {
-            let hint = e.hint();
-            Failure::usage(anyhow::Error::new(e).context("--reload-image is not usable"))
-                .with_hint(hint)
-        })?;
+    let host = host_access(&args.reload_image, args.host_pid, args.reload_timeout)?;
     let reload_text = args
         .reload_command
         .clone()
@@ -483,12 +491,7 @@ pub async fn reload(
     args: &ReloadArgs,
     cancel: &CancellationToken,
 ) -> Result<Exit, Failure> {
-    let host =
-        HostAccess::new(&args.reload_image, args.host_pid, args.reload_timeout).map_err(|e| {
-            let hint = e.hint();
-            Failure::usage(anyhow::Error::new(e).context("--reload-image is not usable"))
-                .with_hint(hint)
-        })?;
+    let host = host_access(&args.reload_image, args.host_pid, args.reload_timeout)?;
     let argv = host::split_command(&args.reload_command).map_err(|e| {
         Failure::usage(e).with_hint("e.g. --reload-command 'systemctl reload caddy'")
     })?;

@@ -11,6 +11,8 @@ use crate::caddy::HostAgent;
 use crate::engine::Engine;
 use crate::exit::Exit;
 
+const INTERRUPTED: &str = "interrupted (SIGINT/SIGTERM)";
+
 /// How a rollout ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -390,7 +392,7 @@ async fn roll(mut run: Run<'_>, plan: &Plan, r: &Rollout, hook: &impl AfterSwitc
             &new_id,
             None,
             r,
-            "interrupted".into(),
+            INTERRUPTED.into(),
             Outcome::Interrupted,
         )
         .await;
@@ -418,13 +420,13 @@ async fn roll(mut run: Run<'_>, plan: &Plan, r: &Rollout, hook: &impl AfterSwitc
             );
         }
         Err(GateFailure::Interrupted) => {
-            run.record("health", t, false, "interrupted");
+            run.record("health", t, false, INTERRUPTED);
             return undo(
                 run,
                 &new_id,
                 None,
                 r,
-                "interrupted".into(),
+                INTERRUPTED.into(),
                 Outcome::Interrupted,
             )
             .await;
@@ -448,7 +450,7 @@ async fn roll(mut run: Run<'_>, plan: &Plan, r: &Rollout, hook: &impl AfterSwitc
             &new_id,
             None,
             r,
-            "interrupted".into(),
+            INTERRUPTED.into(),
             Outcome::Interrupted,
         )
         .await;

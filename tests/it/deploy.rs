@@ -4,10 +4,19 @@
 use std::process::Command;
 
 use crate::service::{Svc, images};
-use crate::support::{code, docker_ok, slipway, text};
+use crate::support::{code, docker_ok, signal, slipway, text};
 
 const HEALTH: &str = "docker = true";
 const SECRET: &str = "s3cr3t+/=>?~Value";
+
+/// The spec also passes APP_TOKEN (the secret) from the job's environment.
+fn pass_token(svc: &Svc) {
+    let spec = std::fs::read_to_string(svc.spec_path()).unwrap().replace(
+        "env = [\"APP_HEALTH\", \"APP_START_DELAY\"]",
+        "env = [\"APP_HEALTH\", \"APP_START_DELAY\", \"APP_TOKEN\"]",
+    );
+    std::fs::write(svc.spec_path(), spec).unwrap();
+}
 
 fn deploy_args<'a>(svc: &'a Svc, image: &'a str, extra: &[&'a str]) -> Vec<String> {
     let mut args: Vec<String> = ["deploy", "--image", image, "--url", &svc.url("/health")]
@@ -30,16 +39,6 @@ fn deploy(svc: &Svc, image: &str, extra: &[&str], env: &[(&str, &str)]) -> std::
     let args = deploy_args(svc, image, extra);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     svc.run(&args, env)
-}
-
-fn signal(child: &std::process::Child, sig: &str) {
-    assert!(
-        Command::new("kill")
-            .args([sig, &child.id().to_string()])
-            .status()
-            .unwrap()
-            .success()
-    );
 }
 
 #[test]
@@ -248,11 +247,7 @@ fn engine_state(svc: &Svc) -> String {
 fn a_dry_run_changes_nothing_and_prints_the_plan_as_data() {
     let img = images();
     let svc = Svc::new("dep-plan", "[limits]\nmemory = \"128m\"\npids = 64", HEALTH);
-    let spec = std::fs::read_to_string(svc.spec_path()).unwrap().replace(
-        "env = [\"APP_HEALTH\", \"APP_START_DELAY\"]",
-        "env = [\"APP_HEALTH\", \"APP_START_DELAY\", \"APP_TOKEN\"]",
-    );
-    std::fs::write(svc.spec_path(), spec).unwrap();
+    pass_token(&svc);
     let secret = [("APP_TOKEN", SECRET)];
     assert_eq!(code(&deploy(&svc, &img.v1, &[], &secret)), 0);
     let before = engine_state(&svc);
@@ -301,11 +296,7 @@ fn a_dry_run_changes_nothing_and_prints_the_plan_as_data() {
 fn secrets_never_reach_output_reports_or_the_host_files() {
     let img = images();
     let svc = Svc::new("dep-secret", "", HEALTH);
-    let spec = std::fs::read_to_string(svc.spec_path()).unwrap().replace(
-        "env = [\"APP_HEALTH\", \"APP_START_DELAY\"]",
-        "env = [\"APP_HEALTH\", \"APP_START_DELAY\", \"APP_TOKEN\"]",
-    );
-    std::fs::write(svc.spec_path(), spec).unwrap();
+    pass_token(&svc);
     let ci = svc.dir.join("ci");
     std::fs::create_dir_all(&ci).unwrap();
     let (out_file, summary, report) = (

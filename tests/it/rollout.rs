@@ -1,11 +1,10 @@
 //! `slipway rollout | rollback | reload | lock` against the real engine, registry and Caddy, with a
 //! privileged nsenter sibling doing every host step. Every test checks what Caddy serves after.
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::service::{Svc, images};
-use crate::support::{code, sandbox, slipway, text};
+use crate::support::{code, sandbox, signal, slipway, text};
 
 const DOCKER_HEALTH: &str =
     "docker = true\n[health.http]\njson_field = \".version\"\ninterval = \"200ms\"";
@@ -14,14 +13,6 @@ fn ok(svc: &Svc, image: &str) {
     let out = svc.run(&["rollout", image], &[]);
     let (stdout, stderr) = text(&out);
     assert_eq!(code(&out), 0, "stdout:\n{stdout}\nstderr:\n{stderr}");
-}
-
-fn signal(child: &std::process::Child, sig: &str) {
-    let status = Command::new("kill")
-        .args([sig, &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
 }
 
 #[test]
