@@ -173,6 +173,15 @@ pub struct ServiceArgs {
     /// The service spec (TOML)
     #[arg(long, env = "SLIPWAY_CONFIG", value_name = "PATH")]
     pub config: std::path::PathBuf,
+    /// Override a spec key: KEY.PATH=VALUE, e.g. limits.memory=256m (repeatable; in SLIPWAY_SET
+    /// one a line)
+    #[arg(
+        long = "set",
+        env = "SLIPWAY_SET",
+        value_name = "KEY=VALUE",
+        value_delimiter = '\n'
+    )]
+    pub set: Vec<String>,
     /// Image of the privileged sibling that enters the host (also runs the lock and the HTTP
     /// probe); must be pinned: NAME@sha256:<64 hex>
     #[arg(long, env = "SLIPWAY_RELOAD_IMAGE", default_value = DEFAULT_RELOAD_IMAGE)]

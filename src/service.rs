@@ -52,7 +52,7 @@ fn host_access(
 }
 
 pub fn prepare(global: &GlobalArgs, args: &ServiceArgs) -> Result<Prepared, Failure> {
-    let spec = ServiceSpec::load(&args.config).map_err(|e| {
+    let spec = ServiceSpec::load(&args.config, &args.set).map_err(|e| {
         let hint = e.hint();
         Failure::usage(e).with_hint(hint)
     })?;
@@ -518,7 +518,7 @@ pub async fn reload(
 /// `slipway lock status|release`.
 pub async fn lock_command(global: &GlobalArgs, args: &LockArgs) -> Result<Exit, Failure> {
     let (LockAction::Status(t) | LockAction::Release(t)) = &args.action;
-    let spec = ServiceSpec::load(&t.config).map_err(|e| {
+    let spec = ServiceSpec::load(&t.config, &[]).map_err(|e| {
         let hint = e.hint();
         Failure::usage(e).with_hint(hint)
     })?;

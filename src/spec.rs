@@ -232,19 +232,38 @@ pub struct Resources {
 }
 
 impl ServiceSpec {
-    pub fn load(path: &Path) -> Result<ServiceSpec, SpecError> {
+    pub fn load(path: &Path, overrides: &[String]) -> Result<ServiceSpec, SpecError> {
         let text = std::fs::read_to_string(path).map_err(|source| SpecError::Read {
             path: path.to_path_buf(),
             source,
         })?;
-        Self::parse(path, &text)
+        Self::parse_with(path, &text, overrides)
     }
 
+    #[cfg(test)]
     pub fn parse(path: &Path, text: &str) -> Result<ServiceSpec, SpecError> {
-        let spec: ServiceSpec = toml::from_str(text).map_err(|e| SpecError::Parse {
+        Self::parse_with(path, text, &[])
+    }
+
+    /// Parses `text`, then applies `KEY.PATH=VALUE` overrides (from `--set` / SLIPWAY_SET) before
+    /// anything is validated, so an override's mistake is reported with its path too.
+    pub fn parse_with(
+        path: &Path,
+        text: &str,
+        overrides: &[String],
+    ) -> Result<ServiceSpec, SpecError> {
+        let parse_err = |message: String| SpecError::Parse {
             path: path.to_path_buf(),
-            message: e.to_string().trim().replace('\n', " "),
-        })?;
+            message,
+        };
+        let mut doc: toml::Table = toml::from_str(text)
+            .map_err(|e: toml::de::Error| parse_err(e.to_string().trim().replace('\n', " ")))?;
+        for o in overrides {
+            apply_override(&mut doc, o).map_err(|m| parse_err(format!("--set {o}: {m}")))?;
+        }
+        let spec: ServiceSpec = toml::Value::Table(doc)
+            .try_into()
+            .map_err(|e: toml::de::Error| parse_err(e.to_string().trim().replace('\n', " ")))?;
         let problems = spec.problems();
         if problems.is_empty() {
             Ok(spec)
@@ -450,6 +469,33 @@ fn valid_env_name(name: &str) -> bool {
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
+/// `a.b.c=VALUE`: VALUE is read as TOML (`512`, `true`, `["A","B"]`, `"text"`), else taken as
+/// a plain string (`256m`, `10s`).
+fn apply_override(doc: &mut toml::Table, item: &str) -> Result<(), String> {
+    let (key, raw) = item
+        .split_once('=')
+        .ok_or("write it as KEY=VALUE, e.g. limits.memory=256m")?;
+    let parts: Vec<&str> = key.trim().split('.').collect();
+    if parts.iter().any(|p| p.is_empty()) {
+        return Err(format!("`{key}` is not a dotted key"));
+    }
+    let value = toml::from_str::<toml::Table>(&format!("v = {raw}"))
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(raw.to_string()));
+    let (last, parents) = parts.split_last().expect("at least one part");
+    let mut table = doc;
+    for p in parents {
+        table = table
+            .entry(p.to_string())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+            .as_table_mut()
+            .ok_or_else(|| format!("`{p}` is not a table"))?;
+    }
+    table.insert(last.to_string(), value);
+    Ok(())
+}
+
 /// "256m" → bytes. Suffixes b, k, m, g (powers of 1024), as `docker run --memory` takes them.
 pub fn parse_bytes(text: &str) -> Option<i64> {
     let t = text.trim().to_ascii_lowercase();
@@ -586,6 +632,31 @@ snippet_dir = "relative/dir"
                 .unwrap()
                 .over_quota()
                 .is_empty()
+        );
+    }
+
+    #[test]
+    fn overrides_apply_before_validation_and_keep_their_paths() {
+        let sets = [
+            "limits.memory=256m".to_string(),
+            "drain=500ms".to_string(),
+            "env=[\"A\", \"B\"]".to_string(),
+            "read_only=true".to_string(),
+        ];
+        let spec = ServiceSpec::parse_with(Path::new("s.toml"), MINIMAL, &sets).unwrap();
+        assert_eq!(spec.limits.memory.as_deref(), Some("256m"));
+        assert_eq!(spec.drain, Duration::from_millis(500));
+        assert_eq!(spec.env, ["A", "B"]);
+        assert!(spec.read_only);
+        let err = ServiceSpec::parse_with(Path::new("s.toml"), MINIMAL, &["slots=[1, 1]".into()])
+            .unwrap_err();
+        assert!(err.to_string().contains("slots:"), "{err}");
+        let err =
+            ServiceSpec::parse_with(Path::new("s.toml"), MINIMAL, &["nokey".into()]).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("--set nokey: write it as KEY=VALUE"),
+            "{err}"
         );
     }
 
