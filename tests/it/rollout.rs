@@ -334,3 +334,27 @@ fn reload_runs_the_command_on_the_host_and_refuses_a_tag() {
     let out = slipway(&["reload", "--reload-image", "busybox:latest"]);
     assert_eq!(code(&out), 2, "{:?}", text(&out));
 }
+
+#[test]
+fn sigterm_while_waiting_for_the_lock_leaves_the_holder_alone() {
+    let img = images();
+    let svc = Svc::new("roll-lockwait", "drain = \"6s\"", DOCKER_HEALTH);
+    let spec = std::fs::read_to_string(svc.spec_path())
+        .unwrap()
+        .replace("drain = \"300ms\"\n", "");
+    std::fs::write(svc.spec_path(), spec).unwrap();
+    ok(&svc, &img.v1);
+    let (holder, _) = svc.spawn_until(&["rollout", &img.v2], &[], "switch:");
+    let (mut waiter, seen) = svc.spawn_until(
+        &["rollout", &img.v1, "--lock-wait", "60s"],
+        &[],
+        "waiting up to 60s for the deploy lock",
+    );
+    signal(&waiter, "-TERM");
+    let status = waiter.wait().unwrap();
+    assert_eq!(status.code(), Some(130), "{}", seen.lock().unwrap());
+    let out = holder.wait_with_output().unwrap();
+    assert_eq!(code(&out), 0, "the holder finishes: {:?}", text(&out));
+    svc.assert_serves("v2");
+    assert_eq!(svc.running_revisions(), ["v2"]);
+}
