@@ -123,7 +123,8 @@ impl HostAgent {
         }
     }
 
-    /// Replaces the snippet atomically (temp file + rename), or removes it for `None`.
+    /// Replaces the snippet atomically (temp file + rename); `None` writes a comment-only
+    /// placeholder (nothing routed).
     pub async fn write(
         &self,
         engine: &Engine,
@@ -137,7 +138,13 @@ impl HostAgent {
                 ),
                 &[file, c],
             ),
-            None => sh(&format!("rm -f {MOUNT}/$1"), &[file]),
+            // Not removed: a Caddyfile that imports this file by name needs it to exist.
+            None => sh(
+                &format!(
+                    "t={MOUNT}/.$1.slipway-tmp; printf '# slipway: no release serves here\\n' > \"$t\" && mv -f \"$t\" {MOUNT}/$1"
+                ),
+                &[file],
+            ),
         };
         let out = engine.exec(&self.id, &argv, self.host.deadline).await?;
         if out.code != 0 {

@@ -266,6 +266,45 @@ pub async fn deploy(
     args: &DeployArgs,
     cancel: &CancellationToken,
 ) -> Result<Exit, Failure> {
+    let result = deploy_inner(global, args, cancel).await;
+    if let Err(f) = &result
+        && !args.service.dry_run
+    {
+        record_early_failure(args, f);
+    }
+    result
+}
+
+/// A deploy that ended before the rollout report existed still tells CI how it ended.
+fn record_early_failure(args: &DeployArgs, f: &Failure) {
+    let outcome = match f.exit {
+        Exit::Usage => "usage-error",
+        Exit::Unavailable => "unavailable",
+        Exit::Interrupted => "interrupted",
+        Exit::RolledBack => "rolled-back",
+        Exit::RollbackFailed => "rollback-failed",
+        Exit::Success => "deployed",
+    };
+    let ci = Ci::from_env();
+    let message = f.error.to_string();
+    let _ = ci.outputs(&[
+        ("outcome", outcome.to_string()),
+        ("url", args.smoke.urls.first().cloned().unwrap_or_default()),
+    ]);
+    let _ = ci.summary(&format!(
+        "### ❌ slipway deploy: {outcome}\n\n{message}\n\nNothing was changed on the host.\n\n"
+    ));
+    if let Some(path) = &args.report {
+        let json = serde_json::json!({ "outcome": outcome, "message": message, "steps": [] });
+        let _ = std::fs::write(path, format!("{json:#}\n"));
+    }
+}
+
+async fn deploy_inner(
+    global: &GlobalArgs,
+    args: &DeployArgs,
+    cancel: &CancellationToken,
+) -> Result<Exit, Failure> {
     let ci = Ci::from_env();
     let started = SystemTime::now();
     ci.group("slipway: check inputs");
@@ -358,6 +397,17 @@ async fn check_inputs(
     }
     // Checked now so a bad flag fails before anything runs; the version comes later.
     smoke_from_args(&args.smoke, "-")?;
+    if let Some(path) = &args.report
+        && let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
+        && !dir.is_dir()
+    {
+        return Err(Failure::usage(anyhow::anyhow!(
+            "--report {}: the directory {} does not exist",
+            path.display(),
+            dir.display()
+        ))
+        .with_hint("create it first, or write the report elsewhere"));
+    }
     let source = match &args.image {
         Some(image) => Source::Given(PinnedImage::parse(image).map_err(|e| {
             let hint = e.hint();
@@ -548,8 +598,11 @@ fn finish(
     };
     if let Some(path) = &args.report {
         let json = serde_json::to_string_pretty(&deploy_report).expect("plain data serializes");
-        std::fs::write(path, json + "\n")
-            .map_err(|e| Failure::usage(e).with_hint("--report needs a writable path"))?;
+        // The deploy has happened by now: a report that cannot be written does not change
+        // how it ended.
+        if let Err(e) = std::fs::write(path, json + "\n") {
+            tracing::error!("could not write the report {}: {e}", path.display());
+        }
     }
     service::print(
         args.service.format,

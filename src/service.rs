@@ -88,10 +88,7 @@ pub fn prepare(global: &GlobalArgs, args: &ServiceArgs) -> Result<Prepared, Fail
             "set them in the job (e.g. `env:` from secrets), or remove them from `env` in the spec",
         )
     })?;
-    let engine = Engine::connect(&global.docker_host()).map_err(|e| {
-        Failure::usage(e)
-            .with_hint("set --docker-host or DOCKER_HOST, e.g. unix:///var/run/docker.sock")
-    })?;
+    let engine = connect(global)?;
     let owner = Owner::current(&env);
     Ok(Prepared {
         spec,
@@ -101,6 +98,15 @@ pub fn prepare(global: &GlobalArgs, args: &ServiceArgs) -> Result<Prepared, Fail
         values,
         engine,
         owner,
+    })
+}
+
+/// The engine at --docker-host / DOCKER_HOST; a socket that is not there is "unavailable" (4).
+pub fn connect(global: &GlobalArgs) -> Result<Engine, Failure> {
+    Engine::connect(&global.docker_host()).map_err(|e| {
+        Failure::new(Exit::Unavailable, e).with_hint(
+            "is dockerd running, and is this the right socket? Set --docker-host or DOCKER_HOST (a CI job container needs the host's /var/run/docker.sock mounted)",
+        )
     })
 }
 
@@ -495,7 +501,7 @@ pub async fn reload(
     let argv = host::split_command(&args.reload_command).map_err(|e| {
         Failure::usage(e).with_hint("e.g. --reload-command 'systemctl reload caddy'")
     })?;
-    let engine = Engine::connect(&global.docker_host()).map_err(Failure::usage)?;
+    let engine = connect(global)?;
     reachable(&engine).await?;
     match caddy::reload_once(&engine, &host, &argv, cancel).await {
         Ok(out) => {
@@ -522,7 +528,7 @@ pub async fn lock_command(global: &GlobalArgs, args: &LockArgs) -> Result<Exit, 
         let hint = e.hint();
         Failure::usage(e).with_hint(hint)
     })?;
-    let engine = Engine::connect(&global.docker_host()).map_err(Failure::usage)?;
+    let engine = connect(global)?;
     reachable(&engine).await?;
     let unavailable = |e: crate::engine::EngineError| Failure::new(Exit::Unavailable, e);
     match &args.action {

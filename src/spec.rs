@@ -661,6 +661,21 @@ snippet_dir = "relative/dir"
     }
 
     #[test]
+    fn the_committed_deploy_specs_are_valid() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy");
+        let mut seen = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "toml") {
+                let spec = ServiceSpec::load(&path, &[]).unwrap_or_else(|e| panic!("{e}"));
+                assert!(spec.over_quota().is_empty(), "{}", path.display());
+                seen += 1;
+            }
+        }
+        assert_eq!(seen, 2, "deploy/staging.toml and deploy/production.toml");
+    }
+
+    #[test]
     fn sizes_parse_like_docker() {
         assert_eq!(parse_bytes("256m"), Some(256 << 20));
         assert_eq!(parse_bytes("1G"), Some(1 << 30));

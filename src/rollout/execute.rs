@@ -175,14 +175,18 @@ async fn verify_restored(report: &mut Report, hook: &impl AfterSwitch, r: &Rollo
         Err(why) => {
             report.outcome = Outcome::RollbackFailed;
             report.message = format!(
-                "{}; but after putting the previous release back, the public check still fails: {why}. State: {} routes to the previous container{}; the new one was removed. Check Caddy and the previous container on the host, then run `slipway rollback` or deploy again",
+                "{}; but after putting the previous release back, the public check still fails: {why}. State: {} routes to the previous container{}; the new one was removed. Check Caddy and the previous container on the host, then deploy again or run `slipway rollout REPO@{}` (the previous release's digest)",
                 report.message,
                 r.snippet.path,
                 report.previous.as_ref().map_or(String::new(), |p| format!(
                     " {} on 127.0.0.1:{}",
                     p.name,
                     p.port.unwrap_or_default()
-                ))
+                )),
+                report
+                    .previous
+                    .as_ref()
+                    .map_or("<previous digest>".to_string(), |p| p.digest.clone())
             );
         }
     }
@@ -609,7 +613,7 @@ async fn undo(
             let old = run.report.previous.clone();
             let manual = match &old {
                 Some(o) => format!(
-                    "write `reverse_proxy 127.0.0.1:{}` to {} on the host and run `{}`, or run `slipway rollback`",
+                    "write `reverse_proxy 127.0.0.1:{}` to {} on the host and run `{}`, or fix what the reload reports and run `slipway reload`",
                     o.port.unwrap_or_default(),
                     r.snippet.path,
                     r.reload_command

@@ -457,3 +457,43 @@ fn the_whole_job_lints_builds_pushes_proves_and_deploys_from_source() {
     );
     assert!(outputs.contains("outcome=deployed"), "{outputs}");
 }
+
+#[test]
+fn a_deploy_that_ends_early_still_tells_ci_how() {
+    let img = images();
+    let svc = Svc::new("dep-early", "", HEALTH);
+    let ci = svc.dir.join("ci");
+    std::fs::create_dir_all(&ci).unwrap();
+    let (out_file, report) = (ci.join("output"), ci.join("report.json"));
+    let report_arg = report.display().to_string();
+    // The spec passes APP_TOKEN, which the job does not set: a usage error before anything runs.
+    pass_token(&svc);
+    let out = deploy(
+        &svc,
+        &img.v1,
+        &["--report", &report_arg],
+        &[("GITHUB_OUTPUT", out_file.to_str().unwrap())],
+    );
+    let (stdout, stderr) = text(&out);
+    assert_eq!(code(&out), 2, "{stdout}\n{stderr}");
+    assert!(stderr.contains("APP_TOKEN"), "{stderr}");
+    let outputs = std::fs::read_to_string(&out_file).unwrap();
+    assert!(outputs.contains("outcome=usage-error\n"), "{outputs}");
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    assert_eq!(r["outcome"], "usage-error");
+    assert!(svc.containers().is_empty(), "{:?}", svc.containers());
+    // A socket that is not there is "unavailable" (4), not a usage error.
+    let out = svc.run(
+        &deploy_args(
+            &svc,
+            &img.v1,
+            &["--docker-host", "unix:///nonexistent/docker.sock"],
+        )
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>(),
+        &[("APP_TOKEN", "x")],
+    );
+    assert_eq!(code(&out), 4, "{:?}", text(&out));
+}
