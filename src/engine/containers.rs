@@ -142,7 +142,7 @@ pub fn create_body(spec: &AppContainer) -> ContainerCreateBody {
     }
 }
 
-pub(super) fn info_from(r: ContainerInspectResponse) -> ContainerInfo {
+fn info_from(r: ContainerInspectResponse) -> ContainerInfo {
     let state = r.state.unwrap_or_default();
     let health = state.health.clone();
     ContainerInfo {
@@ -181,7 +181,7 @@ pub(super) fn info_from(r: ContainerInspectResponse) -> ContainerInfo {
     }
 }
 
-pub(super) fn not_found(e: &BollardError) -> bool {
+fn not_found(e: &BollardError) -> bool {
     matches!(
         e,
         BollardError::DockerResponseServerError {

@@ -1,5 +1,5 @@
-//! What `slipway watch` asks of the engine: running containers by label (without inspecting the
-//! stopped ones), a container's environment, and the probe sibling: a small unprivileged
+//! What `slipway watch` asks of the engine: running containers by label in one call, a
+//! container's environment, and the probe sibling: a small unprivileged
 //! container that joins an app container's network namespace and sleeps, so the watchdog can
 //! exec its HTTP probe there without the privileged host agent (which only exists while the
 //! deploy lock is held).
@@ -10,8 +10,7 @@ use bollard::errors::Error as BollardError;
 use bollard::models::{ContainerCreateBody, HostConfig};
 use bollard::query_parameters::{CreateContainerOptionsBuilder, ListContainersOptionsBuilder};
 
-use super::containers::{info_from, not_found};
-use super::{ContainerInfo, Engine, EngineError, LABEL_MANAGED, LABEL_ROLE};
+use super::{Engine, EngineError, LABEL_MANAGED, LABEL_ROLE};
 
 /// The role label of a probe sibling. Not `probe`: a rollout removes `agent`/`probe` helpers it
 /// finds as leftovers of a dead run, and a watchdog's sibling is neither dead nor the rollout's.
@@ -59,6 +58,20 @@ pub fn probe_body(spec: &ProbeSibling) -> ContainerCreateBody {
     }
 }
 
+/// A container as a list call shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listed {
+    pub id: String,
+    pub labels: BTreeMap<String, String>,
+    pub created_unix: i64,
+}
+
+impl Listed {
+    pub fn role(&self) -> Option<&str> {
+        self.labels.get(LABEL_ROLE).map(String::as_str)
+    }
+}
+
 impl EngineError {
     /// The container asked about is gone (404) or not running (409).
     pub fn container_gone(&self) -> bool {
@@ -76,33 +89,8 @@ impl EngineError {
 }
 
 impl Engine {
-    /// Running (or paused) containers carrying all of `labels`, inspected; stopped ones are not
-    /// even listed.
-    pub async fn running_with_labels(
-        &self,
-        labels: &[(&str, &str)],
-    ) -> Result<Vec<ContainerInfo>, EngineError> {
-        let mut out = Vec::new();
-        for id in self.list_running(labels).await?.into_keys() {
-            match self.docker.inspect_container(&id, None).await {
-                Ok(r) => out.push(info_from(r)),
-                Err(e) if not_found(&e) => {}
-                Err(source) => {
-                    return Err(EngineError::Api {
-                        op: format!("inspecting container {id}"),
-                        source,
-                    });
-                }
-            }
-        }
-        Ok(out)
-    }
-
-    /// The labels of running (or paused) containers carrying all of `labels`, by id; one call.
-    pub async fn list_running(
-        &self,
-        labels: &[(&str, &str)],
-    ) -> Result<BTreeMap<String, BTreeMap<String, String>>, EngineError> {
+    /// Running (or paused) containers carrying all of `labels`, from one list call: no inspect.
+    pub async fn list_running(&self, labels: &[(&str, &str)]) -> Result<Vec<Listed>, EngineError> {
         let filters = HashMap::from([
             (
                 "label",
@@ -124,7 +112,13 @@ impl Engine {
             .map_err(|source| self.unreachable_or("listing containers", source))?;
         Ok(summaries
             .into_iter()
-            .filter_map(|s| Some((s.id?, s.labels.unwrap_or_default().into_iter().collect())))
+            .filter_map(|s| {
+                Some(Listed {
+                    id: s.id?,
+                    labels: s.labels.unwrap_or_default().into_iter().collect(),
+                    created_unix: s.created.unwrap_or_default(),
+                })
+            })
             .collect())
     }
 

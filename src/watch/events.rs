@@ -62,6 +62,8 @@ pub enum Event {
         first_failure_to_serving_ms: u64,
         /// The replacement itself: lock, start, gate, switch, drain, removal.
         replace_ms: u64,
+        /// From the replacement's start to its health gate passing.
+        start_to_healthy_ms: Option<u64>,
     },
     ReplaceFailed {
         service: String,
@@ -84,10 +86,11 @@ pub enum Event {
         window_secs: u64,
         message: String,
     },
-    /// A deploy (or another watchdog) holds the service's lock: nothing is replaced now.
+    /// A deploy (or another watchdog) holds the service's lock: nothing is probed or replaced
+    /// until it is released.
     LockHeld {
         service: String,
-        container: String,
+        container: Option<String>,
         owner: String,
         since: String,
     },
@@ -212,13 +215,13 @@ impl Event {
             } => (Level::ERROR, format!("{service}: CAPPED: {message}")),
             Event::LockHeld {
                 service,
-                container,
                 owner,
                 since,
+                ..
             } => (
                 Level::WARN,
                 format!(
-                    "{service}: {container} is stuck, but the deploy lock is held by {owner} (since {since}): not replacing while it is held"
+                    "{service}: the deploy lock is held by {owner} (since {since}): not probing or replacing it until the lock is released"
                 ),
             ),
             Event::NotServing {

@@ -175,8 +175,8 @@ async fn note_unwatched(
     else {
         return;
     };
-    for labels in running.values() {
-        let Some(service) = labels.get(rollout::LABEL_SERVICE) else {
+    for c in &running {
+        let Some(service) = c.labels.get(rollout::LABEL_SERVICE) else {
             continue;
         };
         if !watched.contains_key(service) && noted.insert(service.clone()) {
@@ -225,7 +225,7 @@ impl Checked {
                 Replacement::Failed(_) => "stuck; the replacement failed".into(),
                 Replacement::Backoff => "stuck; replacement held back (backoff)".into(),
                 Replacement::Capped => "stuck; replacement held back (capped)".into(),
-                Replacement::LockHeld => "stuck; not replaced: the deploy lock is held".into(),
+                Replacement::LockHeld => "not probed or replaced: the deploy lock is held".into(),
                 Replacement::NotServing => "stuck, but no longer serving".into(),
                 Replacement::Interrupted => "interrupted".into(),
             },
@@ -278,6 +278,7 @@ async fn check_once(shared: &Shared, w: &mut Watcher, cancel: &CancellationToken
             Probe::Healthy => return Checked::Healthy,
             Probe::NoActive => return Checked::NoActive,
             Probe::Inconclusive(why) => return Checked::Unavailable(why),
+            Probe::Locked { .. } => return Checked::Replacement(Replacement::LockHeld),
             Probe::Failed { .. } => {}
         }
     }

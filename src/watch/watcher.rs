@@ -12,10 +12,10 @@ use tokio_util::sync::CancellationToken;
 use super::events::{Event, Events};
 use super::policy::{Decision, Policy};
 use crate::caddy::HostAgent;
-use crate::engine::{ContainerInfo, Engine, EngineError, LABEL_MANAGED, LABEL_ROLE, ProbeSibling};
+use crate::engine::{ContainerInfo, Engine, EngineError, LABEL_MANAGED, ProbeSibling};
 use crate::exit::Exit;
 use crate::host::HostAccess;
-use crate::lock::{Lock, LockError, LockRequest, Owner};
+use crate::lock::{LABEL_OWNER, Lock, LockError, LockRequest, Owner};
 use crate::reference::PinnedImage;
 use crate::rollout::execute::{Context, NoCheck};
 use crate::rollout::{self, Facts, Gate, HttpGate, Outcome, Replace, Target};
@@ -54,6 +54,12 @@ fn now_ms() -> u64 {
         .unwrap_or_default()
 }
 
+/// A unix time as RFC 3339, as the engine writes times.
+fn since(unix: i64) -> String {
+    let at = std::time::UNIX_EPOCH + Duration::from_secs(unix.max(0) as u64);
+    humantime::format_rfc3339_seconds(at).to_string()
+}
+
 fn label(info: &ContainerInfo, key: &str) -> String {
     info.labels.get(key).cloned().unwrap_or_default()
 }
@@ -71,6 +77,10 @@ pub enum Probe {
     /// The probe could not run (the engine failed, or the sibling had to be made again): no
     /// verdict, so it counts neither way.
     Inconclusive(String),
+    /// The service's deploy lock is held: a deploy runs, nothing is probed or replaced.
+    Locked {
+        owner: String,
+    },
 }
 
 /// What a replacement attempt came to.
@@ -108,6 +118,8 @@ pub struct Watcher {
     pub spec: ServiceSpec,
     reload: Vec<String>,
     current: Option<Current>,
+    /// A `lock_held` event was emitted for the lock seen now.
+    said_locked: bool,
     /// Replacements that failed (unix ms): they left no container to carry them in a label.
     failed: Vec<u64>,
 }
@@ -121,6 +133,7 @@ impl Watcher {
             spec,
             reload,
             current: None,
+            said_locked: false,
             failed: Vec::new(),
         }
     }
@@ -146,21 +159,47 @@ impl Watcher {
     /// Finds the serving container and probes it once.
     pub async fn probe(&mut self, sh: &Shared) -> Probe {
         let name = self.spec.name.clone();
-        let running = match sh
+        // One list call: the service's running app containers, and its deploy lock if held.
+        let listed = match sh
             .engine
-            .running_with_labels(&[
-                (LABEL_MANAGED, "true"),
-                (LABEL_ROLE, "app"),
-                (rollout::LABEL_SERVICE, &name),
-            ])
+            .list_running(&[(LABEL_MANAGED, "true"), (rollout::LABEL_SERVICE, &name)])
             .await
         {
-            Ok(r) => r,
+            Ok(l) => l,
             Err(e) => {
                 sh.trouble.notify_one();
                 return Probe::Inconclusive(e.to_string());
             }
         };
+        // A deploy (or another watchdog's replacement) is running: its own gate watches the
+        // service, and the container it starts does not answer yet. Not probed meanwhile.
+        if let Some(lock) = listed.iter().find(|c| c.role() == Some("lock")) {
+            let owner = lock.labels.get(LABEL_OWNER).cloned().unwrap_or_default();
+            if !self.said_locked {
+                self.said_locked = true;
+                sh.events.emit(Event::LockHeld {
+                    service: name.clone(),
+                    container: self.current.as_ref().map(|c| c.info.name.clone()),
+                    owner: owner.clone(),
+                    since: since(lock.created_unix),
+                });
+            }
+            return Probe::Locked { owner };
+        }
+        if std::mem::take(&mut self.said_locked) {
+            tracing::info!("{name}: the deploy lock is free again; probing");
+        }
+        let mut running = Vec::new();
+        for c in listed.iter().filter(|c| c.role() == Some("app")) {
+            match sh.engine.inspect_container(&c.id).await {
+                Ok(Some(info)) if info.running => running.push(info),
+                Ok(_) => {}
+                Err(e) => {
+                    sh.trouble.notify_one();
+                    return Probe::Inconclusive(e.to_string());
+                }
+            }
+        }
         // Without the lock the snippet cannot be read: the newest running container is the one
         // serving between deploys. Before a replacement this is checked again under the lock.
         let facts = Facts {
@@ -230,6 +269,11 @@ impl Watcher {
         }
         match cur.http.judge(attempt) {
             Ok(()) => {
+                tracing::debug!(
+                    "{name}: {} answers ({} ms)",
+                    cur.info.name,
+                    started.elapsed().as_millis()
+                );
                 if cur.streak > 0 {
                     sh.events.emit(Event::Recovered {
                         service: name,
@@ -335,7 +379,7 @@ impl Watcher {
                     cur.said.lock_held = true;
                     sh.events.emit(Event::LockHeld {
                         service,
-                        container: cur.info.name.clone(),
+                        container: Some(cur.info.name.clone()),
                         owner,
                         since,
                     });
@@ -474,6 +518,7 @@ impl Watcher {
                         .saturating_duration_since(first_failure)
                         .as_millis() as u64,
                     replace_ms: report.wall_ms,
+                    start_to_healthy_ms: report.start_to_healthy_ms,
                 });
                 self.current = None;
                 Replacement::Replaced
