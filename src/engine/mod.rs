@@ -22,7 +22,7 @@ mod containers;
 mod watch;
 pub use build::ImageBuild;
 pub use containers::*;
-pub use watch::ProbeSibling;
+pub use watch::{ProbeSession, ProbeSibling};
 
 pub const DEFAULT_DOCKER_HOST: &str = "unix:///var/run/docker.sock";
 /// Label put on every container slipway creates.

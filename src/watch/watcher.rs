@@ -12,7 +12,9 @@ use tokio_util::sync::CancellationToken;
 use super::events::{Event, Events};
 use super::policy::{Decision, Policy};
 use crate::caddy::HostAgent;
-use crate::engine::{ContainerInfo, Engine, EngineError, LABEL_MANAGED, ProbeSibling};
+use crate::engine::{
+    ContainerInfo, Engine, EngineError, LABEL_MANAGED, ProbeSession, ProbeSibling, unique_suffix,
+};
 use crate::exit::Exit;
 use crate::host::HostAccess;
 use crate::lock::{LABEL_OWNER, Lock, LockError, LockRequest, Owner};
@@ -22,10 +24,8 @@ use crate::rollout::{self, Facts, Gate, HttpGate, Outcome, Replace, Target};
 use crate::service;
 use crate::spec::ServiceSpec;
 
-/// On a probe sibling: the container whose network it joined, and when that one started (a
-/// restarted container has a new network namespace, so the sibling is made again).
+/// On a probe sibling: the container whose network it joined.
 pub const LABEL_PROBE_TARGET: &str = "dev.slipway.probe.target";
-pub const LABEL_PROBE_STARTED: &str = "dev.slipway.probe.started";
 
 /// What every service's watcher shares.
 pub struct Shared {
@@ -43,7 +43,9 @@ pub struct Shared {
     pub trouble: Notify,
 }
 
-pub fn sibling_name(service: &str) -> String {
+/// A probe sibling is named `slipway-probe-<service>-<pid>-<nanos>`: one per watchdog process,
+/// so a `--once` run and the long-running watchdog can probe the same service at once.
+pub fn sibling_prefix(service: &str) -> String {
     format!("slipway-probe-{service}")
 }
 
@@ -103,12 +105,14 @@ struct Said {
     backoff: bool,
     capped: bool,
     lock_held: bool,
+    /// Under the lock it turned out not to be the container Caddy routes to.
+    not_serving: bool,
 }
 
 struct Current {
     info: ContainerInfo,
     http: HttpGate,
-    sibling: Option<String>,
+    sibling: Option<ProbeSession>,
     streak: u32,
     first_failure: Option<Instant>,
     said: Said,
@@ -241,30 +245,25 @@ impl Watcher {
             });
         }
         let cur = self.current.as_mut().expect("set above");
-        let sibling = match &cur.sibling {
-            Some(id) => id.clone(),
-            None => match ensure_sibling(sh, &name, &cur.info).await {
-                Ok(id) => {
-                    cur.sibling = Some(id.clone());
-                    id
-                }
+        if cur.sibling.is_none() {
+            match start_sibling(sh, &name, &cur.info, &cur.http).await {
+                Ok(session) => cur.sibling = Some(session),
                 Err(e) => {
                     sh.trouble.notify_one();
                     return Probe::Inconclusive(format!("the probe sibling: {e}"));
                 }
-            },
-        };
-        let started = Instant::now();
-        let attempt = sh
-            .engine
-            .exec(&sibling, &cur.http.argv(), cur.http.attempt_deadline())
-            .await;
-        if let Err(e) = &attempt {
-            // The sibling went away (removed by hand, engine restarted): made again next time.
-            cur.sibling = None;
-            if !e.container_gone() {
-                sh.trouble.notify_one();
             }
+        }
+        let session = cur.sibling.as_mut().expect("set above");
+        let started = Instant::now();
+        let attempt = session.probe(cur.http.attempt_deadline()).await;
+        if let Err(e) = &attempt {
+            // The sibling or its stream went away (removed, engine restarted, stuck): it is made
+            // again next time.
+            let id = session.id.clone();
+            cur.sibling = None;
+            let _ = sh.engine.remove_container(&id).await;
+            sh.trouble.notify_one();
             return Probe::Inconclusive(e.to_string());
         }
         match cur.http.judge(attempt) {
@@ -301,16 +300,15 @@ impl Watcher {
         }
     }
 
-    /// Removes this service's probe sibling (on a new target, and when the watchdog stops).
+    /// Removes this service's probe sibling (on a new target, and when the watchdog stops). It
+    /// would go by itself once its stdin closes; this makes it immediate.
     pub async fn remove_sibling(&mut self, sh: &Shared) {
-        if let Some(cur) = self.current.as_mut() {
-            cur.sibling = None;
-        }
-        if let Err(e) = sh
-            .engine
-            .remove_container(&sibling_name(&self.spec.name))
-            .await
-        {
+        let Some(session) = self.current.as_mut().and_then(|c| c.sibling.take()) else {
+            return;
+        };
+        let id = session.id.clone();
+        drop(session);
+        if let Err(e) = sh.engine.remove_container(&id).await {
             tracing::debug!("{}: removing the probe sibling: {e}", self.spec.name);
         }
     }
@@ -321,6 +319,10 @@ impl Watcher {
         let Some(cur) = self.current.as_mut() else {
             return Replacement::NotServing;
         };
+        // Said once; the next deploy reconciles it (a new container is watched afresh).
+        if cur.said.not_serving {
+            return Replacement::NotServing;
+        }
         let now = now_ms();
         self.failed = sh.policy.recent(&self.failed, now);
         let mut history = Replace::history_of(&cur.info);
@@ -474,7 +476,9 @@ impl Watcher {
                 container: stuck.name.clone(),
                 serving: serving.map(|s| s.name.clone()),
             });
-            self.current = None;
+            if let Some(cur) = self.current.as_mut() {
+                cur.said.not_serving = true;
+            }
             return Replacement::NotServing;
         }
         // The probe sibling shares the stuck container's network namespace, which is going.
@@ -577,49 +581,29 @@ impl Watcher {
     }
 }
 
-/// The probe sibling for `target`: the existing one when it joined this very container (and
-/// this start of it), else a new one.
-async fn ensure_sibling(
+/// A probe sibling for `target`, attached: it runs this service's probe once per request.
+async fn start_sibling(
     sh: &Shared,
     service: &str,
     target: &ContainerInfo,
-) -> Result<String, EngineError> {
+    http: &HttpGate,
+) -> Result<ProbeSession, EngineError> {
     let spec = ProbeSibling {
-        name: sibling_name(service),
+        name: format!("{}-{}", sibling_prefix(service), unique_suffix()),
         image: sh.host.image.to_string(),
         target: target.id.clone(),
+        argv: http.argv(),
         labels: vec![
             (rollout::LABEL_SERVICE.into(), service.into()),
             (LABEL_PROBE_TARGET.into(), target.id.clone()),
-            (LABEL_PROBE_STARTED.into(), target.started_at.clone()),
         ],
     };
     sh.engine.ensure_image(&spec.image).await?;
-    let mut last = None;
-    for _ in 0..3 {
-        if let Some(existing) = sh.engine.inspect_container(&spec.name).await? {
-            let fits = existing.running
-                && !existing.paused
-                && label(&existing, LABEL_PROBE_TARGET) == target.id
-                && label(&existing, LABEL_PROBE_STARTED) == target.started_at;
-            if fits {
-                return Ok(existing.id);
-            }
-            sh.engine.remove_container(&existing.id).await?;
-        }
-        match sh.engine.start_probe_sibling(&spec).await {
-            Ok(id) => {
-                tracing::debug!(
-                    "{service}: probe sibling {} joins {}",
-                    spec.name,
-                    target.name
-                );
-                return Ok(id);
-            }
-            // Another watchdog made it at the same moment: look again.
-            Err(e @ EngineError::NameTaken { .. }) => last = Some(e),
-            Err(e) => return Err(e),
-        }
-    }
-    Err(last.expect("the loop ran"))
+    let session = sh.engine.start_probe_session(&spec).await?;
+    tracing::debug!(
+        "{service}: probe sibling {} joins the network of {}",
+        spec.name,
+        target.name
+    );
+    Ok(session)
 }
