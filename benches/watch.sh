@@ -4,8 +4,9 @@
 # SECONDS (default 60) each: the engine alone (baseline), the watchdog at the specs' probe
 # interval (500 ms, the [health.http] default), and the watchdog with --interval 5s. For the
 # watchdog: CPU % from /proc/PID/stat (utime+stime) and RSS/peak RSS from /proc/PID/status; for
-# the engine (dockerd, containerd and the shims, whose children are the exec'd probes): CPU %
-# above the baseline. Prints a table and the JSON.
+# the engine (dockerd, containerd and the shims): CPU % above the baseline; for the probe
+# siblings (their shell loop and the wget it runs per probe): CPU % from their cgroups.
+# Prints a table and the JSON.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 : "${SLIPWAY_SANDBOX_DIR:?run this inside scripts/sandbox}"
@@ -60,6 +61,15 @@ ticks() { # utime+stime (+ reaped children's with $2=all) of pid $1, in clock ti
 }
 engine_pids() { pgrep -x dockerd; pgrep -x containerd; pgrep -f containerd-shim; }
 engine_ticks() { local t=0 p; for p in $(engine_pids); do t=$((t + $(ticks "$p" all))); done; echo "$t"; }
+# The probe siblings' own CPU (the shell loop and its wget children), from their cgroups.
+sibling_usec() {
+  local t=0 id dir
+  for id in $(docker ps -q --no-trunc --filter label=dev.slipway.role=watch-probe); do
+    dir=$(find /sys/fs/cgroup -maxdepth 5 -type d -name "*$id*" 2>/dev/null | head -1)
+    [ -n "$dir" ] && [ -r "$dir/cpu.stat" ] && t=$((t + $(awk '/^usage_usec/ { print $2 }' "$dir/cpu.stat")))
+  done
+  echo "$t"
+}
 pct() { awk -v t="$1" -v hz="$tck" -v s="$secs" 'BEGIN { printf "%.2f", 100 * t / hz / s }'; }
 
 # Baseline: the engine with ten running apps (each with a 1 s HEALTHCHECK), no watchdog.
@@ -73,12 +83,14 @@ measure() { # label, extra args
   "$bin" watch --config-dir "$work/specs" "$@" >"$work/events-$label.jsonl" 2>"$work/watch-$label.log" &
   watch_pid=$!
   sleep 10 # warm-up: every service found, every probe sibling started
-  local w0 e0 w1 e1 rss hwm
-  w0=$(ticks "$watch_pid"); e0=$(engine_ticks)
+  local w0 e0 s0 w1 e1 s1 rss hwm anon siblings
+  siblings=$(docker ps -q --filter label=dev.slipway.role=watch-probe | wc -l)
+  w0=$(ticks "$watch_pid"); e0=$(engine_ticks); s0=$(sibling_usec)
   sleep "$secs"
-  w1=$(ticks "$watch_pid"); e1=$(engine_ticks)
+  w1=$(ticks "$watch_pid"); e1=$(engine_ticks); s1=$(sibling_usec)
   rss=$(awk '/^VmRSS/ { print $2 }' "/proc/$watch_pid/status")
   hwm=$(awk '/^VmHWM/ { print $2 }' "/proc/$watch_pid/status")
+  anon=$(awk '/^RssAnon/ { print $2 }' "/proc/$watch_pid/status")
   kill -TERM "$watch_pid"
   wait "$watch_pid" || { echo "watch exited non-zero" >&2; exit 1; }
   watch_pid=""
@@ -92,10 +104,12 @@ measure() { # label, extra args
     exit 1
   }
   jq -nc --arg mode "$label" --argjson n "$n" --argjson secs "$secs" \
-    --arg cpu "$(pct $((w1 - w0)))" --argjson rss "$rss" --argjson hwm "$hwm" \
-    --arg engine "$(pct $((e1 - e0 - base)))" \
+    --arg cpu "$(pct $((w1 - w0)))" --argjson rss "$rss" --argjson hwm "$hwm" --argjson anon "$anon" \
+    --arg engine "$(pct $((e1 - e0 - base)))" --argjson siblings "$siblings" \
+    --arg sib "$(awk -v u=$((s1 - s0)) -v s="$secs" 'BEGIN { printf "%.2f", u / 10000 / s }')" \
     '{mode: $mode, services: $n, seconds: $secs, watch_cpu_pct: ($cpu | tonumber), watch_rss_kib: $rss,
-      watch_peak_rss_kib: $hwm, engine_cpu_pct_above_baseline: ($engine | tonumber)}'
+      watch_peak_rss_kib: $hwm, watch_rss_anon_kib: $anon, engine_cpu_pct_above_baseline: ($engine | tonumber),
+      probe_siblings: $siblings, siblings_cpu_pct: ($sib | tonumber)}'
 }
 
 {
@@ -103,5 +117,5 @@ measure() { # label, extra args
   measure interval-5s --interval 5s
 } | tee "$work/results.jsonl"
 echo "== $n services, ${secs} s each; engine baseline (no watchdog) $(pct "$base") % CPU" >&2
-jq -r '"\(.mode): watchdog \(.watch_cpu_pct) % CPU, RSS \(.watch_rss_kib) KiB (peak \(.watch_peak_rss_kib) KiB); engine +\(.engine_cpu_pct_above_baseline) % CPU"' \
+jq -r '"\(.mode): watchdog \(.watch_cpu_pct) % CPU, RSS \(.watch_rss_kib) KiB (peak \(.watch_peak_rss_kib), anonymous \(.watch_rss_anon_kib)); engine +\(.engine_cpu_pct_above_baseline) % CPU; \(.probe_siblings) probe siblings \(.siblings_cpu_pct) % CPU"' \
   "$work/results.jsonl" >&2

@@ -631,7 +631,31 @@ fn a_deploy_while_watching_is_not_fought_and_the_new_release_is_picked_up() {
         "{{index .Config.Labels \"dev.slipway.digest\"}}",
     );
     assert_eq!(digest.as_deref(), v2["digest"].as_str(), "the same digest");
-    assert_eq!(w.stop(), 0, "{}", w.log());
+    // Killed outright, it leaves no probe sibling behind: the sibling's stdin is the watchdog's
+    // attach, so it ends and removes itself.
+    let new = replaced["new"].as_str().unwrap().to_string();
+    w.next(
+        "watching",
+        |e| e["container"] == new.as_str(),
+        Duration::from_secs(30),
+    );
+    let since = Instant::now();
+    while probe_siblings(&svc.name).is_empty() {
+        assert!(since.elapsed() < Duration::from_secs(10), "{}", w.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let mut child = w.child.take().unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let killed = Instant::now();
+    while !probe_siblings(&svc.name).is_empty() {
+        assert!(
+            killed.elapsed() < Duration::from_secs(15),
+            "the probe sibling outlived its watchdog: {:?}",
+            svc.containers()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
 
 /// A unix-socket forwarder to the sandbox's Docker socket that the test can cut and restore,
