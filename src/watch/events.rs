@@ -70,6 +70,11 @@ pub enum Event {
         container: String,
         outcome: String,
         message: String,
+        /// The replacement's last health-check outputs and log tail, when it got that far.
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        health_log: Vec<String>,
+        #[serde(skip_serializing_if = "String::is_empty")]
+        log_tail: String,
     },
     /// A replacement is due but comes too soon after the last one.
     Backoff {

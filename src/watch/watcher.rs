@@ -19,7 +19,7 @@ use crate::exit::Exit;
 use crate::host::HostAccess;
 use crate::lock::{LABEL_OWNER, Lock, LockError, LockRequest, Owner};
 use crate::reference::PinnedImage;
-use crate::rollout::execute::{Context, NoCheck};
+use crate::rollout::execute::{Context, Evidence, NoCheck};
 use crate::rollout::{self, Facts, Gate, HttpGate, Outcome, Replace, Target};
 use crate::service;
 use crate::spec::ServiceSpec;
@@ -211,12 +211,12 @@ impl Watcher {
             ..Facts::default()
         };
         let Some(active) = rollout::active(&facts).cloned() else {
+            self.remove_sibling(sh).await;
             if let Some(gone) = self.current.take() {
                 tracing::info!(
                     "{name}: {} no longer runs; nothing to probe",
                     gone.info.name
                 );
-                self.remove_sibling(sh).await;
             }
             return Probe::NoActive;
         };
@@ -338,12 +338,19 @@ impl Watcher {
                         container: cur.info.name.clone(),
                         replacements: recent,
                         window_secs: sh.policy.window.as_secs(),
-                        message: format!(
-                            "{} stopped answering, and {service} was replaced {recent} time(s) within {}: not replacing it again (crash-loop protection). Look at `docker logs {}`, then deploy a fix or run `slipway rollback`; replacements resume once the earlier ones age out of the window",
-                            cur.info.name,
-                            humantime::format_duration(sh.policy.window),
-                            cur.info.name
-                        ),
+                        message: if sh.policy.cap == 0 {
+                            format!(
+                                "{} stopped answering; not replacing it: --cap 0 only reports. Look at `docker logs {}`, then deploy a fix or run `slipway rollback`",
+                                cur.info.name, cur.info.name
+                            )
+                        } else {
+                            format!(
+                                "{} stopped answering, and {service} was replaced {recent} time(s) within {}: not replacing it again (crash-loop protection). Look at `docker logs {}`, then deploy a fix or run `slipway rollback`; replacements resume once the earlier ones age out of the window",
+                                cur.info.name,
+                                humantime::format_duration(sh.policy.window),
+                                cur.info.name
+                            )
+                        },
                     });
                 }
                 return Replacement::Capped;
@@ -396,6 +403,8 @@ impl Watcher {
                     container: cur.info.name.clone(),
                     outcome: "unavailable".into(),
                     message: format!("could not take the deploy lock: {e}"),
+                    health_log: Vec::new(),
+                    log_tail: String::new(),
                 });
                 return Replacement::Failed(Exit::Unavailable);
             }
@@ -428,12 +437,15 @@ impl Watcher {
             .expect("replace checked it")
             .info
             .clone();
-        let fail = |sh: &Shared, outcome: &str, message: String| {
+        let fail = |sh: &Shared, outcome: &str, message: String, evidence: Option<Evidence>| {
+            let evidence = evidence.unwrap_or_default();
             sh.events.emit(Event::ReplaceFailed {
                 service: service.clone(),
                 container: stuck.name.clone(),
                 outcome: outcome.into(),
                 message,
+                health_log: evidence.health_log,
+                log_tail: evidence.log_tail,
             });
         };
         let prepared = async {
@@ -464,7 +476,7 @@ impl Watcher {
         let (image, facts) = match prepared.await {
             Ok(p) => p,
             Err((exit, message)) => {
-                fail(sh, "unavailable", message);
+                fail(sh, "unavailable", message, None);
                 return Replacement::Failed(exit);
             }
         };
@@ -528,7 +540,7 @@ impl Watcher {
                 Replacement::Replaced
             }
             Outcome::Interrupted => {
-                fail(sh, "interrupted", report.message);
+                fail(sh, "interrupted", report.message, None);
                 Replacement::Interrupted
             }
             other => {
@@ -537,7 +549,7 @@ impl Watcher {
                     .ok()
                     .and_then(|v| v.as_str().map(String::from))
                     .unwrap_or_default();
-                fail(sh, &outcome, report.message);
+                fail(sh, &outcome, report.message, Some(report.evidence));
                 Replacement::Failed(other.exit())
             }
         }

@@ -804,3 +804,66 @@ fn nothing_to_watch_and_bad_specs_are_usage_errors() {
     assert!(stderr.contains("broken.toml"), "{stderr}");
     assert!(stderr.contains("/nonexistent.toml"), "{stderr}");
 }
+
+#[test]
+fn a_replacement_that_fails_its_gate_is_undone_and_once_exits_1() {
+    let img = images();
+    let svc = Svc::new("watch-failgate", "", HEALTH);
+    deployed(&svc, &img.v1);
+    let snippet = svc.snippet().unwrap();
+    let app = svc
+        .containers()
+        .into_iter()
+        .find(|c| c.contains(" running app "))
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap()
+        .to_string();
+    // The host's spec now gives a replacement 1 s to become healthy: the fixture needs more.
+    svc.write_spec(
+        "",
+        &HEALTH.replace("deadline = \"30s\"", "deadline = \"1s\""),
+    );
+    pause(&app);
+    let out = svc.run(&["watch", "--once", "--failures", "2"], &[]);
+    let (stdout, stderr) = text(&out);
+    assert_eq!(code(&out), 1, "{stdout}\n{stderr}");
+    let failed: Value = stdout
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .find(|e| e["event"] == "replace_failed")
+        .unwrap_or_else(|| panic!("no replace_failed: {stdout}"));
+    assert_eq!(failed["outcome"], "rolled-back", "{failed}");
+    assert!(
+        failed["message"].as_str().unwrap().contains("health gate"),
+        "{failed}"
+    );
+    assert!(
+        failed["log_tail"]
+            .as_str()
+            .unwrap()
+            .contains("serve: version v1"),
+        "the replacement's log is the evidence: {failed}"
+    );
+    // Undone: the same snippet, the stuck container still there, no second app container.
+    assert_eq!(svc.snippet().unwrap(), snippet);
+    assert_eq!(
+        inspect(&app, "{{.State.Status}}").as_deref(),
+        Some("paused")
+    );
+    assert_eq!(
+        svc.containers()
+            .iter()
+            .filter(|c| c.contains(" app "))
+            .count(),
+        1,
+        "{:?}",
+        svc.containers()
+    );
+    assert!(
+        probe_siblings(&svc.name).is_empty(),
+        "{:?}",
+        svc.containers()
+    );
+}
