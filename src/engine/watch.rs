@@ -114,7 +114,7 @@ pub fn split_answer(buf: &str, marker: &str) -> Option<(String, i64)> {
 impl ProbeSession {
     /// Runs the probe once, within `deadline`. Any error leaves the session unusable.
     pub async fn probe(&mut self, deadline: Duration) -> Result<OneShotExit, EngineError> {
-        let started = std::time::Instant::now();
+        let started = tokio::time::Instant::now();
         let id = self.id.clone();
         let what = || format!("the probe in {id}");
         let marker = self.marker.clone();

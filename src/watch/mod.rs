@@ -386,7 +386,13 @@ async fn forever(
         .into_iter()
         .map(|(name, spec)| (name, spawn(&shared, spec, &online, cancel)))
         .collect();
-    let mut noted: BTreeSet<String> = BTreeSet::new();
+    // Services already said to be unwatched (at start: those whose spec lacks [health.http]).
+    let mut noted: BTreeSet<String> = specs::by_name(&by_path)
+        .0
+        .into_iter()
+        .filter(|(_, (_, spec))| specs::unwatchable(spec).is_some())
+        .map(|(name, _)| name)
+        .collect();
     let mut said_invalid: BTreeMap<PathBuf, String> = BTreeMap::new();
     let mut first = true;
     loop {
@@ -430,11 +436,24 @@ async fn forever(
         }
         by_path = next;
         let (named, _) = specs::by_name(&by_path);
-        let now: BTreeMap<String, ServiceSpec> = named
-            .into_iter()
-            .filter(|(_, (_, spec))| specs::unwatchable(spec).is_none())
-            .map(|(name, (_, spec))| (name, spec))
-            .collect();
+        let mut now: BTreeMap<String, ServiceSpec> = BTreeMap::new();
+        for (name, (_, spec)) in named {
+            match specs::unwatchable(&spec) {
+                None => {
+                    now.insert(name, spec);
+                }
+                Some(reason) => {
+                    if noted.insert(name.clone()) {
+                        shared.events.emit(Event::Unwatched {
+                            service: name,
+                            reason,
+                        });
+                    }
+                }
+            }
+        }
+        // Watched now: if it ever becomes unwatched again, that is said again.
+        noted.retain(|n| !now.contains_key(n));
         let before: BTreeMap<String, ServiceSpec> = tasks
             .iter()
             .map(|(n, t)| (n.clone(), t.spec.clone()))
@@ -462,8 +481,8 @@ async fn forever(
         }
         for name in &changes.removed {
             tracing::info!("{name}: spec removed; no longer watched");
-            noted.remove(name);
         }
+
         let watched_now: BTreeMap<String, ServiceSpec> = tasks
             .iter()
             .map(|(n, t)| (n.clone(), t.spec.clone()))

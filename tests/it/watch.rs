@@ -474,27 +474,61 @@ fn a_healthy_service_is_left_alone() {
     let img = images();
     let svc = Svc::new("watch-healthy", "", HEALTH);
     deployed(&svc, &img.v1);
-    // Another service on the host, deployed but given no spec: noted, not watched.
-    let other = Svc::new("watch-nospec", "", HEALTH);
+    // Another service on the host, deployed but not given at first: noted, not watched; its
+    // spec dropped into --config-dir later is picked up without a restart.
+    let other = Svc::new("watch-later", "", HEALTH);
     deployed(&other, &img.v1);
+    let dir = svc.dir.join("specs.d");
+    std::fs::create_dir_all(&dir).unwrap();
     let id_before = svc.containers();
-    let mut w = watch(&svc, &["-v", "--failures", "2", "--interval", "200ms"], &[]);
-    let (_, watching) = w.next("watching", |_| true, Duration::from_secs(30));
+    let args = [
+        "-v",
+        "--failures",
+        "2",
+        "--interval",
+        "200ms",
+        "--config-dir",
+        dir.to_str().unwrap(),
+    ];
+    let mut w = watch(&svc, &args, &[]);
+    let (_, watching) = w.next(
+        "watching",
+        |e| e["service"] == "watch-healthy",
+        Duration::from_secs(30),
+    );
     let id = inspect(watching["container"].as_str().unwrap(), "{{.Id}}").unwrap();
     assert_eq!(watching["id"], id.as_str());
     w.next(
         "unwatched",
-        |e| e["service"] == "watch-nospec",
+        |e| e["service"] == "watch-later",
+        Duration::from_secs(30),
+    );
+    std::fs::copy(other.spec_path(), dir.join("watch-later.toml")).unwrap();
+    w.next(
+        "watching",
+        |e| e["service"] == "watch-later",
         Duration::from_secs(30),
     );
     std::thread::sleep(Duration::from_secs(10));
     assert_eq!(w.stop(), 0, "{}", w.log());
-    let answered = w.stderr.lock().unwrap().matches(" answers (").count();
+    let answered = w
+        .stderr
+        .lock()
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains("watch-healthy: ") && l.contains(" answers ("))
+        .count();
     assert!(
         answered >= 20,
         "it did probe, {answered} times\n{}",
         w.log()
     );
+    let mine = |kind: &str| -> Vec<Value> {
+        w.of(kind)
+            .into_iter()
+            .filter(|e| e["service"] == "watch-healthy")
+            .collect()
+    };
     for kind in [
         "probe_failed",
         "replacing",
@@ -502,10 +536,11 @@ fn a_healthy_service_is_left_alone() {
         "replace_failed",
         "backoff",
         "capped",
+        "lock_held",
     ] {
-        assert!(w.of(kind).is_empty(), "{kind}: {}", w.log());
+        assert!(mine(kind).is_empty(), "{kind}: {}", w.log());
     }
-    assert_eq!(w.of("watching").len(), 1, "{}", w.log());
+    assert_eq!(mine("watching").len(), 1, "{}", w.log());
     assert_eq!(svc.containers(), id_before, "same containers");
     assert_eq!(
         inspect(&id, "{{.State.Status}}").as_deref(),
