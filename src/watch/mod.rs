@@ -97,10 +97,28 @@ pub async fn command(
             Failure::usage(anyhow::Error::new(e).context("--reload-image is not usable"))
                 .with_hint(hint)
         })?;
-    let engine = Engine::connect(&global.docker_host()).map_err(|e| {
-        Failure::usage(e)
-            .with_hint("set --docker-host or DOCKER_HOST, e.g. unix:///var/run/docker.sock")
-    })?;
+    let events = Events::stdout();
+    let docker_host = global.docker_host();
+    let engine = match Engine::connect(&docker_host) {
+        Ok(engine) => engine,
+        // On the host, the watchdog may start before the engine's socket exists: it waits.
+        Err(e) if !args.once => {
+            events.emit(Event::EngineLost { error: chain(&e) });
+            let connected = until_back(|| async { Engine::connect(&docker_host) }, cancel).await;
+            let Some((engine, down)) = connected else {
+                events.emit(Event::Stopped {});
+                return Ok(Exit::Success);
+            };
+            events.emit(Event::EngineBack {
+                down_ms: down.as_millis() as u64,
+            });
+            engine
+        }
+        Err(e) => {
+            return Err(Failure::usage(e)
+                .with_hint("set --docker-host or DOCKER_HOST, e.g. unix:///var/run/docker.sock"));
+        }
+    };
     let env: BTreeMap<String, String> = std::env::vars().collect();
     let mut owner = Owner::current(&env);
     if owner.run == "local" {
@@ -119,7 +137,7 @@ pub async fn command(
             window: args.window,
         },
         lock_ttl: args.lock_ttl,
-        events: Events::stdout(),
+        events,
         trouble: Notify::new(),
     });
     let watched = watchable(&shared, &named);
@@ -136,7 +154,18 @@ pub async fn command(
         failures: args.failures,
     });
     if args.once {
-        Ok(once(&shared, &watched, cancel).await)
+        if let Err(e) = shared.engine.version().await {
+            shared.events.emit(Event::EngineLost { error: chain(&e) });
+            return Err(Failure::new(Exit::Unavailable, e).with_hint(
+                "is the Docker socket reachable (--docker-host, DOCKER_HOST)? `slipway doctor` checks it; nothing was probed or changed",
+            ));
+        }
+        let mut noted: BTreeSet<String> = named
+            .keys()
+            .filter(|n| !watched.contains_key(*n))
+            .cloned()
+            .collect();
+        Ok(once(&shared, &watched, &mut noted, cancel).await)
     } else {
         Ok(forever(shared, source, read.specs, watched, cancel).await)
     }
@@ -237,13 +266,10 @@ impl Checked {
 async fn once(
     shared: &Arc<Shared>,
     watched: &BTreeMap<String, ServiceSpec>,
+    noted: &mut BTreeSet<String>,
     cancel: &CancellationToken,
 ) -> Exit {
-    if let Err(e) = shared.engine.version().await {
-        shared.events.emit(Event::EngineLost { error: chain(&e) });
-        return Exit::Unavailable;
-    }
-    note_unwatched(shared, watched, &mut BTreeSet::new()).await;
+    note_unwatched(shared, watched, noted).await;
     let rounds = watched.values().map(|spec| {
         let shared = shared.clone();
         let spec = spec.clone();
@@ -347,8 +373,8 @@ fn spawn(
 }
 
 /// Waits until `ping` succeeds, retrying with exponential backoff (0.5 s doubling to 30 s, with
-/// jitter); `None` when cancelled first, else how long it took.
-pub async fn until_back<F, Fut, T, E>(ping: F, cancel: &CancellationToken) -> Option<Duration>
+/// jitter); `None` when cancelled first, else what it returned and how long it took.
+pub async fn until_back<F, Fut, T, E>(ping: F, cancel: &CancellationToken) -> Option<(T, Duration)>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, E>>,
@@ -367,7 +393,7 @@ where
             tracing::debug!("the engine still does not answer ({e}); next try in {next:?}")
         });
     tokio::select! {
-        r = retry => r.ok().map(|_| began.elapsed()),
+        r = retry => r.ok().map(|t| (t, began.elapsed())),
         _ = cancel.cancelled() => None,
     }
 }
@@ -408,7 +434,7 @@ async fn forever(
             online_tx.send_replace(false);
             shared.events.emit(Event::EngineLost { error: chain(&e) });
             match until_back(|| shared.engine.version(), cancel).await {
-                Some(down) => shared.events.emit(Event::EngineBack {
+                Some((_, down)) => shared.events.emit(Event::EngineBack {
                     down_ms: down.as_millis() as u64,
                 }),
                 None => break,
@@ -517,7 +543,8 @@ mod tests {
             &cancel,
         )
         .await
-        .expect("not cancelled");
+        .expect("not cancelled")
+        .1;
         assert_eq!(tries.load(Ordering::SeqCst), 6);
         // 0.5 + 1 + 2 + 4 + 8 s, each plus up to as much jitter.
         assert!(took >= Duration::from_millis(15_500), "{took:?}");

@@ -813,6 +813,26 @@ fn nothing_to_watch_and_bad_specs_are_usage_errors() {
     let (_, stderr) = text(&out);
     assert_eq!(code(&out), 2, "{stderr}");
     assert!(stderr.contains("--config PATH"), "{stderr}");
+    // No engine behind the socket: exit 4, said as an event and as an error with a hint.
+    let dead = svc.dir.join("dead.sock");
+    drop(UnixListener::bind(&dead).unwrap());
+    let host = format!("unix://{}", dead.display());
+    let out = svc.run(&["watch", "--once"], &[("DOCKER_HOST", &host)]);
+    let (stdout, stderr) = text(&out);
+    assert_eq!(code(&out), 4, "{stdout}\n{stderr}");
+    assert!(stdout.contains("\"event\":\"engine_lost\""), "{stdout}");
+    assert!(stderr.contains("dead.sock"), "{stderr}");
+    assert!(stderr.contains("hint:"), "{stderr}");
+    // No socket at all: --once says so (exit 2, as every command); the long-running mode waits
+    // for the engine to appear (a host where it starts before dockerd) and SIGTERM ends it.
+    let missing = format!("unix://{}", svc.dir.join("later.sock").display());
+    let out = svc.run(&["watch", "--once"], &[("DOCKER_HOST", &missing)]);
+    assert_eq!(code(&out), 2, "{:?}", text(&out));
+    let mut w = watch(&svc, &[], &[("DOCKER_HOST", &missing)]);
+    w.next("engine_lost", |_| true, Duration::from_secs(10));
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(w.stop(), 0, "{}", w.log());
+    w.next("stopped", |_| true, Duration::from_secs(5));
     // A spec without [health.http] cannot be watched: a note, and nothing left to watch.
     svc.write_spec("", "docker = true");
     let out = svc.run(&["watch", "--once"], &[]);
