@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::exit::{BUILD_EXIT_CODES_HELP, EXIT_CODES_HELP, LINT_EXIT_CODES_HELP};
+use crate::exit::{
+    BUILD_EXIT_CODES_HELP, EXIT_CODES_HELP, LINT_EXIT_CODES_HELP, WATCH_EXIT_CODES_HELP,
+};
 use crate::lint::Rule;
 
 /// The privileged sibling's image when none is given: pinned by digest, kept current by Renovate
@@ -88,6 +90,61 @@ pub enum Command {
     /// slots, env names, volumes, limits, lock, reload, smoke checks, what happens on failure)
     #[command(after_help = EXIT_CODES_HELP)]
     Plan(Box<DeployArgs>),
+    /// The health watchdog: probe each service's serving container over HTTP (the rollout gate's
+    /// options, through an unprivileged sibling in its network namespace); after N failures in a
+    /// row, replace it with a fresh container of the same digest under the deploy lock, through
+    /// the same gate and Caddy switch. One JSON event a line on stdout. Runs until SIGTERM, or
+    /// one round with --once
+    #[command(after_help = WATCH_EXIT_CODES_HELP)]
+    Watch(WatchArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct WatchArgs {
+    /// A service spec (TOML) to watch; repeat it for several services
+    #[arg(long = "config", env = "SLIPWAY_CONFIG", value_name = "PATH")]
+    pub configs: Vec<PathBuf>,
+    /// A directory of service specs: every *.toml in it, read again every few seconds so a spec
+    /// added later is picked up
+    #[arg(long, env = "SLIPWAY_CONFIG_DIR", value_name = "DIR")]
+    pub config_dir: Option<PathBuf>,
+    /// One round, then exit: up to --failures probes per service, and a replacement where all
+    /// of them failed
+    #[arg(long, env = "SLIPWAY_WATCH_ONCE")]
+    pub once: bool,
+    /// Consecutive failed probes that make a container stuck
+    #[arg(long, env = "SLIPWAY_WATCH_FAILURES", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
+    pub failures: u32,
+    /// Time between probes [default: each spec's health.http.interval]
+    #[arg(long, env = "SLIPWAY_WATCH_INTERVAL", value_parser = parse_duration)]
+    pub interval: Option<Duration>,
+    /// Wait after a replacement before the next one of the same service; doubles with each
+    /// replacement within --window
+    #[arg(long, env = "SLIPWAY_WATCH_BACKOFF", value_parser = parse_duration, default_value = "30s")]
+    pub backoff: Duration,
+    /// Ceiling of that wait
+    #[arg(long, env = "SLIPWAY_WATCH_MAX_BACKOFF", value_parser = parse_duration, default_value = "10m")]
+    pub max_backoff: Duration,
+    /// Replacements of one service allowed within --window; past it the watchdog stops
+    /// replacing it and reports `capped` (0: report only, never replace)
+    #[arg(long, env = "SLIPWAY_WATCH_CAP", default_value_t = 3)]
+    pub cap: u32,
+    /// The window of --cap
+    #[arg(long, env = "SLIPWAY_WATCH_WINDOW", value_parser = parse_duration, default_value = "1h")]
+    pub window: Duration,
+    /// Image of the privileged sibling (the lock and host agent during a replacement) and of
+    /// the unprivileged probe sibling; must be pinned: NAME@sha256:<64 hex>
+    #[arg(long, env = "SLIPWAY_RELOAD_IMAGE", default_value = DEFAULT_RELOAD_IMAGE)]
+    pub reload_image: String,
+    /// PID whose namespaces the privileged sibling enters (1: the host's init)
+    #[arg(long, env = "SLIPWAY_HOST_PID", default_value_t = 1)]
+    pub host_pid: u32,
+    /// Deadline for each step run on the host (snippet write, reload)
+    #[arg(long, env = "SLIPWAY_RELOAD_TIMEOUT", value_parser = parse_duration, default_value = "60s")]
+    pub reload_timeout: Duration,
+    /// The deploy lock taken for a replacement expires this long after its heartbeat stops
+    #[arg(long, env = "SLIPWAY_LOCK_TTL", value_parser = parse_duration, default_value = "30s")]
+    pub lock_ttl: Duration,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -284,6 +284,7 @@ fn record_early_failure(args: &DeployArgs, f: &Failure) {
         Exit::RolledBack => "rolled-back",
         Exit::RollbackFailed => "rollback-failed",
         Exit::Success => "deployed",
+        Exit::HeldBack => "held-back",
     };
     let ci = Ci::from_env();
     let message = f.error.to_string();

@@ -19,6 +19,9 @@ pub enum Exit {
     RollbackFailed = 3,
     /// The engine, a registry, the lock or the host is not usable: nothing was changed.
     Unavailable = 4,
+    /// `watch`: a service is stuck and crash-loop protection (backoff or cap) held its
+    /// replacement back: a human must look.
+    HeldBack = 5,
     /// Interrupted by SIGINT or SIGTERM after cleaning up.
     Interrupted = 130,
 }
@@ -26,6 +29,27 @@ pub enum Exit {
 impl Exit {
     pub fn code(self) -> u8 {
         self as u8
+    }
+
+    /// Which outcome a run over several services reports, most severe first.
+    pub const SEVERITY: [Exit; 7] = [
+        Exit::Interrupted,
+        Exit::RollbackFailed,
+        Exit::HeldBack,
+        Exit::RolledBack,
+        Exit::Usage,
+        Exit::Unavailable,
+        Exit::Success,
+    ];
+
+    /// The more severe of two outcomes (see `SEVERITY`).
+    pub fn worst(self, other: Exit) -> Exit {
+        let rank = |e: Exit| Exit::SEVERITY.iter().position(|s| *s == e).unwrap_or(0);
+        if rank(other) < rank(self) {
+            other
+        } else {
+            self
+        }
     }
 }
 
@@ -48,6 +72,20 @@ Exit codes:
   4  engine or registry unavailable, credentials refused, the push failed, or the registry does
      not hold what was built (a failure before the push leaves no tag behind)
   130 interrupted (SIGINT/SIGTERM)";
+
+/// `slipway watch --help`.
+pub const WATCH_EXIT_CODES_HELP: &str = "\
+Exit codes (--once; the long-running mode exits 0 on SIGTERM/SIGINT, 2 on bad flags or specs):
+  0  every watched service answered, or was stuck and its replacement now serves
+  1  a replacement failed its gate and was undone: the stuck container is still routed to
+  2  usage or configuration error (flags, a spec, a spec without [health.http]): nothing changed
+  3  a replacement's rollback failed: a human must act (the event says what to run)
+  4  the engine is unreachable, or a stuck service's deploy lock is held (a deploy is running):
+     nothing was changed
+  5  a service is stuck and crash-loop protection held the replacement back (backoff or
+     --cap reached): a human must look
+  130 interrupted (SIGINT/SIGTERM) after cleaning up
+With several services the most severe wins: 130, 3, 5, 1, 2, 4, then 0.";
 
 /// `slipway lint --help`.
 pub const LINT_EXIT_CODES_HELP: &str = "\
@@ -133,5 +171,33 @@ mod tests {
             assert_eq!(exit.code(), code);
             assert!(EXIT_CODES_HELP.contains(&format!("  {code}  ")));
         }
+    }
+
+    #[test]
+    fn watch_documents_each_of_its_codes_and_their_order() {
+        for exit in [
+            Exit::Success,
+            Exit::RolledBack,
+            Exit::Usage,
+            Exit::RollbackFailed,
+            Exit::Unavailable,
+            Exit::HeldBack,
+        ] {
+            assert!(
+                WATCH_EXIT_CODES_HELP.contains(&format!("\n  {}  ", exit.code())),
+                "{exit:?}"
+            );
+        }
+        assert!(WATCH_EXIT_CODES_HELP.contains("  130 "));
+        let order: Vec<String> = Exit::SEVERITY
+            .iter()
+            .map(|e| e.code().to_string())
+            .collect();
+        assert!(
+            WATCH_EXIT_CODES_HELP.contains(
+                &format!("most severe wins: {}", order.join(", ")).replace(", 0", ", then 0")
+            ),
+            "{order:?}"
+        );
     }
 }

@@ -20,6 +20,7 @@ mod rollout;
 mod service;
 mod smoke;
 mod spec;
+mod watch;
 
 use std::io::Write as _;
 use std::process::ExitCode;
@@ -86,6 +87,7 @@ async fn run(cli: Cli, cancel: &CancellationToken) -> Result<Exit, Failure> {
         }
         Command::Build(args) => commands::build(&cli.global, args, cancel).await,
         Command::Lint(args) => commands::lint(args),
+        Command::Watch(args) => watch::command(&cli.global, &args, cancel).await,
     }
 }
 

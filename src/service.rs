@@ -120,13 +120,29 @@ pub async fn reachable(engine: &Engine) -> Result<(), Failure> {
 
 /// Read-only: the service's containers, leftovers of dead runs, the image if present.
 pub async fn gather(p: &Prepared, image: Option<&PinnedImage>) -> Result<Facts, Failure> {
-    let unavailable = |e: crate::engine::EngineError| Failure::new(Exit::Unavailable, e);
-    let name = p.spec.name.as_str();
-    let all = p
-        .engine
-        .containers_with_labels(&[(LABEL_MANAGED, "true"), (rollout::LABEL_SERVICE, name)])
-        .await
-        .map_err(unavailable)?;
+    gather_facts(
+        &p.engine,
+        &p.spec.name,
+        image,
+        p.values.clone(),
+        p.owner.run.clone(),
+    )
+    .await
+    .map_err(|e| Failure::new(Exit::Unavailable, e))
+}
+
+/// What `gather` reads, for any caller (the watchdog passes the env values of the container it
+/// replaces and that container's run URL).
+pub async fn gather_facts(
+    engine: &Engine,
+    service: &str,
+    image: Option<&PinnedImage>,
+    env: Vec<(String, String)>,
+    run_url: String,
+) -> Result<Facts, crate::engine::EngineError> {
+    let all = engine
+        .containers_with_labels(&[(LABEL_MANAGED, "true"), (rollout::LABEL_SERVICE, service)])
+        .await?;
     let (containers, helpers): (Vec<_>, Vec<_>) = all
         .into_iter()
         .partition(|c| c.labels.get(LABEL_ROLE).map(String::as_str) == Some("app"));
@@ -140,11 +156,7 @@ pub async fn gather(p: &Prepared, image: Option<&PinnedImage>) -> Result<Facts, 
         })
         .collect();
     let image = match image {
-        Some(i) => p
-            .engine
-            .inspect_image(&i.to_string())
-            .await
-            .map_err(unavailable)?,
+        Some(i) => engine.inspect_image(&i.to_string()).await?,
         None => None,
     };
     let now_unix_ms = std::time::SystemTime::now()
@@ -156,9 +168,9 @@ pub async fn gather(p: &Prepared, image: Option<&PinnedImage>) -> Result<Facts, 
         leftovers,
         image,
         snippet: None,
-        env: p.values.clone(),
+        env,
         now_unix_ms,
-        run_url: p.owner.run.clone(),
+        run_url,
     })
 }
 
@@ -176,6 +188,7 @@ fn resolve_target(choice: &Choice, facts: &Facts) -> Result<Target, Failure> {
                 image,
                 revision: revision.clone(),
                 reuse_retained: false,
+                replace: None,
             })
         }
         Choice::LastGood => {
@@ -191,6 +204,7 @@ fn resolve_target(choice: &Choice, facts: &Facts) -> Result<Target, Failure> {
                     .expect("rollback_target only returns pinned images"),
                 revision: Some(r.revision),
                 reuse_retained: true,
+                replace: None,
             })
         }
     }
@@ -433,7 +447,12 @@ pub fn render_plan(plan: &Plan) -> String {
                 &mut s,
                 format!("drain {}", humantime::format_duration(r.drain)),
             );
-            if let Some(old) = &r.retire {
+            if let Some(old) = r.retire.as_ref().filter(|_| r.remove_retired) {
+                step(
+                    &mut s,
+                    format!("remove {} (it stopped answering; not kept)", old.name),
+                );
+            } else if let Some(old) = &r.retire {
                 step(
                     &mut s,
                     format!(

@@ -19,8 +19,10 @@ use thiserror::Error;
 use tokio_util::sync::CancellationToken;
 
 mod containers;
+mod watch;
 pub use build::ImageBuild;
 pub use containers::*;
+pub use watch::{ProbeSession, ProbeSibling};
 
 pub const DEFAULT_DOCKER_HOST: &str = "unix:///var/run/docker.sock";
 /// Label put on every container slipway creates.

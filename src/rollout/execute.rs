@@ -543,7 +543,24 @@ async fn roll(mut run: Run<'_>, plan: &Plan, r: &Rollout, hook: &impl AfterSwitc
 
     // 8. Retire the old release (kept stopped for rollback) and prune beyond `retain`.
     let t = Instant::now();
-    if let Some(old) = &r.retire {
+    if let Some(old) = &r.retire
+        && r.remove_retired
+    {
+        match engine.remove_container(&old.id).await {
+            Ok(()) => run.record(
+                "retire",
+                t,
+                true,
+                format!("removed {} (it stopped answering; not kept)", old.name),
+            ),
+            Err(e) => run.record(
+                "retire",
+                t,
+                false,
+                format!("{e} (the replacement serves; remove {} by hand)", old.name),
+            ),
+        }
+    } else if let Some(old) = &r.retire {
         match engine.stop(&old.id, r.stop_grace).await {
             Ok(()) => run.record(
                 "retire",

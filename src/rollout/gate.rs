@@ -9,7 +9,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::caddy::HostAgent;
-use crate::engine::{Engine, HealthWait};
+use crate::engine::{Engine, EngineError, HealthWait, OneShotExit};
 use crate::probe::{self, Expect};
 use crate::spec::ServiceSpec;
 
@@ -59,6 +59,29 @@ impl Gate {
                 timeout: h.timeout,
             }),
             deadline: spec.health.deadline,
+        }
+    }
+}
+
+impl HttpGate {
+    /// The probe command, run inside the container's network namespace (by the host agent
+    /// through nsenter during a rollout, in the watchdog's probe sibling afterwards).
+    pub fn argv(&self) -> Vec<String> {
+        probe::wget_argv(&self.url, self.host.as_deref(), self.timeout.as_secs())
+    }
+
+    /// How long one attempt may take, the exec around it included.
+    pub fn attempt_deadline(&self) -> Duration {
+        self.timeout + Duration::from_secs(2)
+    }
+
+    /// One attempt's verdict: `Ok` when the response meets every expectation, else why not.
+    pub fn judge(&self, attempt: Result<OneShotExit, EngineError>) -> Result<(), String> {
+        match attempt {
+            Ok(out) => self
+                .expect
+                .judge(&probe::parse_wget(out.code, &out.stdout, &out.stderr)),
+            Err(e) => Err(e.to_string()),
         }
     }
 }
@@ -119,7 +142,7 @@ async fn http_probe(
     deadline: Instant,
     cancel: &CancellationToken,
 ) -> Result<(), GateFailure> {
-    let argv = probe::wget_argv(&http.url, http.host.as_deref(), http.timeout.as_secs());
+    let argv = http.argv();
     let mut streak = 0;
     let mut last = String::from("no attempt finished");
     loop {
@@ -135,19 +158,9 @@ async fn http_probe(
             )));
         }
         let attempt = agent
-            .exec_in_netns(
-                engine,
-                info.pid,
-                &argv,
-                http.timeout + Duration::from_secs(2),
-            )
+            .exec_in_netns(engine, info.pid, &argv, http.attempt_deadline())
             .await;
-        let verdict = match attempt {
-            Ok(out) => http
-                .expect
-                .judge(&probe::parse_wget(out.code, &out.stdout, &out.stderr)),
-            Err(e) => Err(e.to_string()),
-        };
+        let verdict = http.judge(attempt);
         match verdict {
             Ok(()) => {
                 streak += 1;

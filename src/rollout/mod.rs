@@ -10,7 +10,7 @@ use serde::Serialize;
 
 pub mod execute;
 pub use execute::{Outcome, Report, execute};
-pub use gate::Gate;
+pub use gate::{Gate, HttpGate};
 
 use crate::caddy;
 use crate::engine::{AppContainer, ContainerInfo, ImageInfo};
@@ -25,6 +25,9 @@ pub const LABEL_IMAGE: &str = "dev.slipway.image";
 pub const LABEL_REVISION: &str = "dev.slipway.revision";
 pub const LABEL_RELEASED: &str = "dev.slipway.released";
 pub const LABEL_RUN: &str = "dev.slipway.run-url";
+/// On a container `slipway watch` started in place of a stuck one: when this release was replaced
+/// on this host (unix ms, comma-separated, oldest first), the new replacement included.
+pub const LABEL_REPLACEMENTS: &str = "dev.slipway.replacements";
 pub const REVISION_LABEL: &str = "org.opencontainers.image.revision";
 
 /// What to roll out.
@@ -37,6 +40,31 @@ pub struct Target {
     /// Restart a retained container of this digest in the free slot instead of creating one
     /// (what `slipway rollback` does).
     pub reuse_retained: bool,
+    /// Replace the serving container even though it runs this very digest: it stopped answering
+    /// (`slipway watch`). A fresh container goes into the free slot through the same gate and
+    /// switch, and the stuck one is removed afterwards, not kept for rollback.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replace: Option<Replace>,
+}
+
+/// What a replacement carries forward.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Replace {
+    /// Earlier replacements of this release on this host (unix ms, oldest first), as far back as
+    /// the watchdog still counts them; the plan adds this one and stores all of them in the new
+    /// container's `dev.slipway.replacements` label, so crash-loop protection survives a restart
+    /// of the watchdog and works across `slipway watch --once` runs.
+    pub history: Vec<u64>,
+}
+
+impl Replace {
+    /// The history a container carries in its label (empty when it has none).
+    pub fn history_of(info: &ContainerInfo) -> Vec<u64> {
+        info.labels
+            .get(LABEL_REPLACEMENTS)
+            .map(|v| v.split(',').filter_map(|t| t.trim().parse().ok()).collect())
+            .unwrap_or_default()
+    }
 }
 
 fn as_text<S: serde::Serializer>(image: &PinnedImage, s: S) -> Result<S::Ok, S::Error> {
@@ -107,6 +135,8 @@ pub struct Rollout {
     pub drain: Duration,
     /// Stopped (SIGTERM, then SIGKILL after the grace period) and kept for rollback.
     pub retire: Option<ContainerRef>,
+    /// Remove `retire` instead of keeping it: it is a stuck container being replaced.
+    pub remove_retired: bool,
     pub stop_grace: Duration,
     /// Old stopped releases beyond `retain`, removed at the end.
     pub prune: Vec<ContainerRef>,
@@ -201,6 +231,7 @@ pub fn plan(spec: &ServiceSpec, target: &Target, facts: &Facts, reload_command: 
     let active = active(facts);
     let active_ref = active.map(container_ref);
     if let Some(a) = active
+        && target.replace.is_none()
         && label(a, LABEL_DIGEST) == digest
         && a.health.as_deref() != Some("unhealthy")
         && !a.paused
@@ -249,7 +280,7 @@ pub fn plan(spec: &ServiceSpec, target: &Target, facts: &Facts, reload_command: 
             spec, target, &revision, facts, slot, port,
         ))),
     };
-    // Keep `retain` stopped releases, counting the one retired now.
+    // Keep `retain` stopped releases, counting the one retired now (unless it is removed).
     let mut stopped: Vec<&ContainerInfo> = facts
         .containers
         .iter()
@@ -257,7 +288,9 @@ pub fn plan(spec: &ServiceSpec, target: &Target, facts: &Facts, reload_command: 
         .chain(stop_stale.iter().copied())
         .collect();
     stopped.sort_by_key(|c| std::cmp::Reverse(released(c)));
-    let keep = spec.retain.saturating_sub(usize::from(active.is_some()));
+    let keep = spec
+        .retain
+        .saturating_sub(usize::from(active.is_some() && target.replace.is_none()));
     let prune = stopped
         .iter()
         .skip(keep)
@@ -307,6 +340,7 @@ pub fn plan(spec: &ServiceSpec, target: &Target, facts: &Facts, reload_command: 
             reload_command: reload_command.to_string(),
             drain: spec.drain,
             retire: active_ref,
+            remove_retired: target.replace.is_some(),
             stop_grace: spec.stop_grace_period,
             prune,
             on_failure,
@@ -335,6 +369,15 @@ fn app_container(
         (LABEL_RUN, facts.run_url.clone()),
     ] {
         labels.insert(k.to_string(), v);
+    }
+    if let Some(r) = &target.replace {
+        let history: Vec<String> = r
+            .history
+            .iter()
+            .chain([&facts.now_unix_ms])
+            .map(u64::to_string)
+            .collect();
+        labels.insert(LABEL_REPLACEMENTS.to_string(), history.join(","));
     }
     let res = spec.resources();
     AppContainer {

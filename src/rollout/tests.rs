@@ -30,6 +30,7 @@ fn target(digest: &str) -> Target {
         image: PinnedImage::parse(&format!("127.0.0.1:5000/web@{digest}")).unwrap(),
         revision: Some(format!("rev-{}", &digest[7..9])),
         reuse_retained: false,
+        replace: None,
     }
 }
 
@@ -236,4 +237,57 @@ fn without_the_snippet_the_newest_running_container_is_taken_as_active() {
     );
     f.snippet = None;
     assert_eq!(active(&f).unwrap().id, "b");
+}
+
+#[test]
+fn replacing_the_same_digest_starts_a_fresh_container_and_removes_the_stuck_one() {
+    // The serving container runs D1, healthy as far as Docker knows, but stopped answering.
+    let f = facts(
+        vec![app("stuck", 1, D1, 10, true), app("prev", 0, D2, 5, false)],
+        Some(18002),
+    );
+    assert!(matches!(
+        plan(&spec(), &target(D1), &f, "x").action,
+        Action::AlreadyServing { .. }
+    ));
+    let mut t = target(D1);
+    t.replace = Some(Replace {
+        history: vec![1_600_000_000_000],
+    });
+    let plan = plan(&spec(), &t, &f, "x");
+    let r = rollout(&plan);
+    assert_eq!((r.slot, r.port), (0, 18001));
+    assert_eq!(r.retire.as_ref().unwrap().id, "stuck");
+    assert!(r.remove_retired, "a stuck container is not kept");
+    let NewContainer::Create(c) = &r.new else {
+        panic!("a fresh container, not a retained one: {:?}", r.new)
+    };
+    assert_eq!(c.labels[LABEL_DIGEST], D1);
+    assert_eq!(
+        c.labels[LABEL_REPLACEMENTS], "1600000000000,1700000000000",
+        "the history is carried forward with this replacement added"
+    );
+    // retain = 1 and the stuck one is removed, so the retained release stays.
+    assert!(r.prune.is_empty(), "{:?}", r.prune);
+    assert!(r.snippet.content.contains("reverse_proxy 127.0.0.1:18001"));
+    // A plain rollout keeps the retired container and carries no history.
+    let normal = plan_for_d2(&f);
+    assert!(!normal.remove_retired);
+    let NewContainer::Create(c) = &normal.new else {
+        panic!()
+    };
+    assert!(!c.labels.contains_key(LABEL_REPLACEMENTS));
+}
+
+fn plan_for_d2(f: &Facts) -> Rollout {
+    rollout(&plan(&spec(), &target(D2), f, "x")).clone()
+}
+
+#[test]
+fn the_replacement_history_is_read_back_from_the_label() {
+    let mut c = app("r", 0, D1, 1, true);
+    assert!(Replace::history_of(&c).is_empty());
+    c.labels
+        .insert(LABEL_REPLACEMENTS.into(), "5,7, 9,garbage".into());
+    assert_eq!(Replace::history_of(&c), [5, 7, 9]);
 }

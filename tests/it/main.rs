@@ -13,3 +13,4 @@ mod rollout;
 mod service;
 mod static_binary;
 mod support;
+mod watch;

@@ -1,0 +1,621 @@
+//! One service under watch: find the container that serves it (by labels, so a new release is
+//! picked up as soon as it runs), probe it through its probe sibling with the rollout gate's
+//! HTTP options, count consecutive failures, and replace it under the deploy lock when it is
+//! stuck: the same digest, through the normal plan and executor.
+
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::events::{Event, Events};
+use super::policy::{Decision, Policy};
+use crate::caddy::HostAgent;
+use crate::engine::{
+    ContainerInfo, Engine, EngineError, LABEL_MANAGED, ProbeSession, ProbeSibling, unique_suffix,
+};
+use crate::exit::Exit;
+use crate::host::HostAccess;
+use crate::lock::{LABEL_OWNER, Lock, LockError, LockRequest, Owner};
+use crate::reference::PinnedImage;
+use crate::rollout::execute::{Context, Evidence, NoCheck};
+use crate::rollout::{self, Facts, Gate, HttpGate, Outcome, Replace, Target};
+use crate::service;
+use crate::spec::ServiceSpec;
+
+/// On a probe sibling: the container whose network it joined.
+pub const LABEL_PROBE_TARGET: &str = "dev.slipway.probe.target";
+
+/// What every service's watcher shares.
+pub struct Shared {
+    pub engine: Engine,
+    pub host: HostAccess,
+    pub owner: Owner,
+    /// Consecutive failed probes that make a container stuck.
+    pub failures: u32,
+    /// Overrides each spec's `health.http.interval`.
+    pub interval: Option<Duration>,
+    pub policy: Policy,
+    pub lock_ttl: Duration,
+    pub events: Events,
+    /// Poked when an engine call fails, so the supervisor checks the engine at once.
+    pub trouble: Notify,
+}
+
+/// A probe sibling is named `slipway-probe-<service>-<pid>-<nanos>`: one per watchdog process,
+/// so a `--once` run and the long-running watchdog can probe the same service at once.
+pub fn sibling_prefix(service: &str) -> String {
+    format!("slipway-probe-{service}")
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or_default()
+}
+
+/// A unix time as RFC 3339, as the engine writes times.
+fn since(unix: i64) -> String {
+    let at = std::time::UNIX_EPOCH + Duration::from_secs(unix.max(0) as u64);
+    humantime::format_rfc3339_seconds(at).to_string()
+}
+
+fn label(info: &ContainerInfo, key: &str) -> String {
+    info.labels.get(key).cloned().unwrap_or_default()
+}
+
+/// One probe's result.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Probe {
+    Healthy,
+    Failed {
+        streak: u32,
+    },
+    /// No running container of the service: nothing to probe (a stopped service is its restart
+    /// policy's business, or a human's).
+    NoActive,
+    /// The probe could not run (the engine failed, or the sibling had to be made again): no
+    /// verdict, so it counts neither way.
+    Inconclusive(String),
+    /// The service's deploy lock is held: a deploy runs, nothing is probed or replaced.
+    Locked {
+        owner: String,
+    },
+}
+
+/// What a replacement attempt came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Replacement {
+    Replaced,
+    /// The replacement failed and was undone (`exit` says how: rolled back, rollback failed,
+    /// engine unavailable, ...).
+    Failed(Exit),
+    Backoff,
+    Capped,
+    LockHeld,
+    /// Under the lock, another container turned out to be serving: nothing to replace.
+    NotServing,
+    Interrupted,
+}
+
+#[derive(Debug, Default)]
+struct Said {
+    backoff: bool,
+    capped: bool,
+    lock_held: bool,
+    /// Under the lock it turned out not to be the container Caddy routes to.
+    not_serving: bool,
+}
+
+struct Current {
+    info: ContainerInfo,
+    http: HttpGate,
+    sibling: Option<ProbeSession>,
+    streak: u32,
+    first_failure: Option<Instant>,
+    said: Said,
+}
+
+pub struct Watcher {
+    pub spec: ServiceSpec,
+    reload: Vec<String>,
+    current: Option<Current>,
+    /// A `lock_held` event was emitted for the lock seen now.
+    said_locked: bool,
+    /// Replacements that failed (unix ms): they left no container to carry them in a label.
+    failed: Vec<u64>,
+}
+
+impl Watcher {
+    /// `spec` must have `[health.http]` (see `specs::unwatchable`).
+    pub fn new(spec: ServiceSpec) -> Watcher {
+        let reload = crate::host::split_command(&spec.caddy.reload_command)
+            .expect("a valid spec's reload command splits");
+        Watcher {
+            spec,
+            reload,
+            current: None,
+            said_locked: false,
+            failed: Vec::new(),
+        }
+    }
+
+    pub fn interval(&self, sh: &Shared) -> Duration {
+        sh.interval.unwrap_or_else(|| {
+            self.spec
+                .health
+                .http
+                .as_ref()
+                .map_or(Duration::from_secs(1), |h| h.interval)
+        })
+    }
+
+    fn gate(&self, info: &ContainerInfo, sh: &Shared) -> HttpGate {
+        let mut http = Gate::from_spec(&self.spec, &label(info, rollout::LABEL_REVISION))
+            .http
+            .expect("watched specs have [health.http]");
+        http.interval = self.interval(sh);
+        http
+    }
+
+    /// Finds the serving container and probes it once.
+    pub async fn probe(&mut self, sh: &Shared) -> Probe {
+        let name = self.spec.name.clone();
+        // One list call: the service's running app containers, and its deploy lock if held.
+        let listed = match sh
+            .engine
+            .list_running(&[(LABEL_MANAGED, "true"), (rollout::LABEL_SERVICE, &name)])
+            .await
+        {
+            Ok(l) => l,
+            Err(e) => {
+                sh.trouble.notify_one();
+                return Probe::Inconclusive(e.to_string());
+            }
+        };
+        // A deploy (or another watchdog's replacement) is running: its own gate watches the
+        // service, and the container it starts does not answer yet. Not probed meanwhile.
+        if let Some(lock) = listed.iter().find(|c| c.role() == Some("lock")) {
+            let owner = lock.labels.get(LABEL_OWNER).cloned().unwrap_or_default();
+            if !self.said_locked {
+                self.said_locked = true;
+                sh.events.emit(Event::LockHeld {
+                    service: name.clone(),
+                    container: self.current.as_ref().map(|c| c.info.name.clone()),
+                    owner: owner.clone(),
+                    since: since(lock.created_unix),
+                });
+            }
+            return Probe::Locked { owner };
+        }
+        if std::mem::take(&mut self.said_locked) {
+            tracing::info!("{name}: the deploy lock is free again; probing");
+        }
+        let mut running = Vec::new();
+        for c in listed.iter().filter(|c| c.role() == Some("app")) {
+            match sh.engine.inspect_container(&c.id).await {
+                Ok(Some(info)) if info.running => running.push(info),
+                Ok(_) => {}
+                Err(e) => {
+                    sh.trouble.notify_one();
+                    return Probe::Inconclusive(e.to_string());
+                }
+            }
+        }
+        // Without the lock the snippet cannot be read: the newest running container is the one
+        // serving between deploys. Before a replacement this is checked again under the lock.
+        let facts = Facts {
+            containers: running,
+            ..Facts::default()
+        };
+        let Some(active) = rollout::active(&facts).cloned() else {
+            self.remove_sibling(sh).await;
+            if let Some(gone) = self.current.take() {
+                tracing::info!(
+                    "{name}: {} no longer runs; nothing to probe",
+                    gone.info.name
+                );
+            }
+            return Probe::NoActive;
+        };
+        let same = self
+            .current
+            .as_ref()
+            .is_some_and(|c| c.info.id == active.id && c.info.started_at == active.started_at);
+        if !same {
+            if self.current.as_ref().is_some_and(|c| c.sibling.is_some()) {
+                self.remove_sibling(sh).await;
+            }
+            sh.events.emit(Event::Watching {
+                service: name.clone(),
+                container: active.name.clone(),
+                id: active.id.clone(),
+                revision: label(&active, rollout::LABEL_REVISION),
+                digest: label(&active, rollout::LABEL_DIGEST),
+            });
+            self.current = Some(Current {
+                http: self.gate(&active, sh),
+                info: active,
+                sibling: None,
+                streak: 0,
+                first_failure: None,
+                said: Said::default(),
+            });
+        }
+        let cur = self.current.as_mut().expect("set above");
+        if cur.sibling.is_none() {
+            match start_sibling(sh, &name, &cur.info, &cur.http).await {
+                Ok(session) => cur.sibling = Some(session),
+                Err(e) => {
+                    sh.trouble.notify_one();
+                    return Probe::Inconclusive(format!("the probe sibling: {e}"));
+                }
+            }
+        }
+        let session = cur.sibling.as_mut().expect("set above");
+        let started = Instant::now();
+        let attempt = session.probe(cur.http.attempt_deadline()).await;
+        if let Err(e) = &attempt {
+            // The sibling or its stream went away (removed, engine restarted, stuck): it is made
+            // again next time.
+            let id = session.id.clone();
+            cur.sibling = None;
+            let _ = sh.engine.remove_container(&id).await;
+            sh.trouble.notify_one();
+            return Probe::Inconclusive(e.to_string());
+        }
+        match cur.http.judge(attempt) {
+            Ok(()) => {
+                tracing::debug!(
+                    "{name}: {} answers ({} ms)",
+                    cur.info.name,
+                    started.elapsed().as_millis()
+                );
+                if cur.streak > 0 {
+                    sh.events.emit(Event::Recovered {
+                        service: name,
+                        container: cur.info.name.clone(),
+                        after: cur.streak,
+                    });
+                }
+                cur.streak = 0;
+                cur.first_failure = None;
+                cur.said = Said::default();
+                Probe::Healthy
+            }
+            Err(reason) => {
+                cur.streak += 1;
+                cur.first_failure.get_or_insert(started);
+                sh.events.emit(Event::ProbeFailed {
+                    service: name,
+                    container: cur.info.name.clone(),
+                    streak: cur.streak,
+                    failures: sh.failures,
+                    reason,
+                });
+                Probe::Failed { streak: cur.streak }
+            }
+        }
+    }
+
+    /// Removes this service's probe sibling (on a new target, and when the watchdog stops). It
+    /// would go by itself once its stdin closes; this makes it immediate.
+    pub async fn remove_sibling(&mut self, sh: &Shared) {
+        let Some(session) = self.current.as_mut().and_then(|c| c.sibling.take()) else {
+            return;
+        };
+        let id = session.id.clone();
+        drop(session);
+        if let Err(e) = sh.engine.remove_container(&id).await {
+            tracing::debug!("{}: removing the probe sibling: {e}", self.spec.name);
+        }
+    }
+
+    /// Replaces the stuck container, unless crash-loop protection or a held lock says not now.
+    pub async fn replace(&mut self, sh: &Shared, cancel: &CancellationToken) -> Replacement {
+        let service = self.spec.name.clone();
+        let Some(cur) = self.current.as_mut() else {
+            return Replacement::NotServing;
+        };
+        // Said once; the next deploy reconciles it (a new container is watched afresh).
+        if cur.said.not_serving {
+            return Replacement::NotServing;
+        }
+        let now = now_ms();
+        self.failed = sh.policy.recent(&self.failed, now);
+        let mut history = Replace::history_of(&cur.info);
+        history.extend(&self.failed);
+        let history = sh.policy.recent(&history, now);
+        match sh.policy.decide(&history, now) {
+            Decision::Replace => {}
+            Decision::Capped { recent } => {
+                if !cur.said.capped {
+                    cur.said.capped = true;
+                    sh.events.emit(Event::Capped {
+                        service: service.clone(),
+                        container: cur.info.name.clone(),
+                        replacements: recent,
+                        window_secs: sh.policy.window.as_secs(),
+                        message: if sh.policy.cap == 0 {
+                            format!(
+                                "{} stopped answering; not replacing it: --cap 0 only reports. Look at `docker logs {}`, then deploy a fix or run `slipway rollback`",
+                                cur.info.name, cur.info.name
+                            )
+                        } else {
+                            format!(
+                                "{} stopped answering, and {service} was replaced {recent} time(s) within {}: not replacing it again (crash-loop protection). Look at `docker logs {}`, then deploy a fix or run `slipway rollback`; replacements resume once the earlier ones age out of the window",
+                                cur.info.name,
+                                humantime::format_duration(sh.policy.window),
+                                cur.info.name
+                            )
+                        },
+                    });
+                }
+                return Replacement::Capped;
+            }
+            Decision::Backoff { wait, recent } => {
+                if !cur.said.backoff {
+                    cur.said.backoff = true;
+                    sh.events.emit(Event::Backoff {
+                        service,
+                        container: cur.info.name.clone(),
+                        retry_in_ms: wait.as_millis() as u64,
+                        replacements: recent,
+                    });
+                }
+                return Replacement::Backoff;
+            }
+        }
+        let lock = match Lock::acquire(
+            &sh.engine,
+            &LockRequest {
+                service: &service,
+                host: &sh.host,
+                snippet_dir: &self.spec.caddy.snippet_dir,
+                owner: &sh.owner,
+                ttl: sh.lock_ttl,
+                wait: Duration::ZERO,
+            },
+            cancel,
+        )
+        .await
+        {
+            Ok(lock) => lock,
+            Err(LockError::Held { owner, since, .. }) => {
+                if !cur.said.lock_held {
+                    cur.said.lock_held = true;
+                    sh.events.emit(Event::LockHeld {
+                        service,
+                        container: Some(cur.info.name.clone()),
+                        owner,
+                        since,
+                    });
+                }
+                return Replacement::LockHeld;
+            }
+            Err(LockError::Interrupted { .. }) => return Replacement::Interrupted,
+            Err(e) => {
+                sh.trouble.notify_one();
+                sh.events.emit(Event::ReplaceFailed {
+                    service,
+                    container: cur.info.name.clone(),
+                    outcome: "unavailable".into(),
+                    message: format!("could not take the deploy lock: {e}"),
+                    health_log: Vec::new(),
+                    log_tail: String::new(),
+                });
+                return Replacement::Failed(Exit::Unavailable);
+            }
+        };
+        cur.said.lock_held = false;
+        sh.events.emit(Event::Replacing {
+            service: service.clone(),
+            container: cur.info.name.clone(),
+            revision: label(&cur.info, rollout::LABEL_REVISION),
+            failures: cur.streak,
+        });
+        let agent = HostAgent::attach(&lock.id, &sh.host);
+        let result = self.locked(sh, &agent, history, now, cancel).await;
+        lock.release(&sh.engine).await;
+        result
+    }
+
+    async fn locked(
+        &mut self,
+        sh: &Shared,
+        agent: &HostAgent,
+        history: Vec<u64>,
+        now: u64,
+        cancel: &CancellationToken,
+    ) -> Replacement {
+        let service = self.spec.name.clone();
+        let stuck = self
+            .current
+            .as_ref()
+            .expect("replace checked it")
+            .info
+            .clone();
+        let fail = |sh: &Shared, outcome: &str, message: String, evidence: Option<Evidence>| {
+            let evidence = evidence.unwrap_or_default();
+            sh.events.emit(Event::ReplaceFailed {
+                service: service.clone(),
+                container: stuck.name.clone(),
+                outcome: outcome.into(),
+                message,
+                health_log: evidence.health_log,
+                log_tail: evidence.log_tail,
+            });
+        };
+        let prepared = async {
+            let image = PinnedImage::parse(&label(&stuck, rollout::LABEL_IMAGE)).map_err(|e| {
+                (
+                    Exit::Usage,
+                    format!(
+                        "its {} label is not a pinned image: {e}",
+                        rollout::LABEL_IMAGE
+                    ),
+                )
+            })?;
+            let unavailable = |e: &dyn std::fmt::Display| (Exit::Unavailable, e.to_string());
+            let snippet = agent
+                .read(&sh.engine, &format!("{service}.caddy"))
+                .await
+                .map_err(|e| unavailable(&e))?;
+            let env = self.env_for(sh, &stuck).await?;
+            let run_url = Some(label(&stuck, rollout::LABEL_RUN))
+                .filter(|r| !r.is_empty())
+                .unwrap_or_else(|| sh.owner.run.clone());
+            let mut facts = service::gather_facts(&sh.engine, &service, Some(&image), env, run_url)
+                .await
+                .map_err(|e| unavailable(&e))?;
+            facts.snippet = Some(snippet);
+            Ok::<_, (Exit, String)>((image, facts))
+        };
+        let (image, facts) = match prepared.await {
+            Ok(p) => p,
+            Err((exit, message)) => {
+                fail(sh, "unavailable", message, None);
+                return Replacement::Failed(exit);
+            }
+        };
+        // The snippet says what serves; it must still be the container that failed.
+        let serving = rollout::active(&facts);
+        if serving.map(|s| &s.id) != Some(&stuck.id) {
+            sh.events.emit(Event::NotServing {
+                service,
+                container: stuck.name.clone(),
+                serving: serving.map(|s| s.name.clone()),
+            });
+            if let Some(cur) = self.current.as_mut() {
+                cur.said.not_serving = true;
+            }
+            return Replacement::NotServing;
+        }
+        // The probe sibling shares the stuck container's network namespace, which is going.
+        self.remove_sibling(sh).await;
+        let target = Target {
+            image,
+            revision: Some(label(&stuck, rollout::LABEL_REVISION)),
+            reuse_retained: false,
+            replace: Some(Replace { history }),
+        };
+        let plan = rollout::plan(&self.spec, &target, &facts, &self.spec.caddy.reload_command);
+        let ctx = Context {
+            engine: &sh.engine,
+            agent,
+            reload: self.reload.clone(),
+            cancel,
+        };
+        let began = Instant::now();
+        let report = rollout::execute(&ctx, &plan, &NoCheck).await;
+        match report.outcome {
+            Outcome::Deployed => {
+                let first_failure = self
+                    .current
+                    .as_ref()
+                    .and_then(|c| c.first_failure)
+                    .unwrap_or(began);
+                let serving_at = report
+                    .steps
+                    .iter()
+                    .find(|s| s.name == "switch" && s.ok)
+                    .map_or_else(Instant::now, |s| {
+                        began + Duration::from_millis(s.start_ms + s.duration_ms)
+                    });
+                sh.events.emit(Event::Replaced {
+                    service,
+                    old: stuck.name.clone(),
+                    new: report.container.clone().unwrap_or_default(),
+                    revision: report.revision.clone(),
+                    port: report.port,
+                    first_failure_to_serving_ms: serving_at
+                        .saturating_duration_since(first_failure)
+                        .as_millis() as u64,
+                    replace_ms: report.wall_ms,
+                    start_to_healthy_ms: report.start_to_healthy_ms,
+                });
+                self.current = None;
+                Replacement::Replaced
+            }
+            Outcome::Interrupted => {
+                fail(sh, "interrupted", report.message, None);
+                Replacement::Interrupted
+            }
+            other => {
+                self.failed.push(now);
+                let outcome = serde_json::to_value(other)
+                    .ok()
+                    .and_then(|v| v.as_str().map(String::from))
+                    .unwrap_or_default();
+                fail(sh, &outcome, report.message, Some(report.evidence));
+                Replacement::Failed(other.exit())
+            }
+        }
+    }
+
+    /// The values of the spec's env names for the replacement: those of the stuck container
+    /// (what it was deployed with), else the watchdog's own environment. Never printed.
+    async fn env_for(
+        &self,
+        sh: &Shared,
+        stuck: &ContainerInfo,
+    ) -> Result<Vec<(String, String)>, (Exit, String)> {
+        let mut values = sh
+            .engine
+            .env_of(&stuck.id, &self.spec.env)
+            .await
+            .map_err(|e| (Exit::Unavailable, e.to_string()))?;
+        let mut missing = Vec::new();
+        for name in &self.spec.env {
+            if values.iter().any(|(k, _)| k == name) {
+                continue;
+            }
+            match std::env::var(name) {
+                Ok(v) => values.push((name.clone(), v)),
+                Err(_) => missing.push(name.clone()),
+            }
+        }
+        if !missing.is_empty() {
+            return Err((
+                Exit::Usage,
+                format!(
+                    "the spec passes {} but {} has no such variable and the watchdog's environment has none either; set it for `slipway watch` or deploy again",
+                    missing.join(", "),
+                    stuck.name
+                ),
+            ));
+        }
+        // In the spec's order, as a rollout passes them.
+        values.sort_by_key(|(k, _)| self.spec.env.iter().position(|n| n == k));
+        Ok(values)
+    }
+}
+
+/// A probe sibling for `target`, attached: it runs this service's probe once per request.
+async fn start_sibling(
+    sh: &Shared,
+    service: &str,
+    target: &ContainerInfo,
+    http: &HttpGate,
+) -> Result<ProbeSession, EngineError> {
+    let spec = ProbeSibling {
+        name: format!("{}-{}", sibling_prefix(service), unique_suffix()),
+        image: sh.host.image.to_string(),
+        target: target.id.clone(),
+        argv: http.argv(),
+        labels: vec![
+            (rollout::LABEL_SERVICE.into(), service.into()),
+            (LABEL_PROBE_TARGET.into(), target.id.clone()),
+        ],
+    };
+    sh.engine.ensure_image(&spec.image).await?;
+    let session = sh.engine.start_probe_session(&spec).await?;
+    tracing::debug!(
+        "{service}: probe sibling {} joins the network of {}",
+        spec.name,
+        target.name
+    );
+    Ok(session)
+}
