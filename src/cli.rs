@@ -466,9 +466,16 @@ pub enum LogFormat {
     Json,
 }
 
+/// The longest duration any flag takes.
+pub const MAX_FLAG_DURATION: Duration = Duration::from_secs(7 * 24 * 3600);
+
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s)
-        .map_err(|e| format!("`{s}` is not a duration like 30s, 2m or 1h30m: {e}"))
+    let d = humantime::parse_duration(s)
+        .map_err(|e| format!("`{s}` is not a duration like 30s, 2m or 1h30m: {e}"))?;
+    if d > MAX_FLAG_DURATION {
+        return Err(format!("`{s}` is longer than slipway allows (7d at most)"));
+    }
+    Ok(d)
 }
 
 #[cfg(test)]
@@ -490,5 +497,9 @@ mod tests {
     fn durations_parse_or_explain() {
         assert_eq!(parse_duration("90s").unwrap(), Duration::from_secs(90));
         assert!(parse_duration("soon").unwrap_err().contains("`soon`"));
+        assert!(parse_duration("7d").is_ok());
+        for huge in ["8d", "400000000000y", "18446744073709551615s"] {
+            assert!(parse_duration(huge).is_err(), "{huge}");
+        }
     }
 }

@@ -3,6 +3,7 @@
 //! watch window as the post-switch check, so a wrong version served puts the previous release
 //! back. Every path ends with outputs, a summary and (with --report) a JSON report.
 
+use crate::revision::Revision;
 use std::fmt::Write as _;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -313,11 +314,7 @@ async fn deploy_inner(
     ci.end_group();
     let (p, source) = checked?;
 
-    let given_revision = args
-        .build
-        .revision
-        .clone()
-        .or_else(|| std::env::var("GITHUB_SHA").ok().filter(|v| !v.is_empty()));
+    let given_revision = given_revision(args)?;
     if args.service.dry_run {
         return dry_run(args, &p, &source, given_revision).await;
     }
@@ -352,7 +349,8 @@ async fn deploy_inner(
                     pushed.digest
                 ),
             ));
-            (pushed.image, Some(pushed.revision))
+            let revision = service::revision_arg(&pushed.revision, "the build's revision")?;
+            (pushed.image, Some(revision))
         }
     };
     let choice = Choice::Image {
@@ -361,7 +359,12 @@ async fn deploy_inner(
     };
 
     // The expected version: given, the revision, or the image's own revision label.
-    let expected = match args.smoke.expect_version.clone().or(revision.clone()) {
+    let expected = match args
+        .smoke
+        .expect_version
+        .clone()
+        .or(revision.as_ref().map(ToString::to_string))
+    {
         Some(v) => v,
         None => revision_label(&p, &image).await?,
     };
@@ -422,6 +425,24 @@ async fn check_inputs(
     Ok((p, source))
 }
 
+/// The revision given for the job: --revision (SLIPWAY_REVISION), else GITHUB_SHA; checked.
+fn given_revision(args: &DeployArgs) -> Result<Option<Revision>, Failure> {
+    let flag = args
+        .build
+        .revision
+        .as_deref()
+        .map(|r| (r.to_string(), "--revision (SLIPWAY_REVISION)"));
+    let env = || {
+        std::env::var("GITHUB_SHA")
+            .ok()
+            .filter(|v| !v.is_empty())
+            .map(|r| (r, "GITHUB_SHA"))
+    };
+    flag.or_else(env)
+        .map(|(text, source)| service::revision_arg(&text, source))
+        .transpose()
+}
+
 async fn revision_label(p: &service::Prepared, image: &PinnedImage) -> Result<String, Failure> {
     p.engine
         .ensure_image(&image.to_string())
@@ -432,6 +453,11 @@ async fn revision_label(p: &service::Prepared, image: &PinnedImage) -> Result<St
         .await
         .map_err(|e| Failure::new(Exit::Unavailable, e))?
         .and_then(|i| i.labels.get(rollout::REVISION_LABEL).cloned())
+        .map(|label| {
+            service::revision_arg(&label, "the image's org.opencontainers.image.revision label")
+                .map(|r| r.to_string())
+        })
+        .transpose()?
         .ok_or_else(|| {
             Failure::usage(anyhow::anyhow!(
                 "{image} has no org.opencontainers.image.revision label, so there is no version to expect"
@@ -444,7 +470,7 @@ async fn dry_run(
     args: &DeployArgs,
     p: &service::Prepared,
     source: &Source,
-    revision: Option<String>,
+    revision: Option<Revision>,
 ) -> Result<Exit, Failure> {
     let (image, revision, build) = match source {
         Source::Given(image) => (image.clone(), revision, None),
@@ -456,7 +482,10 @@ async fn dry_run(
             let tags: Vec<String> = req.tags().iter().map(|t| format!("{repo}:{t}")).collect();
             (
                 image,
-                Some(req.revision.clone()),
+                Some(service::revision_arg(
+                    &req.revision,
+                    "the build's revision",
+                )?),
                 Some(format!(
                     "lint and build {} ({}), push {}, prove the registry's digest",
                     req.context.display(),
@@ -475,7 +504,7 @@ async fn dry_run(
         .smoke
         .expect_version
         .clone()
-        .unwrap_or_else(|| plan.revision.clone());
+        .unwrap_or_else(|| plan.revision.to_string());
     let smoke = smoke_from_args(&args.smoke, &version)?;
     let dp = DeployPlan {
         build,
@@ -484,7 +513,7 @@ async fn dry_run(
         } else {
             image.to_string()
         },
-        revision: &plan.revision,
+        revision: plan.revision.as_str(),
         rollout: &plan,
         reload_image: p.host.image.to_string(),
         lock: format!(
@@ -571,7 +600,7 @@ fn finish(
         image: &report.image,
         digest,
         previous_digest,
-        revision: &report.revision,
+        revision: report.revision.as_str(),
         url,
         started_unix_ms: t0,
         wall_ms: SystemTime::now()

@@ -61,7 +61,7 @@ impl HostAccess {
             cmd,
             privileged: true,
             pid_host: true,
-            binds: Vec::new(),
+            mounts: Vec::new(),
             labels: vec![("dev.slipway.purpose".into(), purpose.into())],
             network: None,
             deadline: self.deadline,

@@ -58,6 +58,8 @@ pub enum LockError {
     },
     #[error("interrupted while waiting for the deploy lock of `{service}`")]
     Interrupted { service: String },
+    #[error("caddy.snippet_dir {path} does not exist on the host; nothing was changed")]
+    SnippetDirMissing { path: String },
     #[error(transparent)]
     Engine(#[from] EngineError),
 }
@@ -67,6 +69,9 @@ impl LockError {
         match self {
             LockError::Held { service, .. } => format!(
                 "wait for that run, pass --lock-wait 5m, or if it is gone: `slipway lock release --config ...` (it also expires by itself once its heartbeat stops; see `slipway lock status` for {service})"
+            ),
+            LockError::SnippetDirMissing { path } => format!(
+                "Day 0 creates it (docs/operator-guide.md, Day 0 step 3): as root on the host `install -d -m 0755 {path}`, a placeholder snippet per service, and the Caddyfile's import; or fix caddy.snippet_dir in the spec"
             ),
             _ => "check that the Docker engine answers (`slipway doctor`)".into(),
         }
@@ -181,7 +186,10 @@ impl Lock {
             ],
             privileged: true,
             pid_host: true,
-            binds: vec![format!("{}:{SNIPPET_MOUNT}", req.snippet_dir.display())],
+            mounts: vec![(
+                req.snippet_dir.display().to_string(),
+                SNIPPET_MOUNT.to_string(),
+            )],
             labels: vec![
                 ("dev.slipway.service".into(), req.service.into()),
                 (LABEL_OWNER.into(), req.owner.run.clone()),
@@ -210,6 +218,11 @@ impl Lock {
                     return Ok(Lock { id, heartbeat });
                 }
                 Err(EngineError::NameTaken { .. }) => {}
+                Err(EngineError::MountSourceMissing { .. }) => {
+                    return Err(LockError::SnippetDirMissing {
+                        path: req.snippet_dir.display().to_string(),
+                    });
+                }
                 Err(e) => return Err(e.into()),
             }
             let Some(info) = engine.inspect_container(&name).await? else {

@@ -16,6 +16,7 @@ mod lock;
 mod probe;
 mod reference;
 mod registry;
+mod revision;
 mod rollout;
 mod service;
 mod smoke;
@@ -62,9 +63,14 @@ async fn run(cli: Cli, cancel: &CancellationToken) -> Result<Exit, Failure> {
     match cli.command {
         Command::Doctor(args) => commands::doctor(&cli.global, args, cancel).await,
         Command::Rollout(args) => {
+            let revision = args
+                .revision
+                .as_deref()
+                .map(|r| service::revision_arg(r, "--revision (SLIPWAY_REVISION)"))
+                .transpose()?;
             let choice = service::Choice::Image {
                 image: args.image,
-                revision: args.revision,
+                revision,
             };
             service::run(&cli.global, &args.service, choice, cancel).await
         }

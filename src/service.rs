@@ -15,6 +15,7 @@ use crate::exit::{Exit, Failure};
 use crate::host::{self, HostAccess};
 use crate::lock::{self, Lock, LockRequest, LockState, Owner};
 use crate::reference::PinnedImage;
+use crate::revision::Revision;
 use crate::rollout::{self, Facts, Plan, Report, Target};
 use crate::spec::{self, ServiceSpec};
 
@@ -22,7 +23,7 @@ use crate::spec::{self, ServiceSpec};
 pub enum Choice {
     Image {
         image: String,
-        revision: Option<String>,
+        revision: Option<Revision>,
     },
     LastGood,
 }
@@ -199,15 +200,24 @@ fn resolve_target(choice: &Choice, facts: &Facts) -> Result<Target, Failure> {
                 .with_hint("rollback returns to a previous release kept stopped on this host (see `retain` in the spec); roll out a pinned image instead")
             })?;
             let r = rollout::container_ref(back);
+            let source = format!("the dev.slipway.revision label of {}", r.name);
             Ok(Target {
                 image: PinnedImage::parse(&back.labels[rollout::LABEL_IMAGE])
                     .expect("rollback_target only returns pinned images"),
-                revision: Some(r.revision),
+                revision: Some(revision_arg(&r.revision, &source)?),
                 reuse_retained: true,
                 replace: None,
             })
         }
     }
+}
+
+/// A revision from outside (flag, environment, label): refused with exit 2 naming its source.
+pub fn revision_arg(text: &str, source: &str) -> Result<Revision, Failure> {
+    Revision::parse(text, source).map_err(|e| {
+        let hint = e.hint();
+        Failure::usage(e).with_hint(hint)
+    })
 }
 
 /// `rollout` and `rollback`.
@@ -348,6 +358,13 @@ pub fn render_plan(plan: &Plan) -> String {
         None => s.push_str("  serving now: nothing\n"),
     }
     match &plan.action {
+        rollout::Action::HostContract { reason, hint }
+        | rollout::Action::Refuse { reason, hint } => {
+            let _ = writeln!(
+                s,
+                "  refused: {reason}\n  hint: {hint}\n  nothing will be changed"
+            );
+        }
         rollout::Action::AlreadyServing { container } => {
             let _ = writeln!(
                 s,

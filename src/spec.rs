@@ -308,16 +308,14 @@ impl ServiceSpec {
             }
         }
         for (i, v) in self.volumes.iter().enumerate() {
-            let parts: Vec<&str> = v.split(':').collect();
-            let ok = matches!(parts.len(), 2 | 3)
-                && !parts[0].is_empty()
-                && parts[1].starts_with('/')
-                && parts.get(2).is_none_or(|m| ["ro", "rw"].contains(m));
-            if !ok {
-                p.push(format!(
-                    "volumes[{i}]: `{v}` must be SOURCE:/TARGET[:ro|rw]"
-                ));
+            if let Err(why) = check_volume(v) {
+                p.push(format!("volumes[{i}]: `{}` {why}", v.escape_debug()));
             }
+        }
+        if let Some(n) = &self.network
+            && let Err(why) = check_network(n)
+        {
+            p.push(format!("network: `{}` {why}", n.escape_debug()));
         }
         if let Some(m) = &self.limits.memory
             && parse_bytes(m).is_none()
@@ -327,9 +325,11 @@ impl ServiceSpec {
             ));
         }
         if let Some(c) = self.limits.cpus
-            && !(c > 0.0 && c <= 1024.0)
+            && !valid_cpus(c)
         {
-            p.push(format!("limits.cpus: {c} must be above 0"));
+            p.push(format!(
+                "limits.cpus: {c} must be a number above 0 and at most 1024"
+            ));
         }
         if let Some(n) = self.limits.pids
             && n < 1
@@ -376,33 +376,61 @@ impl ServiceSpec {
         if !self.health.docker && self.health.http.is_none() {
             p.push("health: set docker = true or add [health.http]; a release must be proven healthy before it serves".into());
         }
-        if self.health.deadline.is_zero() {
-            p.push("health.deadline: must be above 0".into());
+        for (key, d, max) in self.durations() {
+            if d.is_zero() && !matches!(key, "drain" | "stop_grace_period") {
+                p.push(format!("{key}: must be above 0"));
+            } else if d > max {
+                p.push(format!(
+                    "{key}: {} is longer than slipway allows ({} at most)",
+                    humantime::format_duration(d),
+                    humantime::format_duration(max)
+                ));
+            }
         }
         if let Some(h) = &self.health.http {
-            if !h.path.starts_with('/') {
-                p.push(format!("health.http.path: `{}` must start with /", h.path));
+            if !h.path.starts_with('/') || !h.path.chars().all(|c| c.is_ascii_graphic()) {
+                p.push(format!(
+                    "health.http.path: `{}` must start with / and be printable ASCII without spaces",
+                    h.path.escape_debug()
+                ));
+            }
+            if let Some(host) = &h.host
+                && !valid_host_header(host)
+            {
+                p.push(format!(
+                    "health.http.host: `{}` must be a host name or address, optionally with :port",
+                    host.escape_debug()
+                ));
             }
             if h.successes == 0 {
                 p.push("health.http.successes: must be at least 1".into());
-            }
-            if h.timeout.is_zero() || h.interval.is_zero() {
-                p.push("health.http: interval and timeout must be above 0".into());
             }
             if h.json_value.is_some() && h.json_field.is_none() {
                 p.push("health.http.json_value: set json_field too".into());
             }
         }
-        if !self.caddy.snippet_dir.is_absolute() {
+        if let Err(why) = check_snippet_dir(&self.caddy.snippet_dir) {
             p.push(format!(
-                "caddy.snippet_dir: `{}` must be an absolute path on the host",
+                "caddy.snippet_dir: `{}` {why}",
                 self.caddy.snippet_dir.display()
             ));
+        }
+        for (i, o) in self.caddy.upstream_options.iter().enumerate() {
+            if let Err(why) = crate::caddy::check_upstream_option(o) {
+                p.push(format!("caddy.upstream_options[{i}]: {why}"));
+            }
         }
         if let Err(e) = crate::host::split_command(&self.caddy.reload_command) {
             p.push(format!("caddy.reload_command: {e}"));
         }
         if let Some(q) = &self.quota {
+            if let Some(c) = q.cpus
+                && !valid_cpus(c)
+            {
+                p.push(format!(
+                    "quota.cpus: {c} must be a number above 0 and at most 1024"
+                ));
+            }
             if let Some(m) = &q.memory
                 && parse_bytes(m).is_none()
             {
@@ -418,6 +446,20 @@ impl ServiceSpec {
             }
         }
         p
+    }
+
+    /// Every duration of the spec with its key and the longest it may be.
+    fn durations(&self) -> Vec<(&'static str, Duration, Duration)> {
+        let mut d = vec![
+            ("stop_grace_period", self.stop_grace_period, MAX_WAIT),
+            ("drain", self.drain, MAX_WAIT),
+            ("health.deadline", self.health.deadline, MAX_WAIT),
+        ];
+        if let Some(h) = &self.health.http {
+            d.push(("health.http.interval", h.interval, MAX_PROBE));
+            d.push(("health.http.timeout", h.timeout, MAX_PROBE));
+        }
+        d
     }
 
     pub fn resources(&self) -> Resources {
@@ -451,6 +493,122 @@ impl ServiceSpec {
     pub fn snippet_path(&self) -> PathBuf {
         self.caddy.snippet_dir.join(format!("{}.caddy", self.name))
     }
+}
+
+/// The longest wait a spec may ask for (grace, drain, health deadline).
+pub const MAX_WAIT: Duration = Duration::from_secs(3600);
+/// The longest probe interval or per-try timeout.
+pub const MAX_PROBE: Duration = Duration::from_secs(300);
+
+fn valid_cpus(c: f64) -> bool {
+    c.is_finite() && c > 0.0 && c <= 1024.0
+}
+
+/// Host paths an app container may never mount: the host's root, the kernel's views of it, and
+/// any engine's API socket (which is root on the host).
+const FORBIDDEN_SOURCES: &[&str] = &["/", "/proc", "/sys", "/dev", "/boot", "/etc", "/root"];
+
+fn check_volume(v: &str) -> Result<(), String> {
+    let parts: Vec<&str> = v.split(':').collect();
+    let ok = matches!(parts.len(), 2 | 3)
+        && !parts[0].is_empty()
+        && parts[1].starts_with('/')
+        && parts.get(2).is_none_or(|m| ["ro", "rw"].contains(m));
+    if !ok {
+        return Err("must be SOURCE:/TARGET[:ro|rw]".into());
+    }
+    let source = parts[0];
+    if !source.starts_with('/') {
+        return Ok(()); // a named volume
+    }
+    if Path::new(source)
+        .components()
+        .any(|c| matches!(c, std::path::Component::ParentDir))
+    {
+        return Err("has `..` in its source: give the host path as it is".into());
+    }
+    let trimmed = source.trim_end_matches('/');
+    let trimmed = if trimmed.is_empty() { "/" } else { trimmed };
+    if FORBIDDEN_SOURCES.contains(&trimmed) {
+        return Err(format!(
+            "mounts the host's {trimmed} into the app; slipway refuses (mount the one directory the app needs)"
+        ));
+    }
+    if trimmed.ends_with(".sock")
+        && ["docker", "podman", "containerd"]
+            .iter()
+            .any(|e| trimmed.contains(e))
+    {
+        return Err("mounts a container engine's socket into the app, which is root on the host; slipway refuses".into());
+    }
+    Ok(())
+}
+
+fn check_network(n: &str) -> Result<(), String> {
+    if n == "host" {
+        return Err("shares the host's network: the app would bind the slot ports itself and bypass the switch; use a bridge or user-defined network".into());
+    }
+    if n == "none" || n.starts_with("container:") {
+        return Err(
+            "leaves the app unreachable on its slot port; use a bridge or user-defined network"
+                .into(),
+        );
+    }
+    let ok = !n.is_empty()
+        && n.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+    if !ok {
+        return Err("is not a Docker network name".into());
+    }
+    Ok(())
+}
+
+fn check_snippet_dir(dir: &Path) -> Result<(), String> {
+    if !dir.is_absolute() {
+        return Err("must be an absolute path on the host".into());
+    }
+    if dir.components().any(|c| {
+        matches!(
+            c,
+            std::path::Component::ParentDir | std::path::Component::CurDir
+        )
+    }) || dir.to_string_lossy().contains("/./")
+    {
+        return Err(
+            "must not contain `..` or `.`: give the directory the Caddyfile imports as it is"
+                .into(),
+        );
+    }
+    if dir == Path::new("/") {
+        return Err("is the host's root; give the directory the Caddyfile imports".into());
+    }
+    if !dir
+        .to_str()
+        .is_some_and(|s| s.chars().all(|c| c.is_ascii_graphic()))
+    {
+        return Err("must be printable ASCII without spaces".into());
+    }
+    Ok(())
+}
+
+fn valid_host_header(host: &str) -> bool {
+    let (name, port) = match host.rsplit_once(':') {
+        Some((n, p)) if !n.contains(':') || n.ends_with(']') => (n, Some(p)),
+        _ => (host, None),
+    };
+    let name_ok = if let Some(v6) = name.strip_prefix('[').and_then(|n| n.strip_suffix(']')) {
+        !v6.is_empty()
+            && v6
+                .chars()
+                .all(|c| c.is_ascii_hexdigit() || c == ':' || c == '.')
+    } else {
+        !name.is_empty()
+            && name.len() <= 253
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
+    };
+    name_ok && port.is_none_or(|p| p.parse::<u16>().is_ok_and(|p| p > 0))
 }
 
 fn valid_name(name: &str) -> bool {
@@ -696,5 +854,146 @@ snippet_dir = "relative/dir"
             resolve_env(&["A".into(), "B".into(), "C".into()], &env).unwrap_err(),
             vec!["B".to_string(), "C".to_string()]
         );
+    }
+
+    fn problems_of(extra_top: &str, extra_health: &str, extra_caddy: &str) -> String {
+        let dir = if extra_caddy.contains("snippet_dir") {
+            ""
+        } else {
+            "snippet_dir = \"/etc/caddy/slipway\""
+        };
+        let text = format!(
+            "name = \"web\"\nslots = [18001, 18002]\ncontainer_port = 8080\n{extra_top}\n[health]\n{extra_health}\n[caddy]\n{dir}\n{extra_caddy}\n"
+        );
+        match ServiceSpec::parse(Path::new("s.toml"), &text) {
+            Ok(_) => String::new(),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn durations_are_bounded() {
+        let e = problems_of("", "deadline = \"400000000000y\"", "");
+        assert!(
+            e.contains("health.deadline:") && e.contains("1h at most"),
+            "{e}"
+        );
+        let e = problems_of("drain = \"2h\"\nstop_grace_period = \"61m\"", "", "");
+        assert!(
+            e.contains("drain:") && e.contains("stop_grace_period:"),
+            "{e}"
+        );
+        let e = problems_of("", "[health.http]\ninterval = \"6m\"\ntimeout = \"0s\"", "");
+        assert!(
+            e.contains("health.http.interval:")
+                && e.contains("health.http.timeout: must be above 0"),
+            "{e}"
+        );
+        assert_eq!(
+            problems_of(
+                "drain = \"0s\"\nstop_grace_period = \"0s\"",
+                "deadline = \"1h\"",
+                ""
+            ),
+            ""
+        );
+    }
+
+    #[test]
+    fn values_that_reach_the_host_are_refused() {
+        for (top, health, caddy, key) in [
+            (
+                "",
+                "",
+                "snippet_dir = \"/etc/caddy/../../root\"",
+                "caddy.snippet_dir:",
+            ),
+            ("", "", "snippet_dir = \"/\"", "caddy.snippet_dir:"),
+            (
+                "",
+                "",
+                "snippet_dir = \"/etc/caddy/./x\"",
+                "caddy.snippet_dir:",
+            ),
+            (
+                "",
+                "[health.http]\nhost = \"a.example\\r\\nX-Evil: 1\"",
+                "",
+                "health.http.host:",
+            ),
+            (
+                "",
+                "[health.http]\npath = \"/health\\r\\nX: y\"",
+                "",
+                "health.http.path:",
+            ),
+            ("volumes = [\"/:/host\"]", "", "", "volumes[0]:"),
+            (
+                "volumes = [\"/var/run/docker.sock:/var/run/docker.sock\"]",
+                "",
+                "",
+                "volumes[0]:",
+            ),
+            (
+                "volumes = [\"/run/podman/podman.sock:/s\"]",
+                "",
+                "",
+                "volumes[0]:",
+            ),
+            ("volumes = [\"/srv/../:/x\"]", "", "", "volumes[0]:"),
+            ("network = \"host\"", "", "", "network:"),
+            ("network = \"container:db\"", "", "", "network:"),
+            ("[limits]\ncpus = nan", "", "", "limits.cpus:"),
+            (
+                "[limits]\ncpus = 1.0\n[quota]\ncpus = nan",
+                "",
+                "",
+                "quota.cpus:",
+            ),
+            (
+                "",
+                "",
+                "upstream_options = [\"lb_try_duration 5s }\"]",
+                "caddy.upstream_options[0]:",
+            ),
+            (
+                "",
+                "",
+                "upstream_options = [\"lb_try_duration 5s\\n}\\n:80 {\"]",
+                "caddy.upstream_options[0]:",
+            ),
+            (
+                "",
+                "",
+                "upstream_options = [\"import /etc/passwd\"]",
+                "caddy.upstream_options[0]:",
+            ),
+        ] {
+            let e = problems_of(top, health, caddy);
+            assert!(e.contains(key), "{top} {health} {caddy}: {e}");
+        }
+        for (top, health, caddy) in [
+            (
+                "volumes = [\"data:/data\", \"/srv/app/uploads:/uploads:ro\", \"/etc/ssl/certs:/etc/ssl/certs:ro\"]",
+                "",
+                "",
+            ),
+            (
+                "network = \"apps_net\"",
+                "[health.http]\nhost = \"web.example.com:8443\"",
+                "",
+            ),
+            (
+                "",
+                "[health.http]\nhost = \"[::1]:8080\"",
+                "upstream_options = [\"lb_try_duration 5s\", \"header_up X-Real-IP {remote_host}\"]",
+            ),
+        ] {
+            assert_eq!(
+                problems_of(top, health, caddy),
+                "",
+                "{top} {health} {caddy}"
+            );
+        }
     }
 }

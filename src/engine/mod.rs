@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use bollard::Docker;
 use bollard::errors::Error as BollardError;
-use bollard::models::{ContainerCreateBody, HostConfig};
+use bollard::models::{ContainerCreateBody, HostConfig, Mount, MountBindOptions, MountType};
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, CreateImageOptionsBuilder, LogsOptionsBuilder,
     RemoveContainerOptionsBuilder, WaitContainerOptionsBuilder,
@@ -60,9 +60,27 @@ pub enum EngineError {
     BuildFailed { message: String },
     #[error("pushing {image} failed: {message}")]
     PushFailed { image: String, message: String },
+    #[error("{} does not exist on the host", .paths.join(", "))]
+    MountSourceMissing { paths: Vec<String> },
 }
 
 impl EngineError {
+    /// The error with its causes, for one-line reports: `inspecting container x: error trying to
+    /// connect: No such file or directory`.
+    pub fn with_causes(&self) -> String {
+        let mut text = self.to_string();
+        let mut source = std::error::Error::source(self);
+        while let Some(e) = source {
+            let more = e.to_string();
+            if !text.contains(&more) {
+                text.push_str(": ");
+                text.push_str(&more);
+            }
+            source = e.source();
+        }
+        text
+    }
+
     fn api(op: impl Into<String>) -> impl FnOnce(BollardError) -> EngineError {
         let op = op.into();
         move |source| EngineError::Api { op, source }
@@ -87,7 +105,9 @@ pub struct OneShot {
     pub cmd: Vec<String>,
     pub privileged: bool,
     pub pid_host: bool,
-    pub binds: Vec<String>,
+    /// Host directories bind-mounted as (source, target); a source that does not exist is an
+    /// error (`EngineError::MountSourceMissing`), never created.
+    pub mounts: Vec<(String, String)>,
     pub labels: Vec<(String, String)>,
     /// `none` when not given; `container:ID` joins another container's network.
     pub network: Option<String>,
@@ -204,7 +224,7 @@ impl Engine {
             host_config: Some(HostConfig {
                 privileged: Some(spec.privileged),
                 pid_mode: spec.pid_host.then(|| "host".to_string()),
-                binds: (!spec.binds.is_empty()).then(|| spec.binds.clone()),
+                mounts: (!spec.mounts.is_empty()).then(|| existing_binds(&spec.mounts)),
                 network_mode: Some(spec.network.clone().unwrap_or_else(|| "none".into())),
                 ..Default::default()
             }),
@@ -217,6 +237,9 @@ impl Engine {
                 status_code: 409, ..
             }) => Err(EngineError::NameTaken {
                 name: name.to_string(),
+            }),
+            Err(source) if missing_mount(&source) => Err(EngineError::MountSourceMissing {
+                paths: spec.mounts.iter().map(|(s, _)| s.clone()).collect(),
             }),
             Err(source) => Err(EngineError::Api {
                 op: format!("creating container {name} from {}", spec.image),
@@ -338,4 +361,26 @@ pub fn unique_suffix() -> String {
         .map(|d| d.subsec_nanos())
         .unwrap_or_default();
     format!("{}-{nanos:09}", std::process::id())
+}
+
+/// Bind mounts the engine must not create: a missing source fails the create.
+fn existing_binds(mounts: &[(String, String)]) -> Vec<Mount> {
+    mounts
+        .iter()
+        .map(|(source, target)| Mount {
+            typ: Some(MountType::BIND),
+            source: Some(source.clone()),
+            target: Some(target.clone()),
+            bind_options: Some(MountBindOptions {
+                create_mountpoint: Some(false),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .collect()
+}
+
+fn missing_mount(e: &BollardError) -> bool {
+    matches!(e, BollardError::DockerResponseServerError { message, .. }
+        if message.contains("bind source path does not exist"))
 }

@@ -69,7 +69,7 @@ pub struct Report {
     /// One sentence: what happened and what serves now.
     pub message: String,
     pub image: String,
-    pub revision: String,
+    pub revision: crate::revision::Revision,
     pub previous: Option<super::ContainerRef>,
     pub container: Option<String>,
     pub port: Option<u16>,
@@ -233,6 +233,17 @@ pub async fn execute(ctx: &Context<'_>, plan: &Plan, hook: &impl AfterSwitch) ->
             run.end(Outcome::Unchanged, message)
         }
         Action::Rollout(rollout) => roll(run, plan, rollout, hook).await,
+        Action::HostContract { reason, hint } => {
+            run.record("plan", began, false, reason.clone());
+            run.end(Outcome::Unavailable, format!("{reason} ({hint})"))
+        }
+        Action::Refuse { reason, hint } => {
+            run.record("plan", began, false, reason.clone());
+            run.end(
+                Outcome::Refused,
+                format!("{reason}; nothing was changed ({hint})"),
+            )
+        }
     }
 }
 
@@ -304,9 +315,28 @@ async fn roll(mut run: Run<'_>, plan: &Plan, r: &Rollout, hook: &impl AfterSwitc
     }
     run.record("image", t, true, format!("{image} is {}", info.id));
 
-    // 2. Reconcile what a run that died left behind.
+    // 2. Reconcile what a run that died left behind: first what Caddy serves, then containers.
     let t = Instant::now();
     let mut cleaned = Vec::new();
+    if let Some(applied) = &r.recover {
+        if let Err(e) = recover(&run, r, applied).await {
+            run.record("reconcile", t, false, e.clone());
+            return run.end(
+                Outcome::Unavailable,
+                format!(
+                    "could not put back what Caddy last applied to {}: {e}; {serving}",
+                    r.snippet.path
+                ),
+            );
+        }
+        cleaned.push(format!(
+            "{} put back to what Caddy last applied, reloaded",
+            r.snippet.file
+        ));
+        if !r.remove_abandoned.is_empty() {
+            tokio::time::sleep(r.drain).await;
+        }
+    }
     for c in &r.remove_abandoned {
         if let Err(e) = engine.remove_container(&c.id).await {
             run.record("reconcile", t, false, e.to_string());
@@ -479,7 +509,14 @@ async fn roll(mut run: Run<'_>, plan: &Plan, r: &Rollout, hook: &impl AfterSwitc
         .await;
     }
     let previous = r.snippet.previous.clone().unwrap_or(None);
-    match agent.reload(engine, &run.ctx.reload).await {
+    let reloaded = match agent.reload(engine, &run.ctx.reload).await {
+        Ok(out) => agent
+            .mark_applied(engine, &r.snippet.file)
+            .await
+            .map(|()| out),
+        Err(e) => Err(e),
+    };
+    match reloaded {
         Ok(out) => {
             run.report.evidence.reload_output =
                 format!("{}{}", out.stdout, out.stderr).trim().into();
@@ -618,56 +655,161 @@ async fn undo(
     );
     if let Some(previous) = restore {
         let agent = run.ctx.agent;
-        let restored = match agent
-            .write(engine, &r.snippet.file, previous.as_deref())
-            .await
-        {
-            Ok(()) => agent.reload(engine, &run.ctx.reload).await.map(|_| ()),
-            Err(e) => Err(e),
-        };
-        if let Err(e) = restored {
+        let restored = put_back(
+            agent,
+            engine,
+            &r.snippet.file,
+            previous.as_deref(),
+            &run.ctx.reload,
+        )
+        .await;
+        if let Err((stage, e)) = restored {
             run.record("rollback", t, false, e.to_string());
-            let old = run.report.previous.clone();
-            let manual = match &old {
-                Some(o) => format!(
-                    "write `reverse_proxy 127.0.0.1:{}` to {} on the host and run `{}`, or fix what the reload reports and run `slipway reload`",
-                    o.port.unwrap_or_default(),
-                    r.snippet.path,
-                    r.reload_command
-                ),
-                None => format!(
-                    "remove {} on the host and run `{}`",
-                    r.snippet.path, r.reload_command
-                ),
-            };
-            let state = format!(
-                "{why}; restoring the previous Caddy config failed too ({e}). State: {} routes to 127.0.0.1:{} where {} runs (left running so something serves); {}. To fix: {manual}",
-                r.snippet.path,
-                r.port,
-                r.new.name(),
-                old.as_ref()
-                    .map_or("there is no previous container".to_string(), |o| format!(
-                        "the previous container {} is still running",
-                        o.name
-                    )),
+            let switched = run.report.steps.iter().any(|s| s.name == "switch" && s.ok);
+            let state = restore_failed(r, run.report.previous.as_ref(), switched, stage);
+            let message = format!(
+                "{why}; restoring the previous Caddy config failed too ({e}). State: {state}"
             );
-            return run.end(Outcome::RollbackFailed, state);
+            return run.end(Outcome::RollbackFailed, message);
         }
     }
-    let removed = match &r.new {
-        // A retained release goes back to being retained.
-        NewContainer::Restart(_) => engine.stop(new_id, r.stop_grace).await,
-        NewContainer::Create(_) => engine.remove_container(new_id).await,
-    };
+    let removed = take_down(engine, new_id, r).await;
     let detail = match &removed {
         Ok(()) => format!("removed {}; {serving}", r.new.name()),
-        Err(e) => format!("{serving}, but {} could not be removed: {e}", r.new.name()),
+        Err(e) => format!(
+            "{serving}, but {} is still there ({e}): remove it with `docker rm -f {}`",
+            r.new.name(),
+            r.new.name()
+        ),
     };
-    run.record("rollback", t, removed.is_ok(), detail);
+    run.record("rollback", t, removed.is_ok(), detail.clone());
     let verb = if outcome == Outcome::Interrupted {
         "interrupted"
     } else {
         "rolled back"
     };
-    run.end(outcome, format!("{verb}: {why}; {serving}"))
+    match removed {
+        Ok(()) => run.end(outcome, format!("{verb}: {why}; {serving}")),
+        Err(_) => run.end(outcome, format!("{verb}: {why}; {detail}")),
+    }
+}
+
+/// Which part of putting a snippet back failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PutBack {
+    Write,
+    Reload,
+    Record,
+}
+
+/// Writes `content` to the snippet, reloads, and records it as applied.
+async fn put_back(
+    agent: &HostAgent,
+    engine: &Engine,
+    file: &str,
+    content: Option<&str>,
+    reload: &[String],
+) -> Result<(), (PutBack, crate::caddy::CaddyError)> {
+    let at = |stage| move |e| (stage, e);
+    agent
+        .write(engine, file, content)
+        .await
+        .map_err(at(PutBack::Write))?;
+    agent
+        .reload(engine, reload)
+        .await
+        .map_err(at(PutBack::Reload))?;
+    agent
+        .mark_applied(engine, file)
+        .await
+        .map_err(at(PutBack::Record))
+}
+
+/// The host as a failed restore left it: what the file says, what Caddy serves, what runs, and
+/// what to do. `switched`: the switch's reload had made Caddy serve the new container.
+fn restore_failed(
+    r: &Rollout,
+    old: Option<&ContainerRef>,
+    switched: bool,
+    stage: PutBack,
+) -> String {
+    let new = format!("127.0.0.1:{} ({})", r.port, r.new.name());
+    let prior = old.map_or("nothing (the placeholder)".to_string(), |o| {
+        format!("127.0.0.1:{} ({})", o.port.unwrap_or_default(), o.name)
+    });
+    let file_says = match stage {
+        PutBack::Write => new.clone(),
+        PutBack::Reload | PutBack::Record => prior.clone(),
+    };
+    let serves = match stage {
+        PutBack::Record => prior.clone(),
+        _ if switched => new.clone(),
+        _ => prior.clone(),
+    };
+    let running = old.map_or("there is no previous container".to_string(), |o| {
+        format!("the previous container {} is still running", o.name)
+    });
+    let fix = match old {
+        Some(o) => format!(
+            "write `reverse_proxy 127.0.0.1:{}` to {} on the host and run `{}` (or fix what the reload reports and run `slipway reload`), then deploy again",
+            o.port.unwrap_or_default(),
+            r.snippet.path,
+            r.reload_command
+        ),
+        None => format!(
+            "write a comment-only placeholder to {} on the host and run `{}`, then deploy again",
+            r.snippet.path, r.reload_command
+        ),
+    };
+    format!(
+        "{} routes to {file_says}; Caddy serves {serves}; {} is left running so nothing that may serve is lost; {running}. To fix: {fix}",
+        r.snippet.path,
+        r.new.name()
+    )
+}
+
+/// Puts back what the last reload applied, so the file and Caddy agree again.
+async fn recover(run: &Run<'_>, r: &Rollout, applied: &str) -> Result<(), String> {
+    let (engine, agent) = (run.ctx.engine, run.ctx.agent);
+    put_back(
+        agent,
+        engine,
+        &r.snippet.file,
+        Some(applied),
+        &run.ctx.reload,
+    )
+    .await
+    .map_err(|(_, e)| e.to_string())
+}
+
+/// Removes (or, for a retained release, stops) the new container for real: retried while the
+/// engine does not answer (a dockerd restart brings it back under its restart policy), then
+/// checked.
+async fn take_down(engine: &Engine, id: &str, r: &Rollout) -> Result<(), String> {
+    let mut last = String::new();
+    for attempt in 0..10u32 {
+        if attempt > 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(
+                500 * u64::from(attempt.min(4)),
+            ))
+            .await;
+        }
+        let done = match &r.new {
+            // A retained release goes back to being retained.
+            NewContainer::Restart(_) => engine.stop(id, r.stop_grace).await,
+            NewContainer::Create(_) => engine.remove_container(id).await,
+        };
+        match done {
+            Err(e) => last = e.with_causes(),
+            Ok(()) => match engine.inspect_container(id).await {
+                Ok(None) => return Ok(()),
+                Ok(Some(c)) if !c.running && matches!(r.new, NewContainer::Restart(_)) => {
+                    return Ok(());
+                }
+                Ok(Some(_)) => last = "the engine still lists it".into(),
+                Err(e) => last = e.with_causes(),
+            },
+        }
+    }
+    Err(last)
 }

@@ -102,7 +102,11 @@ pub async fn pass(
     started: Instant,
     cancel: &CancellationToken,
 ) -> Result<(), GateFailure> {
-    let deadline = started + gate.deadline;
+    let Some(deadline) = started.checked_add(gate.deadline) else {
+        return Err(GateFailure::Failed(
+            "the health deadline is out of range".into(),
+        ));
+    };
     if gate.docker {
         let left = deadline.saturating_duration_since(Instant::now());
         match engine.wait_health(id, left, cancel).await {
@@ -124,7 +128,12 @@ pub async fn pass(
                 )));
             }
             Ok(HealthWait::Interrupted) => return Err(GateFailure::Interrupted),
-            Err(e) => return Err(GateFailure::Failed(e.to_string())),
+            Err(e) => {
+                return Err(GateFailure::Failed(format!(
+                    "the Docker engine failed while the gate watched the new container ({}); was dockerd restarted?",
+                    e.with_causes()
+                )));
+            }
         }
     }
     if let Some(http) = &gate.http {
@@ -149,7 +158,12 @@ async fn http_probe(
         let info = match engine.inspect_container(id).await {
             Ok(Some(info)) => info,
             Ok(None) => return Err(GateFailure::Failed("the container disappeared".into())),
-            Err(e) => return Err(GateFailure::Failed(e.to_string())),
+            Err(e) => {
+                return Err(GateFailure::Failed(format!(
+                    "the Docker engine failed while the gate watched the new container ({}); was dockerd restarted?",
+                    e.with_causes()
+                )));
+            }
         };
         if !info.running {
             return Err(GateFailure::Failed(format!(

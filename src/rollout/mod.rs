@@ -15,6 +15,7 @@ pub use gate::{Gate, HttpGate};
 use crate::caddy;
 use crate::engine::{AppContainer, ContainerInfo, ImageInfo};
 use crate::reference::PinnedImage;
+use crate::revision::Revision;
 use crate::spec::ServiceSpec;
 
 pub const LABEL_SERVICE: &str = "dev.slipway.service";
@@ -36,7 +37,7 @@ pub struct Target {
     #[serde(serialize_with = "as_text")]
     pub image: PinnedImage,
     /// The git SHA it was built from; read from the image's OCI label when not given.
-    pub revision: Option<String>,
+    pub revision: Option<Revision>,
     /// Restart a retained container of this digest in the free slot instead of creating one
     /// (what `slipway rollback` does).
     pub reuse_retained: bool,
@@ -80,8 +81,8 @@ pub struct Facts {
     pub leftovers: Vec<ContainerInfo>,
     /// The target image, when the engine already has it.
     pub image: Option<ImageInfo>,
-    /// The snippet Caddy imports: `Some(None)` when absent, `None` when it was not read.
-    pub snippet: Option<Option<String>>,
+    /// The snippet Caddy imports and what the last reload applied; `None` when not read.
+    pub snippet: Option<caddy::SnippetState>,
     /// Env values by name, from the job's environment.
     pub env: Vec<(String, String)>,
     pub now_unix_ms: u64,
@@ -92,7 +93,7 @@ pub struct Facts {
 pub struct Plan {
     pub service: String,
     pub target: Target,
-    pub revision: String,
+    pub revision: Revision,
     pub active: Option<ContainerRef>,
     pub action: Action,
 }
@@ -105,6 +106,18 @@ pub enum Action {
         container: ContainerRef,
     },
     Rollout(Box<Rollout>),
+    /// The host breaks its contract (the snippet is missing while releases run): changing
+    /// anything could take down what serves; nothing is changed (exit 4).
+    HostContract {
+        reason: String,
+        hint: String,
+    },
+    /// The inputs cannot be carried out safely (a hostile revision label, a value the proxy
+    /// config cannot hold); nothing is changed.
+    Refuse {
+        reason: String,
+        hint: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -121,6 +134,10 @@ pub struct ContainerRef {
 pub struct Rollout {
     /// Pull the image by digest first (the engine does not have it).
     pub pull: bool,
+    /// A run died between writing the snippet and the reload: the file names another upstream
+    /// than Caddy serves. Write this (what the last reload applied) back and reload first, then
+    /// drain before anything is removed.
+    pub recover: Option<String>,
     /// Running containers that are not serving and are newer than what serves: a run that died.
     pub remove_abandoned: Vec<ContainerRef>,
     /// Older releases still running though not serving: stopped and kept.
@@ -188,13 +205,28 @@ pub fn container_ref(info: &ContainerInfo) -> ContainerRef {
     }
 }
 
+/// What Caddy serves, as far as the host shows it: the content the last reload applied, else
+/// the file. `None` when not read; `Some(None)` when there is no snippet.
+pub fn routed(facts: &Facts) -> Option<Option<&str>> {
+    let s = facts.snippet.as_ref()?;
+    Some(s.applied.as_deref().or(s.file.as_deref()))
+}
+
+/// The applied content to put back when the file says something else (a run died before its
+/// reload, or before it recorded it).
+fn pending(facts: &Facts) -> Option<String> {
+    let s = facts.snippet.as_ref()?;
+    let applied = s.applied.as_ref()?;
+    (s.file.as_ref() != Some(applied)).then(|| applied.clone())
+}
+
 /// The container that serves now: the running one the snippet routes to; without the snippet,
 /// the newest running one.
 pub fn active(facts: &Facts) -> Option<&ContainerInfo> {
     let running = facts.containers.iter().filter(|c| c.running);
-    match &facts.snippet {
+    match routed(facts) {
         Some(snippet) => {
-            let port = snippet.as_deref().and_then(caddy::snippet_port)?;
+            let port = snippet.and_then(caddy::snippet_port)?;
             running
                 .into_iter()
                 .find(|c| label(c, LABEL_PORT) == port.to_string())
@@ -218,16 +250,21 @@ pub fn rollback_target(facts: &Facts) -> Option<&ContainerInfo> {
 /// The pure planner: no I/O, no clock, no environment.
 pub fn plan(spec: &ServiceSpec, target: &Target, facts: &Facts, reload_command: &str) -> Plan {
     let digest = target.image.digest().to_string();
-    let revision = target
-        .revision
-        .clone()
-        .or_else(|| {
-            facts
-                .image
-                .as_ref()
-                .and_then(|i| i.labels.get(REVISION_LABEL).cloned())
-        })
-        .unwrap_or_else(|| digest.clone());
+    let stop = |revision: Revision, action: Action| Plan {
+        service: spec.name.clone(),
+        target: target.clone(),
+        revision,
+        active: active(facts).map(container_ref),
+        action,
+    };
+    let refuse = |revision, reason, hint| stop(revision, Action::Refuse { reason, hint });
+    let revision = match revision_of(target, facts) {
+        Ok(r) => r,
+        Err(e) => return refuse(Revision::of_digest(&digest), e.to_string(), e.hint()),
+    };
+    if let Some((reason, hint)) = host_contract(spec, facts) {
+        return stop(revision, Action::HostContract { reason, hint });
+    }
     let active = active(facts);
     let active_ref = active.map(container_ref);
     if let Some(a) = active
@@ -297,16 +334,28 @@ pub fn plan(spec: &ServiceSpec, target: &Target, facts: &Facts, reload_command: 
         .map(|c| container_ref(c))
         .collect();
     let file = format!("{}.caddy", spec.name);
+    let content = match caddy::render_snippet(&caddy::SnippetValues {
+        service: &spec.name,
+        port,
+        digest: &digest,
+        revision: &revision,
+        options: &spec.caddy.upstream_options,
+    }) {
+        Ok(c) => c,
+        Err(e) => {
+            let hint =
+                "fix the value in the spec; docs/operator-guide.md lists what may be written"
+                    .into();
+            return refuse(revision, e.to_string(), hint);
+        }
+    };
     let snippet = SnippetChange {
         path: spec.snippet_path().display().to_string(),
-        content: caddy::render_snippet(
-            &spec.name,
-            port,
-            &digest,
-            &revision,
-            &spec.caddy.upstream_options,
-        ),
-        previous: facts.snippet.clone(),
+        content,
+        previous: facts
+            .snippet
+            .as_ref()
+            .map(|_| routed(facts).flatten().map(String::from)),
         file,
     };
     let serving = active_ref.as_ref().map_or(
@@ -329,13 +378,14 @@ pub fn plan(spec: &ServiceSpec, target: &Target, facts: &Facts, reload_command: 
         active: active_ref.clone(),
         action: Action::Rollout(Box::new(Rollout {
             pull: facts.image.is_none(),
+            recover: pending(facts),
             remove_abandoned: remove_abandoned.into_iter().map(container_ref).collect(),
             stop_stale: stop_stale.into_iter().map(container_ref).collect(),
             leftovers: facts.leftovers.iter().map(|c| c.name.clone()).collect(),
             new,
             slot,
             port,
-            gate: Gate::from_spec(spec, &revision),
+            gate: Gate::from_spec(spec, revision.as_str()),
             snippet,
             reload_command: reload_command.to_string(),
             drain: spec.drain,
@@ -348,10 +398,57 @@ pub fn plan(spec: &ServiceSpec, target: &Target, facts: &Facts, reload_command: 
     }
 }
 
+/// A missing snippet while releases run: the proxy may route to any of them, so none may be
+/// touched. A plan that changes nothing, exit 4.
+fn host_contract(spec: &ServiceSpec, facts: &Facts) -> Option<(String, String)> {
+    let snippet = facts.snippet.as_ref()?;
+    let running: Vec<&str> = facts
+        .containers
+        .iter()
+        .filter(|c| c.running)
+        .map(|c| c.name.as_str())
+        .collect();
+    if snippet.file.is_some() || running.is_empty() {
+        return None;
+    }
+    let path = spec.snippet_path().display().to_string();
+    let reason = format!(
+        "{path} does not exist on the host, but {} of {} still run{}: Caddy may route to any of them, so slipway changes nothing",
+        running.join(", "),
+        spec.name,
+        if running.len() == 1 { "s" } else { "" }
+    );
+    let hint = format!(
+        "restore the snippet (Day 0, docs/operator-guide.md step 3): write `reverse_proxy 127.0.0.1:<the serving slot's port>` to {path} as root on the host and reload Caddy, then deploy again"
+    );
+    Some((reason, hint))
+}
+
+/// The revision: given (checked where it entered), else the image's label, checked here: an
+/// image label is written by whoever built the image, not by the host's operator.
+pub fn revision_of(
+    target: &Target,
+    facts: &Facts,
+) -> Result<Revision, crate::revision::RevisionError> {
+    if let Some(r) = &target.revision {
+        return Ok(r.clone());
+    }
+    match facts
+        .image
+        .as_ref()
+        .and_then(|i| i.labels.get(REVISION_LABEL))
+    {
+        Some(label) => {
+            Revision::parse(label, "the image's org.opencontainers.image.revision label")
+        }
+        None => Ok(Revision::of_digest(target.image.digest())),
+    }
+}
+
 fn app_container(
     spec: &ServiceSpec,
     target: &Target,
-    revision: &str,
+    revision: &Revision,
     facts: &Facts,
     slot: usize,
     port: u16,

@@ -28,7 +28,7 @@ snippet_dir = "/etc/caddy/slipway"
 fn target(digest: &str) -> Target {
     Target {
         image: PinnedImage::parse(&format!("127.0.0.1:5000/web@{digest}")).unwrap(),
-        revision: Some(format!("rev-{}", &digest[7..9])),
+        revision: Some(Revision::parse(&format!("rev-{}", &digest[7..9]), "test").unwrap()),
         reuse_retained: false,
         replace: None,
     }
@@ -70,11 +70,25 @@ fn facts(containers: Vec<ContainerInfo>, snippet_port: Option<u16>) -> Facts {
         containers,
         leftovers: Vec::new(),
         image: None,
-        snippet: Some(snippet_port.map(|p| caddy::render_snippet("web", p, D1, "x", &[]))),
+        snippet: Some(caddy::SnippetState {
+            file: snippet_port.map(snippet),
+            applied: None,
+        }),
         env: vec![("TOKEN".into(), "s3cr3t-value".into())],
         now_unix_ms: 1_700_000_000_000,
         run_url: "https://git.example/o/r/actions/runs/7".into(),
     }
+}
+
+fn snippet(port: u16) -> String {
+    caddy::render_snippet(&caddy::SnippetValues {
+        service: "web",
+        port,
+        digest: D1,
+        revision: &Revision::parse("x", "test").unwrap(),
+        options: &[],
+    })
+    .unwrap()
 }
 
 fn rollout(plan: &Plan) -> &Rollout {
@@ -290,4 +304,97 @@ fn the_replacement_history_is_read_back_from_the_label() {
     c.labels
         .insert(LABEL_REPLACEMENTS.into(), "5,7, 9,garbage".into());
     assert_eq!(Replace::history_of(&c), [5, 7, 9]);
+}
+
+#[test]
+fn a_hostile_image_revision_label_is_refused_before_anything_changes() {
+    let mut f = facts(vec![app("a", 0, D1, 1, true)], Some(18001));
+    f.image = Some(crate::engine::ImageInfo {
+        id: "sha256:cfg".into(),
+        repo_digests: vec![format!("127.0.0.1:5000/web@{D2}")],
+        has_healthcheck: true,
+        labels: [(
+            REVISION_LABEL.to_string(),
+            "a000000\nhandle_path /leak/* {root * /; file_server}".to_string(),
+        )]
+        .into(),
+    });
+    let mut t = target(D2);
+    t.revision = None;
+    let plan = plan(&spec(), &t, &f, "x");
+    let Action::Refuse { reason, .. } = &plan.action else {
+        panic!("{:?}", plan.action)
+    };
+    assert!(
+        reason.contains("org.opencontainers.image.revision label"),
+        "{reason}"
+    );
+    assert!(
+        !reason.contains('\n'),
+        "the refused value is shown escaped: {reason}"
+    );
+    // A clean label is taken as the revision.
+    f.image
+        .as_mut()
+        .unwrap()
+        .labels
+        .insert(REVISION_LABEL.into(), "abc1234".into());
+    assert_eq!(super::plan(&spec(), &t, &f, "x").revision, "abc1234");
+}
+
+#[test]
+fn a_missing_snippet_while_releases_run_changes_nothing() {
+    let f = facts(
+        vec![app("a", 0, D1, 1, true), app("b", 1, D1, 2, true)],
+        None,
+    );
+    let plan = plan(&spec(), &target(D2), &f, "x");
+    let Action::HostContract { reason, hint } = &plan.action else {
+        panic!("{:?}", plan.action)
+    };
+    assert!(
+        reason.contains("/etc/caddy/slipway/web.caddy does not exist"),
+        "{reason}"
+    );
+    assert!(reason.contains("web-a, web-b"), "{reason}");
+    assert!(hint.contains("Day 0"), "{hint}");
+    // With nothing running, a missing snippet is a first deploy.
+    let first = super::plan(&spec(), &target(D2), &facts(vec![], None), "x");
+    assert!(matches!(first.action, Action::Rollout(_)));
+}
+
+#[test]
+fn a_run_killed_between_write_and_reload_is_reconciled_from_what_was_applied() {
+    // The file names slot b (the killed run's new container); the last reload applied slot a.
+    let mut f = facts(
+        vec![app("old", 0, D1, 1, true), app("new", 1, D2, 2, true)],
+        Some(18002),
+    );
+    f.snippet.as_mut().unwrap().applied = Some(snippet(18001));
+    let plan = plan(&spec(), &target(D2), &f, "x");
+    assert_eq!(
+        plan.active.as_ref().unwrap().id,
+        "old",
+        "Caddy serves what it applied"
+    );
+    let r = rollout(&plan);
+    assert_eq!(r.recover.as_deref(), Some(snippet(18001).as_str()));
+    let abandoned: Vec<&str> = r.remove_abandoned.iter().map(|c| c.id.as_str()).collect();
+    assert_eq!(
+        abandoned,
+        ["new"],
+        "only what Caddy does not route to is removed"
+    );
+    assert_eq!(r.retire.as_ref().unwrap().id, "old");
+    assert_eq!(
+        r.snippet.previous,
+        Some(Some(snippet(18001))),
+        "undo restores what is applied"
+    );
+    // File and applied agree: nothing to recover.
+    f.snippet.as_mut().unwrap().file = Some(snippet(18001));
+    assert_eq!(
+        rollout(&super::plan(&spec(), &target(D2), &f, "x")).recover,
+        None
+    );
 }

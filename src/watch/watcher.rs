@@ -497,7 +497,11 @@ impl Watcher {
         self.remove_sibling(sh).await;
         let target = Target {
             image,
-            revision: Some(label(&stuck, rollout::LABEL_REVISION)),
+            revision: crate::revision::Revision::parse(
+                &label(&stuck, rollout::LABEL_REVISION),
+                "the stuck container's dev.slipway.revision label",
+            )
+            .ok(),
             reuse_retained: false,
             replace: Some(Replace { history }),
         };
@@ -528,7 +532,7 @@ impl Watcher {
                     service,
                     old: stuck.name.clone(),
                     new: report.container.clone().unwrap_or_default(),
-                    revision: report.revision.clone(),
+                    revision: report.revision.to_string(),
                     port: report.port,
                     first_failure_to_serving_ms: serving_at
                         .saturating_duration_since(first_failure)
