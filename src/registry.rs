@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use reqwest::StatusCode;
 use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderMap, WWW_AUTHENTICATE};
+use secrecy::ExposeSecret;
 use thiserror::Error;
 
 use crate::credentials::{Credentials, registry_host};
@@ -29,6 +30,15 @@ pub enum RegistryError {
         registry: String,
         source_of_credentials: String,
         status: u16,
+    },
+    /// The registry itself failed (an HTTP 5xx: a full disk, a crashed storage backend, a proxy
+    /// in front of it that lost it): not a matter of credentials.
+    #[error("registry {registry} failed: HTTP {status} from {url}{}", detail(.body))]
+    Failed {
+        registry: String,
+        url: String,
+        status: u16,
+        body: String,
     },
     #[error("registry {registry} answered {url} with HTTP {status}: {body}")]
     Unexpected {
@@ -57,6 +67,9 @@ impl RegistryError {
             RegistryError::CredentialsRefused { .. } => {
                 "check the user and password (or token) and that they may pull and push this repository".into()
             }
+            RegistryError::Failed { status, .. } => format!(
+                "the registry itself failed (HTTP {status}): check its logs and free disk space, then retry"
+            ),
             RegistryError::Unexpected { status: 404, .. } => {
                 "the registry does not hold it: check the repository name and that the push went to this registry".into()
             }
@@ -65,6 +78,15 @@ impl RegistryError {
                 "a manifest or image config is small: is this address a Docker registry?".into()
             }
         }
+    }
+}
+
+/// `: BODY`, or nothing when the registry said nothing.
+fn detail(body: &str) -> String {
+    if body.is_empty() {
+        String::new()
+    } else {
+        format!(": {body}")
     }
 }
 
@@ -141,7 +163,10 @@ impl Registry {
                     .then(|| creds.as_ref().map(|c| c.username.clone()))
                     .flatten(),
             }),
-            (false, Some(creds)) if authenticated => Err(self.refused(creds, status)),
+            // A 5xx is the registry failing, whatever credentials were sent.
+            (false, Some(creds)) if authenticated && !status.is_server_error() => {
+                Err(self.refused(creds, status))
+            }
             (false, _) => Err(self.unexpected(&url, status, response).await),
         }
     }
@@ -311,8 +336,12 @@ impl Registry {
             .send()
             .await
             .map_err(self.unreachable(&realm))?;
-        if !response.status().is_success() {
-            return Err(self.refused(creds, response.status()));
+        let status = response.status();
+        if status.is_server_error() {
+            return Err(self.unexpected(&realm, status, response).await);
+        }
+        if !status.is_success() {
+            return Err(self.refused(creds, status));
         }
         let body: serde_json::Value = response.json().await.unwrap_or_default();
         let token = body
@@ -347,13 +376,76 @@ impl Registry {
         response: reqwest::Response,
     ) -> RegistryError {
         let body = response.text().await.unwrap_or_default();
+        let (registry, url) = (self.name.clone(), url.to_string());
+        if status.is_server_error() {
+            return RegistryError::Failed {
+                registry,
+                url,
+                status: status.as_u16(),
+                body: self.redact(&error_text(&body, 200)),
+            };
+        }
         RegistryError::Unexpected {
-            registry: self.name.clone(),
-            url: url.to_string(),
+            registry,
+            url,
             status: status.as_u16(),
-            body: first_line(&body, 200),
+            body: self.redact(&first_line(&body, 200)),
         }
     }
+
+    /// `text` with the password (and its Basic form) replaced, for text a registry or the engine
+    /// sent back that is about to be shown.
+    pub fn redact(&self, text: &str) -> String {
+        redact(text, self.credentials.as_ref())
+    }
+}
+
+/// `text` with the credentials' password, and the Basic `user:password` form of them, replaced
+/// by `<redacted>`.
+pub fn redact(text: &str, credentials: Option<&Credentials>) -> String {
+    let Some(creds) = credentials else {
+        return text.to_string();
+    };
+    let mut out = text.to_string();
+    for secret in [creds.basic(), creds.password.expose_secret().to_string()] {
+        if !secret.is_empty() {
+            out = out.replace(&secret, "<redacted>");
+        }
+    }
+    out
+}
+
+/// What a registry said in an error body: `CODE: message` for each of distribution's
+/// `{"errors": [...]}`, else the body's first line; at most `max` characters.
+fn error_text(body: &str, max: usize) -> String {
+    let parsed: Option<serde_json::Value> = serde_json::from_str(body).ok();
+    let errors = parsed
+        .as_ref()
+        .and_then(|v| v.get("errors"))
+        .and_then(|e| e.as_array());
+    let Some(errors) = errors.filter(|e| !e.is_empty()) else {
+        return first_line(body, max);
+    };
+    let text = errors
+        .iter()
+        .map(|e| {
+            let field = |name: &str| e.get(name).and_then(|v| v.as_str()).unwrap_or_default();
+            let mut one = match (field("code"), field("message")) {
+                ("", message) => message.to_string(),
+                (code, "") => code.to_string(),
+                (code, message) => format!("{code}: {message}"),
+            };
+            match e.get("detail") {
+                None | Some(serde_json::Value::Null) => {}
+                Some(serde_json::Value::String(d)) if d.is_empty() => {}
+                Some(serde_json::Value::String(d)) => one.push_str(&format!(" ({d})")),
+                Some(d) => one.push_str(&format!(" ({d})")),
+            }
+            one
+        })
+        .collect::<Vec<_>>()
+        .join("; ");
+    first_line(&text, max)
 }
 
 /// reqwest is built without a default crypto provider: ring keeps the static build simple.
@@ -428,6 +520,195 @@ mod tests {
                 .base
                 .starts_with("http://")
         );
+    }
+
+    /// A registry on 127.0.0.1 that answers each connection, in order, with the next of the
+    /// responses `make` writes (given its address). Returns that address.
+    fn serve(make: impl FnOnce(&str) -> Vec<String>) -> String {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let responses = make(&addr);
+        std::thread::spawn(move || {
+            for response in responses {
+                let Ok((mut socket, _)) = listener.accept() else {
+                    return;
+                };
+                let mut seen = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match socket.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => seen.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = socket.write_all(response.as_bytes());
+            }
+        });
+        addr
+    }
+
+    fn response(status: &str, headers: &[(&str, &str)], body: &str) -> String {
+        let mut out = format!(
+            "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n",
+            body.len()
+        );
+        for (name, value) in headers {
+            out.push_str(&format!("{name}: {value}\r\n"));
+        }
+        out.push_str("\r\n");
+        out.push_str(body);
+        out
+    }
+
+    const PASSWORD: &str = "s3cret-Pa55word";
+
+    fn credentials() -> Option<Credentials> {
+        Some(Credentials {
+            username: "ci".into(),
+            password: secrecy::SecretString::from(PASSWORD),
+            source: "--registry-user and $PW".into(),
+        })
+    }
+
+    const DISK_FULL: &str = r#"{"errors":[{"code":"UNKNOWN","message":"unknown error","detail":"filesystem: no space left on device"}]}"#;
+
+    #[tokio::test]
+    async fn a_5xx_answer_to_the_ping_is_the_registry_failing() {
+        let addr = serve(|_| vec![response("500 Internal Server Error", &[], DISK_FULL)]);
+        let err = Registry::new(&addr, false, None).ping().await.unwrap_err();
+        assert!(
+            matches!(err, RegistryError::Failed { status: 500, .. }),
+            "{err:?}"
+        );
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "registry {addr} failed: HTTP 500 from http://{addr}/v2/: UNKNOWN: unknown error (filesystem: no space left on device)"
+            )
+        );
+        let hint = err.hint();
+        assert!(
+            hint.contains(
+                "the registry itself failed (HTTP 500): check its logs and free disk space"
+            ),
+            "{hint}"
+        );
+        assert!(
+            !hint.contains("credentials") && !hint.contains("password"),
+            "{hint}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_5xx_after_sending_credentials_is_not_refused_credentials() {
+        let addr = serve(|_| {
+            vec![
+                response(
+                    "401 Unauthorized",
+                    &[("WWW-Authenticate", "Basic realm=\"r\"")],
+                    "",
+                ),
+                response(
+                    "503 Service Unavailable",
+                    &[],
+                    &format!("storage down; you sent {PASSWORD}"),
+                ),
+            ]
+        });
+        let err = Registry::new(&addr, false, credentials())
+            .ping()
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, RegistryError::Failed { status: 503, .. }),
+            "{err:?}"
+        );
+        let text = crate::doctor::chain(&err);
+        assert!(!text.contains(PASSWORD), "{text}");
+        assert!(text.contains("storage down; you sent <redacted>"), "{text}");
+        assert!(!err.hint().contains("credentials"));
+    }
+
+    #[tokio::test]
+    async fn a_401_after_sending_credentials_is_still_refused_credentials() {
+        let basic = ("WWW-Authenticate", "Basic realm=\"r\"");
+        let addr = serve(|_| {
+            vec![
+                response("401 Unauthorized", &[basic], ""),
+                response("401 Unauthorized", &[basic], ""),
+            ]
+        });
+        let err = Registry::new(&addr, false, credentials())
+            .ping()
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, RegistryError::CredentialsRefused { status: 401, .. }),
+            "{err:?}"
+        );
+        assert!(err.hint().contains("check the user and password"));
+    }
+
+    #[tokio::test]
+    async fn a_5xx_manifest_read_is_the_registry_failing() {
+        let addr = serve(|_| vec![response("502 Bad Gateway", &[], "<html>bad gateway</html>")]);
+        let err = Registry::new(&addr, false, None)
+            .manifest("app", "latest")
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, RegistryError::Failed { status: 502, ref body, .. } if body == "<html>bad gateway</html>"),
+            "{err:?}"
+        );
+        assert!(err.hint().contains("HTTP 502"));
+    }
+
+    #[tokio::test]
+    async fn a_5xx_from_the_token_server_is_the_registry_failing() {
+        let addr = serve(|addr| {
+            let challenge = format!("Bearer realm=\"http://{addr}/token\",service=\"reg\"");
+            vec![
+                response("401 Unauthorized", &[("WWW-Authenticate", &challenge)], ""),
+                response("500 Internal Server Error", &[], "token service down"),
+            ]
+        });
+        let err = Registry::new(&addr, false, credentials())
+            .ping()
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, RegistryError::Failed { status: 500, ref url, .. } if url.ends_with("/token")),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn distribution_error_bodies_are_summarised() {
+        assert_eq!(
+            error_text(DISK_FULL, 200),
+            "UNKNOWN: unknown error (filesystem: no space left on device)"
+        );
+        assert_eq!(
+            error_text(
+                r#"{"errors":[{"code":"UNAVAILABLE","message":"service unavailable"}]}"#,
+                200
+            ),
+            "UNAVAILABLE: service unavailable"
+        );
+        assert_eq!(error_text("plain text\nsecond line", 200), "plain text");
+        assert_eq!(error_text("", 200), "");
+    }
+
+    #[test]
+    fn redact_removes_the_password_and_its_basic_form() {
+        let creds = credentials().unwrap();
+        let text = format!("x {PASSWORD} y Basic {}", creds.basic());
+        assert_eq!(
+            redact(&text, Some(&creds)),
+            "x <redacted> y Basic <redacted>"
+        );
+        assert_eq!(redact(&text, None), text);
     }
 
     #[test]

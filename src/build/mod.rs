@@ -82,8 +82,16 @@ pub enum BuildError {
     },
     #[error(transparent)]
     Engine(EngineError),
-    #[error("the push did not complete; no tag was changed by it")]
-    Push(#[source] EngineError),
+    #[error("{}", push_failure(.registry, .tag, .cause, .source))]
+    Push {
+        registry: String,
+        tag: String,
+        /// Whether `tag` is the revision tag (pushed first).
+        revision: bool,
+        cause: PushCause,
+        #[source]
+        source: Box<EngineError>,
+    },
     #[error("cannot read back what registry {registry} holds")]
     ReadBack {
         registry: String,
@@ -138,7 +146,7 @@ impl BuildError {
             BuildError::Interrupted { .. } => Exit::Interrupted,
             BuildError::Preflight { .. }
             | BuildError::Engine(_)
-            | BuildError::Push(_)
+            | BuildError::Push { .. }
             | BuildError::ReadBack { .. }
             | BuildError::Verify(_) => Exit::Unavailable,
         }
@@ -167,9 +175,13 @@ impl BuildError {
             BuildError::Engine(_) => {
                 "is dockerd running, and is this the right socket? Set --docker-host or DOCKER_HOST".into()
             }
-            BuildError::Push(_) => {
-                "check that the credentials may push to this repository and that the engine reaches the registry".into()
-            }
+            BuildError::Push {
+                registry,
+                tag,
+                revision,
+                cause,
+                ..
+            } => push_hint(registry, tag, *revision, cause),
             BuildError::Verify(e) => e.hint().into(),
             BuildError::Interrupted { .. } => return None,
         })
@@ -381,9 +393,9 @@ async fn push_all(
     tags: &[String],
     cancel: &CancellationToken,
 ) -> Result<String, BuildError> {
-    let digest = push(engine, registry, repository, &tags[0], cancel).await?;
+    let digest = push(engine, registry, repository, &tags[0], true, cancel).await?;
     for tag in &tags[1..] {
-        let other = push(engine, registry, repository, tag, cancel).await?;
+        let other = push(engine, registry, repository, tag, false, cancel).await?;
         if other != digest {
             return Err(VerifyError::Mismatch {
                 what: "the pushed digests".into(),
@@ -398,14 +410,17 @@ async fn push_all(
     Ok(digest)
 }
 
-/// Pushes one tag; the digest from the push's status line, else from the engine's RepoDigests.
+/// Pushes one tag (`revision`: the revision tag, pushed first); the digest from the push's
+/// status line, else from the engine's RepoDigests.
 async fn push(
     engine: &Engine,
     registry: &Registry,
     repository: &str,
     tag: &str,
+    revision: bool,
     cancel: &CancellationToken,
 ) -> Result<String, BuildError> {
+    let failed = |source: EngineError| push_error(registry, tag, revision, source);
     let mut log = PushLog::default();
     let mut on_status = |status: &str| {
         if let Some(line) = log.status(status) {
@@ -421,10 +436,7 @@ async fn push(
             cancel,
         )
         .await
-        .map_err(|e| match e {
-            EngineError::Interrupted { what } => BuildError::Interrupted { what },
-            e => BuildError::Push(e),
-        })?;
+        .map_err(failed)?;
     tracing::info!(
         "pushed {repository}:{tag}: {} layer(s) uploaded, {} already in the registry",
         log.uploaded,
@@ -445,11 +457,150 @@ async fn push(
             .find_map(|d| d.strip_prefix(&prefix).map(String::from))
     })
     .ok_or_else(|| {
-        BuildError::Push(EngineError::PushFailed {
+        failed(EngineError::PushFailed {
             image: reference,
             message: "neither the push nor the engine's RepoDigests name a digest".into(),
         })
     })
+}
+
+/// Why a push failed, as far as the engine's message tells: the engine relays the registry's
+/// answer only as text (`received unexpected HTTP status: 500 Internal Server Error`,
+/// `denied: requested access to the resource is denied`, `dial tcp ...: connection refused`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PushCause {
+    /// The registry itself failed: an HTTP 5xx (with its status when the message names one), or
+    /// a full disk. Not a matter of credentials.
+    RegistryFailed { status: Option<u16> },
+    /// The registry refused the credentials: HTTP 401/403, `denied:`, `unauthorized:`.
+    Refused,
+    /// The engine did not reach the registry (refused connection, DNS, timeout, TLS).
+    Unreachable,
+    /// Anything else.
+    Other,
+}
+
+/// Classifies the engine's push error text. A 5xx wins over everything else in the message.
+pub fn classify_push_error(message: &str) -> PushCause {
+    let status = http_status_in(message);
+    if let Some(status) = status.filter(|s| (500..600).contains(s)) {
+        return PushCause::RegistryFailed {
+            status: Some(status),
+        };
+    }
+    if matches!(status, Some(401 | 403)) {
+        return PushCause::Refused;
+    }
+    let lower = message.to_ascii_lowercase();
+    let has = |needles: &[&str]| needles.iter().any(|n| lower.contains(n));
+    if has(&["no space left on device", "insufficient storage"]) {
+        return PushCause::RegistryFailed { status };
+    }
+    if has(&[
+        "denied:",
+        "unauthorized:",
+        "authentication required",
+        "requested access to the resource is denied",
+        "insufficient_scope",
+        "access denied",
+        "permission_denied",
+    ]) {
+        return PushCause::Refused;
+    }
+    if has(&[
+        "connection refused",
+        "no such host",
+        "i/o timeout",
+        "no route to host",
+        "network is unreachable",
+        "connection reset by peer",
+        "tls handshake timeout",
+        "server gave http response to https client",
+        "x509:",
+        "certificate signed by unknown authority",
+        "context deadline exceeded",
+    ]) {
+        return PushCause::Unreachable;
+    }
+    PushCause::Other
+}
+
+/// The HTTP status a message names: after `HTTP`, `status` or `status code`
+/// (`received unexpected HTTP status: 500 ...`), or followed by its reason phrase
+/// (`... request to URL: 503 Service Unavailable`). Ports and addresses are not statuses.
+fn http_status_in(message: &str) -> Option<u16> {
+    static AFTER_WORD: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+        regex::Regex::new(r"(?i)\b(?:HTTP(?: status)?|status(?: code)?)\s*[:=]?\s*([1-5]\d\d)\b")
+            .expect("a valid regex")
+    });
+    static WITH_REASON: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+        regex::Regex::new(r"\b([1-5]\d\d) ([A-Za-z]+)").expect("a valid regex")
+    });
+    if let Some(caps) = AFTER_WORD.captures(message) {
+        return caps[1].parse().ok();
+    }
+    WITH_REASON.captures_iter(message).find_map(|caps| {
+        let status: u16 = caps[1].parse().ok()?;
+        let reason = http::StatusCode::from_u16(status)
+            .ok()?
+            .canonical_reason()?;
+        let first_word = reason.split([' ', '-']).next()?;
+        first_word.eq_ignore_ascii_case(&caps[2]).then_some(status)
+    })
+}
+
+/// The push's error, classified, with the credentials kept out of the engine's text.
+fn push_error(registry: &Registry, tag: &str, revision: bool, source: EngineError) -> BuildError {
+    match source {
+        EngineError::Interrupted { what } => BuildError::Interrupted { what },
+        EngineError::PushFailed { image, message } => {
+            let message = registry.redact(&message);
+            BuildError::Push {
+                registry: registry.name().to_string(),
+                tag: tag.to_string(),
+                revision,
+                cause: classify_push_error(&message),
+                source: Box::new(EngineError::PushFailed { image, message }),
+            }
+        }
+        // The engine itself (its socket, its API) failed, not the registry.
+        e => BuildError::from_engine(e),
+    }
+}
+
+fn push_failure(registry: &str, tag: &str, cause: &PushCause, source: &EngineError) -> String {
+    let PushCause::RegistryFailed { status } = cause else {
+        return "the push did not complete; no tag was changed by it".into();
+    };
+    let said = match source {
+        EngineError::PushFailed { message, .. } => message.clone(),
+        other => other.to_string(),
+    };
+    let said = crate::registry::first_line(&said, 300);
+    let status = status.map(|s| format!(" (HTTP {s})")).unwrap_or_default();
+    format!("registry {registry} failed{status} while {tag} was pushed: {said}")
+}
+
+fn push_hint(registry: &str, tag: &str, revision: bool, cause: &PushCause) -> String {
+    let unchanged = if revision {
+        format!("nothing was pushed under the revision tag {tag}")
+    } else {
+        format!("the push of {tag} did not complete, so that tag was not changed")
+    };
+    match cause {
+        PushCause::RegistryFailed { status } => {
+            let status = status.map_or("HTTP 5xx".to_string(), |s| format!("HTTP {s}"));
+            format!(
+                "the registry failed ({status}): check its logs and free disk space; {unchanged}"
+            )
+        }
+        PushCause::Unreachable => format!(
+            "the engine did not reach registry {registry}: check that it runs at this address and that dockerd can reach it (and trusts its TLS certificate, or lists it under insecure-registries)"
+        ),
+        PushCause::Refused | PushCause::Other => {
+            "check that the credentials may push to this repository and that the engine reaches the registry".into()
+        }
+    }
 }
 
 /// Reads the manifest of every tag and the image config back from the registry and checks
@@ -517,6 +668,217 @@ mod tests {
             "the build failed at Step 5/9 : RUN make\n  the command exited with code 2\noutput of that step (last lines):\n  | cc: error: x.c: No such file"
         );
         assert_eq!(err.exit(), Exit::Usage);
+    }
+
+    #[test]
+    fn a_full_registry_disk_is_the_registry_failing() {
+        for (message, status) in [
+            (
+                "received unexpected HTTP status: 500 Internal Server Error",
+                Some(500),
+            ),
+            (
+                "failed commit on ref \"layer-sha256:ab\": unexpected status from PUT request to http://127.0.0.1:5000/v2/app/blobs/uploads/x?digest=sha256%3Aab: 500 Internal Server Error",
+                Some(500),
+            ),
+            ("filesystem: no space left on device", None),
+            (
+                "blob upload unknown: write /var/lib/registry/x: no space left on device",
+                None,
+            ),
+            ("HTTP 507 from the registry", Some(507)),
+        ] {
+            assert_eq!(
+                classify_push_error(message),
+                PushCause::RegistryFailed { status },
+                "{message}"
+            );
+        }
+    }
+
+    #[test]
+    fn bad_gateway_and_unavailable_are_the_registry_failing() {
+        for (message, status) in [
+            ("received unexpected HTTP status: 502 Bad Gateway", 502),
+            (
+                "received unexpected HTTP status: 503 Service Unavailable",
+                503,
+            ),
+            ("unexpected status: 503 Service Unavailable", 503),
+            (
+                "unexpected status from HEAD request to https://registry.example/v2/app/manifests/abc: 504 Gateway Time-out",
+                504,
+            ),
+            // A 5xx wins over words that would otherwise read as a refusal.
+            (
+                "unauthorized: received unexpected HTTP status: 502 Bad Gateway",
+                502,
+            ),
+        ] {
+            assert_eq!(
+                classify_push_error(message),
+                PushCause::RegistryFailed {
+                    status: Some(status)
+                },
+                "{message}"
+            );
+        }
+    }
+
+    #[test]
+    fn denied_and_unauthorized_are_refused_credentials() {
+        for message in [
+            "denied: requested access to the resource is denied",
+            "unauthorized: authentication required",
+            "unauthorized: incorrect username or password",
+            "failed to authorize: failed to fetch oauth token: unexpected status from POST request to https://auth.example/token: 401 Unauthorized",
+            "unexpected status from PUT request to https://registry.example/v2/app/manifests/abc: 403 Forbidden",
+            "push access denied, repository does not exist or may require authorization: server message: insufficient_scope: authorization failed",
+        ] {
+            assert_eq!(
+                classify_push_error(message),
+                PushCause::Refused,
+                "{message}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_refused_connection_is_unreachable() {
+        for message in [
+            "Get \"https://127.0.0.1:5000/v2/\": dial tcp 127.0.0.1:5000: connect: connection refused",
+            "Head \"https://registry.example:443/v2/app/blobs/sha256:ab\": dial tcp: lookup registry.example on 10.0.0.2:53: no such host",
+            "Get \"https://10.1.2.3:5000/v2/\": http: server gave HTTP response to HTTPS client",
+        ] {
+            assert_eq!(
+                classify_push_error(message),
+                PushCause::Unreachable,
+                "{message}"
+            );
+        }
+        assert_eq!(
+            classify_push_error("An image does not exist locally with the tag: r/app"),
+            PushCause::Other
+        );
+        // Addresses, ports and sizes are not HTTP statuses.
+        assert_eq!(
+            http_status_in("dial tcp 127.0.0.1:500: connect: connection refused"),
+            None
+        );
+        assert_eq!(http_status_in("abc: digest: sha256:12 size: 500"), None);
+    }
+
+    fn registry_with_password(password: &str) -> Registry {
+        Registry::new(
+            "registry.example:5000",
+            false,
+            Some(crate::credentials::Credentials {
+                username: "ci".into(),
+                password: secrecy::SecretString::from(password.to_string()),
+                source: "--registry-user and $PW".into(),
+            }),
+        )
+    }
+
+    fn pushing(message: &str) -> EngineError {
+        EngineError::PushFailed {
+            image: "registry.example:5000/app:abc123".into(),
+            message: message.into(),
+        }
+    }
+
+    #[test]
+    fn a_registry_5xx_during_the_push_names_the_registry_and_never_the_credentials() {
+        let registry = registry_with_password("hunter2-secret");
+        let err = push_error(
+            &registry,
+            "abc123",
+            true,
+            pushing("received unexpected HTTP status: 500 Internal Server Error"),
+        );
+        assert_eq!(err.exit(), Exit::Unavailable);
+        assert_eq!(
+            err.to_string(),
+            "registry registry.example:5000 failed (HTTP 500) while abc123 was pushed: received unexpected HTTP status: 500 Internal Server Error"
+        );
+        let hint = err.hint().unwrap();
+        assert_eq!(
+            hint,
+            "the registry failed (HTTP 500): check its logs and free disk space; nothing was pushed under the revision tag abc123"
+        );
+        assert!(!hint.contains("credentials"), "{hint}");
+
+        let err = push_error(
+            &registry,
+            "latest",
+            false,
+            pushing("blob upload: filesystem: no space left on device"),
+        );
+        assert_eq!(
+            err.to_string(),
+            "registry registry.example:5000 failed while latest was pushed: blob upload: filesystem: no space left on device"
+        );
+        let hint = err.hint().unwrap();
+        assert!(
+            hint.starts_with("the registry failed (HTTP 5xx): check its logs and free disk space"),
+            "{hint}"
+        );
+        assert!(!hint.contains("credentials"), "{hint}");
+    }
+
+    #[test]
+    fn refused_pushes_keep_the_credentials_hint_and_exit_4() {
+        let registry = registry_with_password("hunter2-secret");
+        for message in [
+            "denied: requested access to the resource is denied",
+            "unauthorized: authentication required",
+        ] {
+            let err = push_error(&registry, "abc123", true, pushing(message));
+            assert_eq!(err.exit(), Exit::Unavailable);
+            assert_eq!(
+                err.to_string(),
+                "the push did not complete; no tag was changed by it"
+            );
+            assert!(
+                err.hint()
+                    .unwrap()
+                    .contains("check that the credentials may push to this repository"),
+                "{message}"
+            );
+        }
+        let err = push_error(
+            &registry,
+            "abc123",
+            true,
+            pushing("dial tcp 10.0.0.5:5000: connect: connection refused"),
+        );
+        assert_eq!(err.exit(), Exit::Unavailable);
+        let hint = err.hint().unwrap();
+        assert!(
+            hint.contains("did not reach registry registry.example:5000"),
+            "{hint}"
+        );
+        assert!(!hint.contains("credentials"), "{hint}");
+    }
+
+    #[test]
+    fn the_password_never_shows_in_a_push_error() {
+        let registry = registry_with_password("hunter2-secret");
+        let err = push_error(
+            &registry,
+            "abc123",
+            true,
+            pushing(
+                "received unexpected HTTP status: 500 Internal Server Error: bad auth hunter2-secret",
+            ),
+        );
+        let shown = format!(
+            "{}\n{}\n{err:?}",
+            crate::doctor::chain(&err),
+            err.hint().unwrap()
+        );
+        assert!(!shown.contains("hunter2-secret"), "{shown}");
+        assert!(shown.contains("<redacted>"), "{shown}");
     }
 
     #[test]

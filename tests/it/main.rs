@@ -10,6 +10,7 @@ mod doctor;
 mod lint;
 mod release_publish;
 mod rollout;
+mod security;
 mod service;
 mod static_binary;
 mod support;

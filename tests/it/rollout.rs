@@ -133,14 +133,14 @@ fn a_rejected_reload_restores_the_snippet_and_shows_caddys_message() {
     svc.write_spec("", DOCKER_HEALTH);
     let spec = std::fs::read_to_string(svc.spec_path()).unwrap().replace(
         "[caddy]\n",
-        "[caddy]\nupstream_options = [\"no_such_subdirective 1\"]\n",
+        "[caddy]\nupstream_options = [\"lb_try_duration not-a-duration\"]\n",
     );
     std::fs::write(svc.spec_path(), spec).unwrap();
     let out = svc.run(&["rollout", &img.v2], &[]);
     let (stdout, stderr) = text(&out);
     assert_eq!(code(&out), 1, "{stdout}\n{stderr}");
     assert!(
-        stdout.contains("no_such_subdirective"),
+        stdout.contains("not-a-duration"),
         "Caddy's own message: {stdout}"
     );
     assert_eq!(svc.snippet().unwrap(), good, "the previous snippet is back");
