@@ -4,6 +4,7 @@
 //! back. Every path ends with outputs, a summary and (with --report) a JSON report.
 
 use crate::revision::Revision;
+use crate::rollout::StepName;
 use std::fmt::Write as _;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -332,12 +333,12 @@ async fn deploy_inner(
             let pushed = match pushed {
                 Ok(pushed) => pushed,
                 Err(e) => {
-                    before.push(PreStep::new("build", t, false, e.to_string()));
+                    before.push(PreStep::new(StepName::Build, t, false, e.to_string()));
                     return Err(crate::commands::build_failure(e));
                 }
             };
             before.push(PreStep::new(
-                "build",
+                StepName::Build,
                 t,
                 true,
                 format!(
@@ -538,7 +539,7 @@ async fn dry_run(
 
 /// A step before the rollout (the build), for the report.
 struct PreStep {
-    name: &'static str,
+    name: StepName,
     at: SystemTime,
     duration_ms: u64,
     ok: bool,
@@ -546,7 +547,7 @@ struct PreStep {
 }
 
 impl PreStep {
-    fn new(name: &'static str, at: SystemTime, ok: bool, detail: String) -> PreStep {
+    fn new(name: StepName, at: SystemTime, ok: bool, detail: String) -> PreStep {
         PreStep {
             name,
             at,
@@ -610,14 +611,14 @@ fn finish(
         steps: before
             .iter()
             .map(|s| StepAt {
-                name: s.name,
+                name: s.name.as_str(),
                 start_unix_ms: unix_ms(s.at),
                 duration_ms: s.duration_ms,
                 ok: s.ok,
                 detail: &s.detail,
             })
             .chain(report.steps.iter().map(|s| StepAt {
-                name: &s.name,
+                name: s.name.as_str(),
                 start_unix_ms: report.started_unix_ms + s.start_ms as u128,
                 duration_ms: s.duration_ms,
                 ok: s.ok,

@@ -45,9 +45,60 @@ impl Outcome {
     }
 }
 
+/// Every step a report can name: typed, so nothing matches on text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StepName {
+    Build,
+    Plan,
+    Pull,
+    Image,
+    Reconcile,
+    Create,
+    Start,
+    Verify,
+    Health,
+    Switch,
+    Smoke,
+    Drain,
+    Retire,
+    Prune,
+    Rollback,
+    VerifyRestored,
+}
+
+impl StepName {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StepName::Build => "build",
+            StepName::Plan => "plan",
+            StepName::Pull => "pull",
+            StepName::Image => "image",
+            StepName::Reconcile => "reconcile",
+            StepName::Create => "create",
+            StepName::Start => "start",
+            StepName::Verify => "verify",
+            StepName::Health => "health",
+            StepName::Switch => "switch",
+            StepName::Smoke => "smoke",
+            StepName::Drain => "drain",
+            StepName::Retire => "retire",
+            StepName::Prune => "prune",
+            StepName::Rollback => "rollback",
+            StepName::VerifyRestored => "verify-restored",
+        }
+    }
+}
+
+impl std::fmt::Display for StepName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Step {
-    pub name: String,
+    pub name: StepName,
     /// Milliseconds since the rollout began.
     pub start_ms: u64,
     pub duration_ms: u64,
@@ -97,7 +148,7 @@ struct Run<'a> {
 }
 
 impl Run<'_> {
-    fn record(&mut self, name: &str, started: Instant, ok: bool, detail: impl Into<String>) {
+    fn record(&mut self, name: StepName, started: Instant, ok: bool, detail: impl Into<String>) {
         let detail = detail.into();
         if ok {
             tracing::info!("{name}: {detail}");
@@ -105,7 +156,7 @@ impl Run<'_> {
             tracing::error!("{name}: {detail}");
         }
         self.report.steps.push(Step {
-            name: name.into(),
+            name,
             start_ms: started.duration_since(self.began).as_millis() as u64,
             duration_ms: started.elapsed().as_millis() as u64,
             ok,
@@ -153,7 +204,7 @@ async fn verify_restored(report: &mut Report, hook: &impl AfterSwitch, r: &Rollo
         Err(e) => (false, e.clone()),
     };
     report.steps.push(Step {
-        name: "verify-restored".into(),
+        name: StepName::VerifyRestored,
         start_ms: at_ms,
         duration_ms: t.elapsed().as_millis() as u64,
         ok,
@@ -219,7 +270,7 @@ pub async fn execute(ctx: &Context<'_>, plan: &Plan, hook: &impl AfterSwitch) ->
     match &plan.action {
         Action::AlreadyServing { container } => {
             run.record(
-                "plan",
+                StepName::Plan,
                 began,
                 true,
                 format!("{} already serves {}", container.name, plan.target.image),
@@ -234,11 +285,11 @@ pub async fn execute(ctx: &Context<'_>, plan: &Plan, hook: &impl AfterSwitch) ->
         }
         Action::Rollout(rollout) => roll(run, plan, rollout, hook).await,
         Action::HostContract { reason, hint } => {
-            run.record("plan", began, false, reason.clone());
+            run.record(StepName::Plan, began, false, reason.clone());
             run.end(Outcome::Unavailable, format!("{reason} ({hint})"))
         }
         Action::Refuse { reason, hint } => {
-            run.record("plan", began, false, reason.clone());
+            run.record(StepName::Plan, began, false, reason.clone());
             run.end(
                 Outcome::Refused,
                 format!("{reason}; nothing was changed ({hint})"),
@@ -264,7 +315,7 @@ async fn roll(mut run: Run<'_>, plan: &Plan, r: &Rollout, hook: &impl AfterSwitc
     if r.pull
         && let Err(e) = engine.ensure_image(&image).await
     {
-        run.record("pull", t, false, e.to_string());
+        run.record(StepName::Pull, t, false, e.to_string());
         return run.end(
             Outcome::Unavailable,
             format!("could not pull {image}: {e}; nothing was changed"),
@@ -273,14 +324,19 @@ async fn roll(mut run: Run<'_>, plan: &Plan, r: &Rollout, hook: &impl AfterSwitc
     let info = match engine.inspect_image(&image).await {
         Ok(Some(info)) => info,
         Ok(None) => {
-            run.record("image", t, false, "not in the engine after the pull");
+            run.record(
+                StepName::Image,
+                t,
+                false,
+                "not in the engine after the pull",
+            );
             return run.end(
                 Outcome::Unavailable,
                 format!("{image} is not in the engine; nothing was changed"),
             );
         }
         Err(e) => {
-            run.record("image", t, false, e.to_string());
+            run.record(StepName::Image, t, false, e.to_string());
             return run.end(Outcome::Unavailable, format!("{e}; nothing was changed"));
         }
     };
@@ -291,7 +347,7 @@ async fn roll(mut run: Run<'_>, plan: &Plan, r: &Rollout, hook: &impl AfterSwitc
         .any(|d| d.ends_with(&format!("@{digest}")))
     {
         run.record(
-            "image",
+            StepName::Image,
             t,
             false,
             format!("repo digests {:?}", info.repo_digests),
@@ -304,7 +360,7 @@ async fn roll(mut run: Run<'_>, plan: &Plan, r: &Rollout, hook: &impl AfterSwitc
     let mut gate = r.gate.clone();
     if gate.docker && !info.has_healthcheck {
         if gate.http.is_none() {
-            run.record("image", t, false, "no HEALTHCHECK");
+            run.record(StepName::Image, t, false, "no HEALTHCHECK");
             return run.end(
                 Outcome::Refused,
                 format!("{image} has no HEALTHCHECK and the spec has no [health.http] probe: add one of them; nothing was changed"),
@@ -313,14 +369,14 @@ async fn roll(mut run: Run<'_>, plan: &Plan, r: &Rollout, hook: &impl AfterSwitc
         tracing::warn!("{image} has no HEALTHCHECK: gating on the HTTP probe alone");
         gate.docker = false;
     }
-    run.record("image", t, true, format!("{image} is {}", info.id));
+    run.record(StepName::Image, t, true, format!("{image} is {}", info.id));
 
     // 2. Reconcile what a run that died left behind: first what Caddy serves, then containers.
     let t = Instant::now();
     let mut cleaned = Vec::new();
     if let Some(applied) = &r.recover {
         if let Err(e) = recover(&run, r, applied).await {
-            run.record("reconcile", t, false, e.clone());
+            run.record(StepName::Reconcile, t, false, e.clone());
             return run.end(
                 Outcome::Unavailable,
                 format!(
@@ -339,14 +395,14 @@ async fn roll(mut run: Run<'_>, plan: &Plan, r: &Rollout, hook: &impl AfterSwitc
     }
     for c in &r.remove_abandoned {
         if let Err(e) = engine.remove_container(&c.id).await {
-            run.record("reconcile", t, false, e.to_string());
+            run.record(StepName::Reconcile, t, false, e.to_string());
             return run.end(Outcome::Unavailable, format!("{e}; {serving}"));
         }
         cleaned.push(format!("removed abandoned {}", c.name));
     }
     for c in &r.stop_stale {
         if let Err(e) = engine.stop(&c.id, r.stop_grace).await {
-            run.record("reconcile", t, false, e.to_string());
+            run.record(StepName::Reconcile, t, false, e.to_string());
             return run.end(Outcome::Unavailable, format!("{e}; {serving}"));
         }
         cleaned.push(format!("stopped stale {}", c.name));
@@ -356,7 +412,7 @@ async fn roll(mut run: Run<'_>, plan: &Plan, r: &Rollout, hook: &impl AfterSwitc
         cleaned.push(format!("removed leftover {name}"));
     }
     if !cleaned.is_empty() {
-        run.record("reconcile", t, true, cleaned.join(", "));
+        run.record(StepName::Reconcile, t, true, cleaned.join(", "));
     }
 
     // 3. Start the new container in the free slot.
@@ -365,7 +421,7 @@ async fn roll(mut run: Run<'_>, plan: &Plan, r: &Rollout, hook: &impl AfterSwitc
         NewContainer::Create(spec) => match engine.create_app(spec).await {
             Ok(id) => id,
             Err(e) => {
-                run.record("create", t, false, e.to_string());
+                run.record(StepName::Create, t, false, e.to_string());
                 return run.end(Outcome::Unavailable, format!("{e}; {serving}"));
             }
         },
@@ -373,7 +429,7 @@ async fn roll(mut run: Run<'_>, plan: &Plan, r: &Rollout, hook: &impl AfterSwitc
     };
     let started = Instant::now();
     if let Err(e) = engine.start(&new_id).await {
-        run.record("start", t, false, e.to_string());
+        run.record(StepName::Start, t, false, e.to_string());
         return undo(
             run,
             &new_id,
@@ -385,7 +441,7 @@ async fn roll(mut run: Run<'_>, plan: &Plan, r: &Rollout, hook: &impl AfterSwitc
         .await;
     }
     run.record(
-        "start",
+        StepName::Start,
         t,
         true,
         format!("{} on 127.0.0.1:{} (slot {})", r.new.name(), r.port, r.slot),
@@ -395,7 +451,12 @@ async fn roll(mut run: Run<'_>, plan: &Plan, r: &Rollout, hook: &impl AfterSwitc
     let t = Instant::now();
     match engine.inspect_container(&new_id).await {
         Ok(Some(c)) if c.image_id == info.id => {
-            run.record("verify", t, true, format!("runs {} = {digest}", c.image_id));
+            run.record(
+                StepName::Verify,
+                t,
+                true,
+                format!("runs {} = {digest}", c.image_id),
+            );
         }
         other => {
             let seen = match other {
@@ -404,7 +465,7 @@ async fn roll(mut run: Run<'_>, plan: &Plan, r: &Rollout, hook: &impl AfterSwitc
                 Err(e) => e.to_string(),
             };
             run.record(
-                "verify",
+                StepName::Verify,
                 t,
                 false,
                 format!("runs {seen}, expected {}", info.id),
@@ -447,14 +508,14 @@ async fn roll(mut run: Run<'_>, plan: &Plan, r: &Rollout, hook: &impl AfterSwitc
         Ok(()) => {
             run.report.start_to_healthy_ms = Some(started.elapsed().as_millis() as u64);
             run.record(
-                "health",
+                StepName::Health,
                 t,
                 true,
                 format!("healthy {} ms after start", started.elapsed().as_millis()),
             );
         }
         Err(GateFailure::Interrupted) => {
-            run.record("health", t, false, INTERRUPTED);
+            run.record(StepName::Health, t, false, INTERRUPTED);
             return undo(
                 run,
                 &new_id,
@@ -466,7 +527,7 @@ async fn roll(mut run: Run<'_>, plan: &Plan, r: &Rollout, hook: &impl AfterSwitc
             .await;
         }
         Err(GateFailure::Failed(why)) => {
-            run.record("health", t, false, why.clone());
+            run.record(StepName::Health, t, false, why.clone());
             return undo(
                 run,
                 &new_id,
@@ -497,7 +558,7 @@ async fn roll(mut run: Run<'_>, plan: &Plan, r: &Rollout, hook: &impl AfterSwitc
         .write(engine, &r.snippet.file, Some(&r.snippet.content))
         .await
     {
-        run.record("switch", t, false, e.to_string());
+        run.record(StepName::Switch, t, false, e.to_string());
         return undo(
             run,
             &new_id,
@@ -521,7 +582,7 @@ async fn roll(mut run: Run<'_>, plan: &Plan, r: &Rollout, hook: &impl AfterSwitc
             run.report.evidence.reload_output =
                 format!("{}{}", out.stdout, out.stderr).trim().into();
             run.record(
-                "switch",
+                StepName::Switch,
                 t,
                 true,
                 format!("{} → 127.0.0.1:{}, Caddy reloaded", r.snippet.path, r.port),
@@ -529,7 +590,7 @@ async fn roll(mut run: Run<'_>, plan: &Plan, r: &Rollout, hook: &impl AfterSwitc
         }
         Err(e) => {
             run.report.evidence.reload_output = e.to_string();
-            run.record("switch", t, false, e.to_string());
+            run.record(StepName::Switch, t, false, e.to_string());
             return undo(
                 run,
                 &new_id,
@@ -548,12 +609,12 @@ async fn roll(mut run: Run<'_>, plan: &Plan, r: &Rollout, hook: &impl AfterSwitc
     match hook.check(run.ctx.cancel).await {
         Ok(detail) => {
             if !detail.is_empty() {
-                run.record("smoke", t, true, detail);
+                run.record(StepName::Smoke, t, true, detail);
             }
         }
         Err(why) => {
             let interrupted = run.ctx.cancel.is_cancelled();
-            run.record("smoke", t, false, why.clone());
+            run.record(StepName::Smoke, t, false, why.clone());
             let outcome = if interrupted {
                 Outcome::Interrupted
             } else {
@@ -572,11 +633,16 @@ async fn roll(mut run: Run<'_>, plan: &Plan, r: &Rollout, hook: &impl AfterSwitc
     tokio::select! {
         _ = tokio::time::sleep(r.drain) => {}
         _ = run.ctx.cancel.cancelled() => {
-            run.record("drain", t, false, "interrupted");
+            run.record(StepName::Drain, t, false, "interrupted");
             return undo(run, &new_id, Some(previous), r, "interrupted".into(), Outcome::Interrupted).await;
         }
     }
-    run.record("drain", t, true, format!("{} ms", r.drain.as_millis()));
+    run.record(
+        StepName::Drain,
+        t,
+        true,
+        format!("{} ms", r.drain.as_millis()),
+    );
 
     // 8. Retire the old release (kept stopped for rollback) and prune beyond `retain`.
     let t = Instant::now();
@@ -585,13 +651,13 @@ async fn roll(mut run: Run<'_>, plan: &Plan, r: &Rollout, hook: &impl AfterSwitc
     {
         match engine.remove_container(&old.id).await {
             Ok(()) => run.record(
-                "retire",
+                StepName::Retire,
                 t,
                 true,
                 format!("removed {} (it stopped answering; not kept)", old.name),
             ),
             Err(e) => run.record(
-                "retire",
+                StepName::Retire,
                 t,
                 false,
                 format!("{e} (the replacement serves; remove {} by hand)", old.name),
@@ -600,13 +666,13 @@ async fn roll(mut run: Run<'_>, plan: &Plan, r: &Rollout, hook: &impl AfterSwitc
     } else if let Some(old) = &r.retire {
         match engine.stop(&old.id, r.stop_grace).await {
             Ok(()) => run.record(
-                "retire",
+                StepName::Retire,
                 t,
                 true,
                 format!("stopped {} (kept for rollback)", old.name),
             ),
             Err(e) => run.record(
-                "retire",
+                StepName::Retire,
                 t,
                 false,
                 format!("{e} (the new release serves; stop {} by hand)", old.name),
@@ -621,7 +687,12 @@ async fn roll(mut run: Run<'_>, plan: &Plan, r: &Rollout, hook: &impl AfterSwitc
         }
     }
     if !pruned.is_empty() {
-        run.record("prune", t, true, format!("removed {}", pruned.join(", ")));
+        run.record(
+            StepName::Prune,
+            t,
+            true,
+            format!("removed {}", pruned.join(", ")),
+        );
     }
     let message = format!(
         "{} serves {} (revision {}) on 127.0.0.1:{}",
@@ -664,8 +735,12 @@ async fn undo(
         )
         .await;
         if let Err((stage, e)) = restored {
-            run.record("rollback", t, false, e.to_string());
-            let switched = run.report.steps.iter().any(|s| s.name == "switch" && s.ok);
+            run.record(StepName::Rollback, t, false, e.to_string());
+            let switched = run
+                .report
+                .steps
+                .iter()
+                .any(|s| s.name == StepName::Switch && s.ok);
             let state = restore_failed(r, run.report.previous.as_ref(), switched, stage);
             let message = format!(
                 "{why}; restoring the previous Caddy config failed too ({e}). State: {state}"
@@ -682,7 +757,7 @@ async fn undo(
             r.new.name()
         ),
     };
-    run.record("rollback", t, removed.is_ok(), detail.clone());
+    run.record(StepName::Rollback, t, removed.is_ok(), detail.clone());
     let verb = if outcome == Outcome::Interrupted {
         "interrupted"
     } else {
@@ -812,4 +887,74 @@ async fn take_down(engine: &Engine, id: &str, r: &Rollout) -> Result<(), String>
         }
     }
     Err(last)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rollout_to(port: u16) -> Rollout {
+        Rollout {
+            pull: false,
+            recover: None,
+            remove_abandoned: Vec::new(),
+            stop_stale: Vec::new(),
+            leftovers: Vec::new(),
+            new: NewContainer::Restart(old("web-b-2", 18002)),
+            slot: 1,
+            port,
+            gate: super::super::Gate {
+                docker: true,
+                http: None,
+                deadline: std::time::Duration::from_secs(1),
+            },
+            snippet: super::super::SnippetChange {
+                file: "web.caddy".into(),
+                path: "/etc/caddy/slipway/web.caddy".into(),
+                content: String::new(),
+                previous: Some(None),
+            },
+            reload_command: "systemctl reload caddy".into(),
+            drain: std::time::Duration::ZERO,
+            retire: None,
+            remove_retired: false,
+            stop_grace: std::time::Duration::ZERO,
+            prune: Vec::new(),
+            on_failure: Vec::new(),
+        }
+    }
+
+    fn old(name: &str, port: u16) -> ContainerRef {
+        ContainerRef {
+            id: name.into(),
+            name: name.into(),
+            slot: Some(0),
+            port: Some(port),
+            digest: "sha256:1".into(),
+            revision: "v1".into(),
+        }
+    }
+
+    #[test]
+    fn a_failed_restore_reports_the_real_file_and_what_caddy_serves() {
+        let r = rollout_to(18002);
+        let prev = old("web-a-1", 18001);
+        // The write back failed after the switch: the file and Caddy both still name the new one.
+        let s = restore_failed(&r, Some(&prev), true, PutBack::Write);
+        assert!(s.contains("web.caddy routes to 127.0.0.1:18002 (web-b-2); Caddy serves 127.0.0.1:18002 (web-b-2)"), "{s}");
+        // The file was restored but the reload failed: the file names the old, Caddy the new.
+        let s = restore_failed(&r, Some(&prev), true, PutBack::Reload);
+        assert!(s.contains("web.caddy routes to 127.0.0.1:18001 (web-a-1); Caddy serves 127.0.0.1:18002 (web-b-2)"), "{s}");
+        // The switch's own reload had failed: Caddy never left the old one.
+        let s = restore_failed(&r, Some(&prev), false, PutBack::Reload);
+        assert!(s.contains("Caddy serves 127.0.0.1:18001 (web-a-1)"), "{s}");
+        assert!(
+            s.contains("To fix: write `reverse_proxy 127.0.0.1:18001`"),
+            "{s}"
+        );
+        // Nothing served before: the placeholder is what to put back.
+        let s = restore_failed(&r, None, true, PutBack::Record);
+        assert!(s.contains("routes to nothing (the placeholder)"), "{s}");
+        assert!(s.contains("placeholder"), "{s}");
+    }
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 pub mod execute;
-pub use execute::{Outcome, Report, execute};
+pub use execute::{Outcome, Report, StepName, execute};
 pub use gate::{Gate, HttpGate};
 
 use crate::caddy;

@@ -524,7 +524,7 @@ impl Watcher {
                 let serving_at = report
                     .steps
                     .iter()
-                    .find(|s| s.name == "switch" && s.ok)
+                    .find(|s| s.name == rollout::StepName::Switch && s.ok)
                     .map_or_else(Instant::now, |s| {
                         began + Duration::from_millis(s.start_ms + s.duration_ms)
                     });
