@@ -10,10 +10,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::caddy::{self, HostAgent};
 use crate::cli::{Format, GlobalArgs, LockAction, LockArgs, ReloadArgs, ServiceArgs};
-use crate::engine::{Engine, LABEL_MANAGED, LABEL_ROLE};
+use crate::engine::Engine;
 use crate::exit::{Exit, Failure};
 use crate::host::{self, HostAccess};
-use crate::lock::{self, Lock, LockRequest, LockState, Owner};
+use crate::lock::{self, LockRequest, LockState, Owner};
 use crate::reference::PinnedImage;
 use crate::revision::Revision;
 use crate::rollout::{self, Facts, Plan, Report, Target};
@@ -121,7 +121,7 @@ pub async fn reachable(engine: &Engine) -> Result<(), Failure> {
 
 /// Read-only: the service's containers, leftovers of dead runs, the image if present.
 pub async fn gather(p: &Prepared, image: Option<&PinnedImage>) -> Result<Facts, Failure> {
-    gather_facts(
+    rollout::gather_facts(
         &p.engine,
         &p.spec.name,
         image,
@@ -130,49 +130,6 @@ pub async fn gather(p: &Prepared, image: Option<&PinnedImage>) -> Result<Facts, 
     )
     .await
     .map_err(|e| Failure::new(Exit::Unavailable, e))
-}
-
-/// What `gather` reads, for any caller (the watchdog passes the env values of the container it
-/// replaces and that container's run URL).
-pub async fn gather_facts(
-    engine: &Engine,
-    service: &str,
-    image: Option<&PinnedImage>,
-    env: Vec<(String, String)>,
-    run_url: String,
-) -> Result<Facts, crate::engine::EngineError> {
-    let all = engine
-        .containers_with_labels(&[(LABEL_MANAGED, "true"), (rollout::LABEL_SERVICE, service)])
-        .await?;
-    let (containers, helpers): (Vec<_>, Vec<_>) = all
-        .into_iter()
-        .partition(|c| c.labels.get(LABEL_ROLE).map(String::as_str) == Some("app"));
-    let leftovers = helpers
-        .into_iter()
-        .filter(|c| {
-            matches!(
-                c.labels.get(LABEL_ROLE).map(String::as_str),
-                Some("agent" | "probe")
-            )
-        })
-        .collect();
-    let image = match image {
-        Some(i) => engine.inspect_image(&i.to_string()).await?,
-        None => None,
-    };
-    let now_unix_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or_default();
-    Ok(Facts {
-        containers,
-        leftovers,
-        image,
-        snippet: None,
-        env,
-        now_unix_ms,
-        run_url,
-    })
 }
 
 fn resolve_target(choice: &Choice, facts: &Facts) -> Result<Target, Failure> {
@@ -270,31 +227,25 @@ pub async fn execute_locked(
     hook: &impl rollout::execute::AfterSwitch,
     cancel: &CancellationToken,
 ) -> Result<Report, Failure> {
-    let lock = Lock::acquire(
-        &p.engine,
-        &LockRequest {
-            service: &p.spec.name,
-            host: &p.host,
-            snippet_dir: &p.spec.caddy.snippet_dir,
-            owner: &p.owner,
-            ttl: args.lock_ttl,
-            wait: args.lock_wait,
-        },
-        cancel,
-    )
-    .await
-    .map_err(|e| {
-        let exit = match e {
-            lock::LockError::Interrupted { .. } => Exit::Interrupted,
-            _ => Exit::Unavailable,
-        };
-        let hint = e.hint();
-        Failure::new(exit, e).with_hint(hint)
-    })?;
-    let agent = HostAgent::attach(&lock.id, &p.host);
-    let result = locked(p, &agent, choice, hook, cancel).await;
-    lock.release(&p.engine).await;
-    result
+    let request = LockRequest {
+        service: &p.spec.name,
+        host: &p.host,
+        snippet_dir: &p.spec.caddy.snippet_dir,
+        owner: &p.owner,
+        ttl: args.lock_ttl,
+        wait: args.lock_wait,
+    };
+    let body = async |agent: &HostAgent| locked(p, agent, choice, hook, cancel).await;
+    rollout::locked::with_lock(&p.engine, &request, cancel, body)
+        .await
+        .map_err(|e| {
+            let exit = match e {
+                lock::LockError::Interrupted { .. } => Exit::Interrupted,
+                _ => Exit::Unavailable,
+            };
+            let hint = e.hint();
+            Failure::new(exit, e).with_hint(hint)
+        })?
 }
 
 async fn locked(
@@ -304,14 +255,20 @@ async fn locked(
     hook: &impl rollout::execute::AfterSwitch,
     cancel: &CancellationToken,
 ) -> Result<Report, Failure> {
-    let file = format!("{}.caddy", p.spec.name);
-    let snippet = agent.read(&p.engine, &file).await.map_err(|e| {
-        Failure::new(Exit::Unavailable, e).with_hint("check caddy.snippet_dir in the spec")
-    })?;
     let facts = gather(p, None).await?;
     let target = resolve_target(choice, &facts)?;
-    let mut facts = gather(p, Some(&target.image)).await?;
-    facts.snippet = Some(snippet);
+    let facts = rollout::locked::fresh_facts(
+        &p.engine,
+        agent,
+        &p.spec.name,
+        Some(&target.image),
+        p.values.clone(),
+        p.owner.run.clone(),
+    )
+    .await
+    .map_err(|e| {
+        Failure::new(Exit::Unavailable, e).with_hint("check caddy.snippet_dir in the spec")
+    })?;
     let plan = rollout::plan(&p.spec, &target, &facts, &p.reload_text);
     tracing::info!("{}", render_plan(&plan).lines().next().unwrap_or_default());
     let ctx = rollout::execute::Context {

@@ -1,7 +1,9 @@
 //! A rollout as data: facts gathered read-only, a pure `plan(spec, target, facts)`, and one
 //! executor (`execute.rs`) that carries the plan out and undoes it on failure.
 
+mod facts;
 mod gate;
+pub mod locked;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -10,6 +12,7 @@ use serde::Serialize;
 
 pub mod execute;
 pub use execute::{Outcome, Report, StepName, execute};
+pub use facts::gather_facts;
 pub use gate::{Gate, HttpGate};
 
 use crate::caddy;

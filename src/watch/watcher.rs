@@ -17,11 +17,10 @@ use crate::engine::{
 };
 use crate::exit::Exit;
 use crate::host::HostAccess;
-use crate::lock::{LABEL_OWNER, Lock, LockError, LockRequest, Owner};
+use crate::lock::{LABEL_OWNER, LockError, LockRequest, Owner};
 use crate::reference::PinnedImage;
 use crate::rollout::execute::{Context, Evidence, NoCheck};
 use crate::rollout::{self, Facts, Gate, HttpGate, Outcome, Replace, Target};
-use crate::service;
 use crate::spec::ServiceSpec;
 
 /// On a probe sibling: the container whose network it joined.
@@ -368,21 +367,20 @@ impl Watcher {
                 return Replacement::Backoff;
             }
         }
-        let lock = match Lock::acquire(
-            &sh.engine,
-            &LockRequest {
-                service: &service,
-                host: &sh.host,
-                snippet_dir: &self.spec.caddy.snippet_dir,
-                owner: &sh.owner,
-                ttl: sh.lock_ttl,
-                wait: Duration::ZERO,
-            },
-            cancel,
-        )
-        .await
-        {
-            Ok(lock) => lock,
+        let snippet_dir = self.spec.caddy.snippet_dir.clone();
+        let request = LockRequest {
+            service: &service,
+            host: &sh.host,
+            snippet_dir: &snippet_dir,
+            owner: &sh.owner,
+            ttl: sh.lock_ttl,
+            wait: Duration::ZERO,
+        };
+        let body = async |agent: &HostAgent| self.on_locked(sh, agent, history, now, cancel).await;
+        let locked = rollout::locked::with_lock(&sh.engine, &request, cancel, body).await;
+        let cur = self.current.as_mut().expect("replace checked it");
+        match locked {
+            Ok(result) => result,
             Err(LockError::Held { owner, since, .. }) => {
                 if !cur.said.lock_held {
                     cur.said.lock_held = true;
@@ -408,18 +406,27 @@ impl Watcher {
                 });
                 return Replacement::Failed(Exit::Unavailable);
             }
-        };
+        }
+    }
+
+    /// With the lock held: say so, then replace.
+    async fn on_locked(
+        &mut self,
+        sh: &Shared,
+        agent: &HostAgent,
+        history: Vec<u64>,
+        now: u64,
+        cancel: &CancellationToken,
+    ) -> Replacement {
+        let cur = self.current.as_mut().expect("replace checked it");
         cur.said.lock_held = false;
         sh.events.emit(Event::Replacing {
-            service: service.clone(),
+            service: self.spec.name.clone(),
             container: cur.info.name.clone(),
             revision: label(&cur.info, rollout::LABEL_REVISION),
             failures: cur.streak,
         });
-        let agent = HostAgent::attach(&lock.id, &sh.host);
-        let result = self.locked(sh, &agent, history, now, cancel).await;
-        lock.release(&sh.engine).await;
-        result
+        self.locked(sh, agent, history, now, cancel).await
     }
 
     async fn locked(
@@ -458,19 +465,20 @@ impl Watcher {
                     ),
                 )
             })?;
-            let unavailable = |e: &dyn std::fmt::Display| (Exit::Unavailable, e.to_string());
-            let snippet = agent
-                .read(&sh.engine, &format!("{service}.caddy"))
-                .await
-                .map_err(|e| unavailable(&e))?;
             let env = self.env_for(sh, &stuck).await?;
             let run_url = Some(label(&stuck, rollout::LABEL_RUN))
                 .filter(|r| !r.is_empty())
                 .unwrap_or_else(|| sh.owner.run.clone());
-            let mut facts = service::gather_facts(&sh.engine, &service, Some(&image), env, run_url)
-                .await
-                .map_err(|e| unavailable(&e))?;
-            facts.snippet = Some(snippet);
+            let facts = rollout::locked::fresh_facts(
+                &sh.engine,
+                agent,
+                &service,
+                Some(&image),
+                env,
+                run_url,
+            )
+            .await
+            .map_err(|e| (Exit::Unavailable, e.to_string()))?;
             Ok::<_, (Exit, String)>((image, facts))
         };
         let (image, facts) = match prepared.await {
