@@ -769,6 +769,14 @@ async fn undo(
     }
 }
 
+/// `/dir/.web.caddy.applied` beside `/dir/web.caddy`.
+fn record_path(snippet: &str) -> String {
+    match snippet.rsplit_once('/') {
+        Some((dir, file)) => format!("{dir}/.{file}.applied"),
+        None => format!(".{snippet}.applied"),
+    }
+}
+
 /// Which part of putting a snippet back failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum PutBack {
@@ -836,10 +844,12 @@ fn restore_failed(
             r.snippet.path, r.reload_command
         ),
     };
+    let record = record_path(&r.snippet.path);
     format!(
-        "{} routes to {file_says}; Caddy serves {serves}; {} is left running so nothing that may serve is lost; {running}. To fix: {fix}",
+        "{} routes to {file_says}; Caddy serves {serves}; {} is left running so nothing that may serve is lost; {running}. To fix: {fix}; once Caddy serves it, `cp {} {record}` so slipway knows what Caddy applied",
         r.snippet.path,
-        r.new.name()
+        r.new.name(),
+        r.snippet.path
     )
 }
 

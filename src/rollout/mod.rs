@@ -422,7 +422,8 @@ fn host_contract(spec: &ServiceSpec, facts: &Facts) -> Option<(String, String)> 
         if running.len() == 1 { "s" } else { "" }
     );
     let hint = format!(
-        "restore the snippet (Day 0, docs/operator-guide.md step 3): write `reverse_proxy 127.0.0.1:<the serving slot's port>` to {path} as root on the host and reload Caddy, then deploy again"
+        "restore the snippet (Day 0, docs/operator-guide.md step 3): write `reverse_proxy 127.0.0.1:<the serving slot's port>` to {path} as root on the host, reload Caddy, remove the stale record beside it (.{}.caddy.applied), then deploy again",
+        spec.name
     );
     Some((reason, hint))
 }

@@ -378,10 +378,13 @@ impl Watcher {
         };
         let body = async |agent: &HostAgent| self.on_locked(sh, agent, history, now, cancel).await;
         let locked = rollout::locked::with_lock(&sh.engine, &request, cancel, body).await;
+        let e = match locked {
+            Ok(replacement) => return replacement,
+            Err(e) => e,
+        };
         let cur = self.current.as_mut().expect("replace checked it");
-        match locked {
-            Ok(result) => result,
-            Err(LockError::Held { owner, since, .. }) => {
+        match e {
+            LockError::Held { owner, since, .. } => {
                 if !cur.said.lock_held {
                     cur.said.lock_held = true;
                     sh.events.emit(Event::LockHeld {
@@ -393,8 +396,8 @@ impl Watcher {
                 }
                 return Replacement::LockHeld;
             }
-            Err(LockError::Interrupted { .. }) => return Replacement::Interrupted,
-            Err(e) => {
+            LockError::Interrupted { .. } => return Replacement::Interrupted,
+            e => {
                 sh.trouble.notify_one();
                 sh.events.emit(Event::ReplaceFailed {
                     service,

@@ -187,13 +187,13 @@ fn a_failing_reload_rolls_back_with_caddys_message() {
     assert_eq!(code(&deploy(&svc, &img.v1, &[], &[])), 0);
     let spec = std::fs::read_to_string(svc.spec_path()).unwrap().replace(
         "[caddy]\n",
-        "[caddy]\nupstream_options = [\"bogus_subdirective on\"]\n",
+        "[caddy]\nupstream_options = [\"lb_policy bogus_policy\"]\n",
     );
     std::fs::write(svc.spec_path(), spec).unwrap();
     let out = deploy(&svc, &img.v2, &[], &[]);
     let (stdout, stderr) = text(&out);
     assert_eq!(code(&out), 1, "{stdout}\n{stderr}");
-    assert!(stderr.contains("bogus_subdirective"), "{stderr}");
+    assert!(stderr.contains("bogus_policy"), "{stderr}");
     svc.assert_serves("v1");
 }
 
