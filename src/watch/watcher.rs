@@ -394,9 +394,9 @@ impl Watcher {
                         since,
                     });
                 }
-                return Replacement::LockHeld;
+                Replacement::LockHeld
             }
-            LockError::Interrupted { .. } => return Replacement::Interrupted,
+            LockError::Interrupted { .. } => Replacement::Interrupted,
             e => {
                 sh.trouble.notify_one();
                 sh.events.emit(Event::ReplaceFailed {
@@ -407,7 +407,7 @@ impl Watcher {
                     health_log: Vec::new(),
                     log_tail: String::new(),
                 });
-                return Replacement::Failed(Exit::Unavailable);
+                Replacement::Failed(Exit::Unavailable)
             }
         }
     }
