@@ -28,6 +28,120 @@ impl Instruction {
         }
         serde_json::from_str(args).ok()
     }
+
+    /// The builder flags that start the arguments (`--from=build`, `--mount=type=cache,...`), as
+    /// the builder reads them: words starting with `--` up to the first other word (or a lone
+    /// `--`), quotes removed and `\` escapes taken. A flag without `=` has no value.
+    pub fn flags(&self) -> Vec<(String, Option<String>)> {
+        builder_flags(&self.args)
+            .into_iter()
+            .map(|word| {
+                let word = word.strip_prefix("--").unwrap_or(&word);
+                match word.split_once('=') {
+                    Some((name, value)) => (name.to_string(), Some(value.to_string())),
+                    None => (word.to_string(), None),
+                }
+            })
+            .collect()
+    }
+
+    /// The values of every `--NAME=VALUE` flag of this instruction, in order.
+    pub fn flag_values(&self, name: &str) -> Vec<String> {
+        self.flags()
+            .into_iter()
+            .filter(|(n, _)| n == name)
+            .filter_map(|(_, v)| v)
+            .collect()
+    }
+
+    /// The `from=` source of each `RUN --mount=...` (a stage name or an image), as written.
+    pub fn mount_sources(&self) -> Vec<String> {
+        self.flag_values("mount")
+            .iter()
+            .flat_map(|spec| csv_fields(spec))
+            .filter_map(|field| {
+                let (key, value) = field.split_once('=')?;
+                key.trim()
+                    .eq_ignore_ascii_case("from")
+                    .then(|| value.to_string())
+            })
+            .filter(|from| !from.is_empty())
+            .collect()
+    }
+}
+
+/// The leading `--flag` words of an instruction's arguments, as the Dockerfile parser extracts
+/// them (`extractBuilderFlags`): quotes group and are removed, `\` takes the next character, a
+/// lone `--` ends the flags, and the first word not starting with `--` ends them too.
+fn builder_flags(args: &str) -> Vec<String> {
+    let chars: Vec<char> = args.chars().collect();
+    let mut words = Vec::new();
+    let mut pos = 0;
+    loop {
+        while pos < chars.len() && chars[pos].is_whitespace() {
+            pos += 1;
+        }
+        if !(pos + 1 < chars.len() && chars[pos] == '-' && chars[pos + 1] == '-') {
+            return words;
+        }
+        let mut word = String::new();
+        let mut quote: Option<char> = None;
+        let mut quoted = false;
+        while pos < chars.len() {
+            let c = chars[pos];
+            pos += 1;
+            match quote {
+                None if c.is_whitespace() => break,
+                None if c == '\'' || c == '"' => {
+                    quote = Some(c);
+                    quoted = true;
+                }
+                Some(q) if c == q => quote = None,
+                _ if c == '\\' => {
+                    if let Some(&next) = chars.get(pos) {
+                        word.push(next);
+                        pos += 1;
+                    }
+                }
+                _ => word.push(c),
+            }
+        }
+        if word == "--" {
+            return words;
+        }
+        if quoted || !word.is_empty() {
+            words.push(word);
+        }
+    }
+}
+
+/// One line of CSV (as Go's `encoding/csv` reads a `--mount` value): fields split on `,`, a
+/// field in double quotes may hold commas, and `""` inside it is one quote.
+fn csv_fields(line: &str) -> Vec<String> {
+    let mut fields = Vec::new();
+    let mut field = String::new();
+    let mut chars = line.chars().peekable();
+    let mut in_quotes = false;
+    let mut at_start = true;
+    while let Some(c) = chars.next() {
+        match c {
+            '"' if in_quotes && chars.peek() == Some(&'"') => {
+                chars.next();
+                field.push('"');
+            }
+            '"' if in_quotes => in_quotes = false,
+            '"' if at_start => in_quotes = true,
+            ',' if !in_quotes => {
+                fields.push(std::mem::take(&mut field));
+                at_start = true;
+                continue;
+            }
+            c => field.push(c),
+        }
+        at_start = false;
+    }
+    fields.push(field);
+    fields
 }
 
 /// Splits a Dockerfile into instructions.
@@ -285,6 +399,40 @@ mod tests {
         let got = parse("CMD ['serve']\nENTRYPOINT [\"a\", 1]\n");
         assert_eq!(got[0].exec_form(), None);
         assert_eq!(got[1].exec_form(), None);
+    }
+
+    #[test]
+    fn builder_flags_as_the_parser_extracts_them() {
+        let flags = |line: &str| parse(line)[0].flags();
+        let some = |n: &str, v: &str| (n.to_string(), Some(v.to_string()));
+        assert_eq!(
+            flags("COPY --from=build --chown=1:1 --link /a /b"),
+            [
+                some("from", "build"),
+                some("chown", "1:1"),
+                ("link".to_string(), None)
+            ]
+        );
+        assert_eq!(
+            flags("COPY --from=\"my img\" --chmod='7 5' a b"),
+            [some("from", "my img"), some("chmod", "7 5")]
+        );
+        assert_eq!(flags("COPY --from=a\\ b c"), [some("from", "a b")]);
+        assert_eq!(flags("COPY a --from=b c"), []);
+        assert_eq!(flags("COPY -- --from=b c"), []);
+        assert_eq!(flags("COPY --from=a -- --from=b c"), [some("from", "a")]);
+        assert_eq!(flags("COPY --from="), [some("from", "")]);
+        assert_eq!(flags("RUN"), []);
+        let run = &parse(
+            "RUN --network=none --mount=type=cache,target=/c --mount=type=bind,FROM=img:1,source=/x \\\n  --mount=\"type=bind,\"\"from=a,b\"\"\" make\n",
+        )[0];
+        assert_eq!(run.mount_sources(), ["img:1", "a"]);
+        assert_eq!(run.flag_values("network"), ["none"]);
+        assert_eq!(
+            csv_fields(r#"type=bind,"from=a,b",x="#),
+            ["type=bind", "from=a,b", "x="]
+        );
+        assert_eq!(csv_fields(r#""a""b",c"#), ["a\"b", "c"]);
     }
 
     #[test]

@@ -11,7 +11,7 @@ use thiserror::Error;
 
 use crate::build::dockerignore::{DockerIgnore, DockerIgnoreError};
 use crate::dockerfile::{self, Instruction, Stage, Stages};
-use crate::reference::PinnedImage;
+use crate::reference::{PinnedImage, ReferenceError};
 
 /// The rules, by the id used in findings and with `--allow`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, clap::ValueEnum)]
@@ -197,6 +197,7 @@ pub fn check(
     for stage in &stages.stages {
         base_findings(stage, &mut findings, &at);
     }
+    source_findings(&stages, &mut findings, &at);
     user_finding(&stages, final_stage, &mut findings, &at);
     for keyword in ["ENTRYPOINT", "CMD"] {
         if let Some(ins) = stages.effective(final_stage, keyword)
@@ -283,18 +284,54 @@ fn base_findings(stage: &Stage, findings: &mut Vec<Finding>, at: &At<'_>) {
     } else {
         String::new()
     };
-    if PinnedImage::parse(resolved).is_err() {
+    let pulled = Pulled {
+        shown: format!("`FROM {resolved}`{via}"),
+        what: "the base",
+        line,
+        alternative: "",
+    };
+    image_findings(&pulled, resolved, findings, at);
+}
+
+/// An image the build pulls, for the messages about it.
+struct Pulled {
+    /// How the Dockerfile names it, e.g. `` `FROM alpine` ``.
+    shown: String,
+    /// What it is to the build, e.g. "the base".
+    what: &'static str,
+    line: Option<usize>,
+    /// Another way out, appended to the fix.
+    alternative: &'static str,
+}
+
+/// `unpinned-base` and `latest-tag` for an image the build pulls: a `FROM` base, a
+/// `COPY --from` image or a `RUN --mount=from=` image.
+fn image_findings(pulled: &Pulled, reference: &str, findings: &mut Vec<Finding>, at: &At<'_>) {
+    let shown = &pulled.shown;
+    let parsed = PinnedImage::parse(reference);
+    if let Err(ReferenceError::Malformed { problem, .. }) = &parsed {
         findings.push(at(
-            line,
+            pulled.line,
             Rule::UnpinnedBase,
-            format!("`FROM {resolved}`{via} is not pinned by digest: the base can change under the same name"),
+            format!("{shown} is not a valid image reference: {problem}"),
+            format!("{}, and pin it by digest", problem.hint()),
+        ));
+    } else if parsed.is_err() {
+        findings.push(at(
+            pulled.line,
+            Rule::UnpinnedBase,
             format!(
-                "pin it: {}@sha256:<digest> (`skopeo inspect docker://{resolved}` prints the digest)",
-                resolved.split('@').next().unwrap_or(resolved)
+                "{shown} is not pinned by digest: {} can change under the same name",
+                pulled.what
+            ),
+            format!(
+                "pin it: {}@sha256:<digest> (`skopeo inspect docker://{reference}` prints the digest){}",
+                reference.split('@').next().unwrap_or(reference),
+                pulled.alternative
             ),
         ));
     }
-    let (name, tag, digest) = split_reference(resolved);
+    let (name, tag, digest) = split_reference(reference);
     if tag == Some("latest") || (tag.is_none() && !digest) {
         let how = if tag.is_some() {
             "names the `latest` tag"
@@ -302,12 +339,72 @@ fn base_findings(stage: &Stage, findings: &mut Vec<Finding>, at: &At<'_>) {
             "gives no tag, so it means `latest`"
         };
         findings.push(at(
-            line,
+            pulled.line,
             Rule::LatestTag,
-            format!("`FROM {resolved}`{via} {how}: which release that is changes over time"),
+            format!("{shown} {how}: which release that is changes over time"),
             format!("name a version and pin it: {name}:<version>@sha256:<digest>"),
         ));
     }
+}
+
+/// Images pulled by `COPY --from=IMAGE` and `RUN --mount=...,from=IMAGE`: each must be pinned
+/// like a base. As the classic builder reads `COPY --from` (what slipway builds with): the name
+/// of an earlier stage (any case), else a stage index (a number as Go's `ParseInt` reads it),
+/// else an image. `RUN --mount` is BuildKit's: the name of any stage of the file, else an image
+/// (a number included). Variables are not expanded in either, so they cannot be checked.
+fn source_findings(stages: &Stages, findings: &mut Vec<Finding>, at: &At<'_>) {
+    for (index, stage) in stages.stages.iter().enumerate() {
+        for ins in &stage.instructions {
+            let copy = ins.keyword == "COPY";
+            let (sources, stage_names) = match ins.keyword.as_str() {
+                "COPY" => (ins.flag_values("from"), &stages.stages[..index]),
+                "RUN" => (ins.mount_sources(), &stages.stages[..]),
+                _ => continue,
+            };
+            for from in &sources {
+                let from = from.as_str();
+                if from.is_empty()
+                    || from.eq_ignore_ascii_case("scratch")
+                    || is_stage_name(stage_names, from)
+                    || (copy && from.parse::<i64>().is_ok())
+                {
+                    continue;
+                }
+                let shown = if copy {
+                    format!("`COPY --from={from}`")
+                } else {
+                    format!("`RUN --mount=from={from}`")
+                };
+                if from.contains('$') {
+                    findings.push(at(
+                        Some(ins.line),
+                        Rule::UnpinnedBase,
+                        format!(
+                            "{shown} uses a variable, which the builder does not expand there: the image cannot be checked"
+                        ),
+                        "pull the image in a stage of its own, `FROM IMAGE@sha256:<digest> AS NAME` (a FROM may use an ARG), and use that stage's NAME".into(),
+                    ));
+                    continue;
+                }
+                let stage = if copy { "an earlier stage" } else { "a stage" };
+                let pulled = Pulled {
+                    shown: format!("{shown} (not the name of {stage}, so an image)"),
+                    what: "the image it takes files from",
+                    line: Some(ins.line),
+                    alternative: ", or name a stage of this Dockerfile",
+                };
+                image_findings(&pulled, from, findings, at);
+            }
+        }
+    }
+}
+
+fn is_stage_name(stages: &[Stage], name: &str) -> bool {
+    stages.iter().any(|s| {
+        s.name
+            .as_deref()
+            .is_some_and(|n| n.eq_ignore_ascii_case(name))
+    })
 }
 
 fn user_finding(stages: &Stages, final_stage: &Stage, findings: &mut Vec<Finding>, at: &At<'_>) {
@@ -320,8 +417,7 @@ fn user_finding(stages: &Stages, final_stage: &Stage, findings: &mut Vec<Finding
             fix,
         )),
         Some(user) => {
-            let name = user.args.split(':').next().unwrap_or("").trim();
-            if name == "root" || name == "0" {
+            if runs_as_root(&user.args) {
                 findings.push(at(
                     Some(user.line),
                     Rule::RootUser,
@@ -331,6 +427,18 @@ fn user_finding(stages: &Stages, final_stage: &Stage, findings: &mut Vec<Finding
             }
         }
     }
+}
+
+/// Whether `USER user[:group]` means uid 0. As runc (and moby's `user` package) reads it: a
+/// user that Go's `strconv.Atoi` takes as a number (an optional `+` or `-`, then decimal digits,
+/// leading zeros allowed) is a uid, whatever `/etc/passwd` says, so `00`, `+0` and `-0` are
+/// root; otherwise it is a name, and `root` is uid 0. An empty user (`USER :1001`) keeps the
+/// default user, root. The group does not matter: `USER 1001:0` is not root.
+fn runs_as_root(args: &str) -> bool {
+    let user = args.trim().split(':').next().unwrap_or("").trim();
+    let digits = user.strip_prefix(['+', '-']).unwrap_or(user);
+    let numeric = !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit());
+    user.is_empty() || user == "root" || (numeric && digits.bytes().all(|b| b == b'0'))
 }
 
 /// The exec form of a shell-form instruction, when it is a plain command.
@@ -533,6 +641,30 @@ mod tests {
     }
 
     #[test]
+    fn an_invalid_reference_is_named_as_such() {
+        let digest = PINNED.split('@').nth(1).unwrap();
+        let text = clean_dockerfile(&format!("Team/base@{digest}"));
+        let findings = check(
+            "Dockerfile",
+            &text,
+            ".dockerignore",
+            Some(&DockerIgnore::parse(IGNORE).unwrap()),
+            &LintOptions::default(),
+        )
+        .unwrap();
+        assert_eq!(findings.len(), 1, "{findings:?}");
+        assert_eq!(findings[0].rule, Rule::UnpinnedBase);
+        assert!(
+            findings[0]
+                .message
+                .contains("is not a valid image reference: the repository component `Team` has uppercase letters"),
+            "{}",
+            findings[0].message
+        );
+        assert!(findings[0].fix.contains("lowercase"), "{}", findings[0].fix);
+    }
+
+    #[test]
     fn stage_references_and_scratch_are_not_bases() {
         let text = format!(
             "FROM {PINNED} AS build\nRUN make\nFROM scratch AS out\nCOPY --from=build /a /a\nFROM build\nUSER 1000\nHEALTHCHECK CMD [\"/hc\"]\nCMD [\"/a\"]\n"
@@ -572,6 +704,161 @@ mod tests {
             "FROM {PINNED} AS base\nUSER app\nFROM base\nHEALTHCHECK CMD [\"/hc\"]\nCMD [\"/a\"]\n"
         );
         assert_eq!(rules(&inherited, Some(IGNORE), &opts), []);
+    }
+
+    /// runc takes a user that `strconv.Atoi` reads as a number as a uid: `00`, `+0` and `-0`
+    /// are uid 0. An empty user keeps the default, root. A root group alone is not root.
+    #[test]
+    fn numeric_zero_and_empty_users_are_root() {
+        let opts = LintOptions::default();
+        for user in [
+            "0",
+            "00",
+            "+0",
+            "-0",
+            "0000:1001",
+            "0:0",
+            "root:1001",
+            "root",
+            ":1001",
+            " 0 ",
+        ] {
+            let text = clean_dockerfile(PINNED).replace("USER 10001", &format!("USER {user}"));
+            assert_eq!(
+                rules(&text, Some(IGNORE), &opts),
+                [Rule::RootUser],
+                "USER {user}"
+            );
+        }
+        for user in [
+            "1001",
+            "app",
+            "10:0",
+            "01",
+            "+1",
+            "0app",
+            "root0",
+            "ROOT",
+            "1001:root",
+            "10001:10001",
+        ] {
+            let text = clean_dockerfile(PINNED).replace("USER 10001", &format!("USER {user}"));
+            assert_eq!(rules(&text, Some(IGNORE), &opts), [], "USER {user}");
+        }
+        let finding = check(
+            "Dockerfile",
+            &clean_dockerfile(PINNED).replace("USER 10001", "USER +0"),
+            ".dockerignore",
+            Some(&DockerIgnore::parse(IGNORE).unwrap()),
+            &opts,
+        )
+        .unwrap();
+        assert_eq!(finding[0].line, Some(2));
+        assert!(
+            finding[0]
+                .message
+                .contains("`USER +0` runs the app as root")
+        );
+    }
+
+    /// `COPY --from` and `RUN --mount=from=` pull an image unless they name a stage: it is
+    /// pinned like a base.
+    #[test]
+    fn images_copied_or_mounted_from_must_be_pinned() {
+        let opts = LintOptions::default();
+        let with = |line: &str| {
+            format!(
+                "FROM {PINNED} AS builder\nRUN make\nFROM {PINNED}\n{line}\nUSER 10001\nHEALTHCHECK CMD [\"/hc\"]\nCMD [\"/a\"]\n"
+            )
+        };
+        let findings = |line: &str| {
+            check(
+                "Dockerfile",
+                &with(line),
+                ".dockerignore",
+                Some(&DockerIgnore::parse(IGNORE).unwrap()),
+                &opts,
+            )
+            .unwrap()
+        };
+        // Stages (by name in any case, or by index), scratch and pinned images are fine.
+        for fine in [
+            "COPY --from=builder /out /app",
+            "COPY --from=BUILDER /out /app",
+            "COPY --from=0 /out /app",
+            "COPY --from=+1 /out /app",
+            "COPY --from=scratch /out /app",
+            "COPY --chown=1:1 --from=builder /out /app",
+            "COPY --from=\"builder\" /out /app",
+            "COPY /out /app",
+            "COPY -- --from=alpine:3.20 /app",
+            &format!("COPY --from={PINNED} /out /app"),
+            "RUN --mount=type=cache,from=builder,target=/x make",
+            "RUN --mount=type=cache,target=/root/.cache make",
+            &format!("RUN --mount=type=bind,from={PINNED},target=/x make"),
+        ] {
+            assert_eq!(findings(fine), [], "{fine}");
+        }
+        let unpinned = findings("COPY --from=alpine:3.20 /bin/busybox /bin/");
+        assert_eq!(unpinned.len(), 1, "{unpinned:?}");
+        assert_eq!(
+            unpinned[0].render(),
+            "Dockerfile:4  unpinned-base  `COPY --from=alpine:3.20` (not the name of an earlier stage, so an image) is not pinned by digest: the image it takes files from can change under the same name  fix: pin it: alpine:3.20@sha256:<digest> (`skopeo inspect docker://alpine:3.20` prints the digest), or name a stage of this Dockerfile"
+        );
+        let rules_of = |line: &str| {
+            let mut got: Vec<Rule> = findings(line).into_iter().map(|f| f.rule).collect();
+            got.dedup();
+            got
+        };
+        for (line, want) in [
+            (
+                "COPY --from=alpine /bin/busybox /bin/",
+                &[Rule::UnpinnedBase, Rule::LatestTag][..],
+            ),
+            (
+                "COPY --from=ghcr.io/org/tool:latest /tool /tool",
+                &[Rule::UnpinnedBase, Rule::LatestTag],
+            ),
+            (
+                "COPY --link --from=docker.io/library/alpine:3.20 / /",
+                &[Rule::UnpinnedBase],
+            ),
+            ("COPY --from=$TOOL /tool /tool", &[Rule::UnpinnedBase]),
+            (
+                "RUN --mount=type=bind,from=alpine:3.20,target=/x make",
+                &[Rule::UnpinnedBase],
+            ),
+            (
+                "RUN --mount=type=cache,target=/c --mount=\"from=node:20,target=/n\" make",
+                &[Rule::UnpinnedBase],
+            ),
+            // BuildKit takes a number in a mount's from= as an image name, not a stage index.
+            (
+                "RUN --mount=from=0,target=/x make",
+                &[Rule::UnpinnedBase, Rule::LatestTag],
+            ),
+        ] {
+            assert_eq!(rules_of(line), want, "{line}");
+        }
+        // The classic builder knows only the stages before this one: a later one is an image.
+        let later = format!(
+            "FROM {PINNED}\nCOPY --from=tools:1 /t /t\nUSER 10001\nHEALTHCHECK CMD [\"/hc\"]\nCMD [\"/a\"]\nFROM {PINNED} AS tools\n"
+        );
+        let opts_first = LintOptions {
+            target: None,
+            ..Default::default()
+        };
+        let got = check("Dockerfile", &later, ".dockerignore", None, &opts_first).unwrap();
+        assert!(
+            got.iter()
+                .any(|f| f.rule == Rule::UnpinnedBase && f.line == Some(2)),
+            "{got:?}"
+        );
+        let variable = findings("COPY --from=${TOOL} /tool /tool");
+        assert!(
+            variable[0].message.contains("uses a variable"),
+            "{variable:?}"
+        );
     }
 
     #[test]
