@@ -1,8 +1,26 @@
 //! Facts: what the engine says about a service, read without changing anything.
 
-use super::{Facts, LABEL_SERVICE};
-use crate::engine::{Engine, EngineError, LABEL_MANAGED, LABEL_ROLE};
+use super::LABEL_SERVICE;
+use crate::caddy;
+use crate::engine::{ContainerInfo, Engine, EngineError, ImageInfo, LABEL_MANAGED, LABEL_ROLE};
 use crate::reference::PinnedImage;
+
+/// Everything the planner may know, gathered before any change.
+#[derive(Debug, Clone, Default)]
+pub struct Facts {
+    /// The service's app containers, running or not.
+    pub containers: Vec<ContainerInfo>,
+    /// Helper containers (agents, probes) of this service left by a run that died.
+    pub leftovers: Vec<ContainerInfo>,
+    /// The target image, when the engine already has it.
+    pub image: Option<ImageInfo>,
+    /// The snippet Caddy imports and what the last reload applied; `None` when not read.
+    pub snippet: Option<caddy::SnippetState>,
+    /// Env values by name, from the job's environment.
+    pub env: Vec<(String, String)>,
+    pub now_unix_ms: u64,
+    pub run_url: String,
+}
 
 /// What `gather` reads, for any caller (the watchdog passes the env values of the container it
 /// replaces and that container's run URL).

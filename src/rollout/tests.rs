@@ -2,6 +2,11 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use super::*;
+use crate::caddy;
+use crate::engine::ContainerInfo;
+use crate::reference::PinnedImage;
+use crate::revision::Revision;
+use crate::spec::ServiceSpec;
 
 const D1: &str = "sha256:1111111111111111111111111111111111111111111111111111111111111111";
 const D2: &str = "sha256:2222222222222222222222222222222222222222222222222222222222222222";

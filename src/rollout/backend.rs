@@ -1,0 +1,117 @@
+//! What the executor asks of the engine and the host, as one seam: the live pair (the engine and
+//! the host agent in the lock container), or a fake that records calls in the executor's tests.
+
+use std::time::Duration;
+
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::gate::{self, Gate, GateFailure};
+use crate::caddy::HostAgent;
+use crate::engine::{AppContainer, ContainerInfo, Engine, ImageInfo};
+
+/// Every call the executor makes that changes or reads the host. Errors are the one-line text a
+/// report shows.
+#[allow(async_fn_in_trait)] // used through generics inside this crate only
+pub trait Backend {
+    async fn ensure_image(&self, image: &str) -> Result<(), String>;
+    async fn inspect_image(&self, image: &str) -> Result<Option<ImageInfo>, String>;
+    async fn create(&self, spec: &AppContainer) -> Result<String, String>;
+    async fn start(&self, id: &str) -> Result<(), String>;
+    async fn inspect(&self, id: &str) -> Result<Option<ContainerInfo>, String>;
+    async fn stop(&self, id: &str, grace: Duration) -> Result<(), String>;
+    async fn remove(&self, id: &str) -> Result<(), String>;
+    async fn log_tail(&self, id: &str) -> String;
+    async fn gate(
+        &self,
+        gate: &Gate,
+        id: &str,
+        started: Instant,
+        cancel: &CancellationToken,
+    ) -> Result<(), GateFailure>;
+    async fn write_snippet(&self, file: &str, content: Option<&str>) -> Result<(), String>;
+    /// The reload's output.
+    async fn reload(&self) -> Result<String, String>;
+    async fn mark_applied(&self, file: &str) -> Result<(), String>;
+}
+
+/// The real engine and host agent.
+pub struct Live<'a> {
+    pub engine: &'a Engine,
+    pub agent: &'a HostAgent,
+    pub reload: &'a [String],
+}
+
+impl Backend for Live<'_> {
+    async fn ensure_image(&self, image: &str) -> Result<(), String> {
+        self.engine
+            .ensure_image(image)
+            .await
+            .map_err(|e| e.with_causes())
+    }
+    async fn inspect_image(&self, image: &str) -> Result<Option<ImageInfo>, String> {
+        self.engine
+            .inspect_image(image)
+            .await
+            .map_err(|e| e.with_causes())
+    }
+    async fn create(&self, spec: &AppContainer) -> Result<String, String> {
+        self.engine
+            .create_app(spec)
+            .await
+            .map_err(|e| e.with_causes())
+    }
+    async fn start(&self, id: &str) -> Result<(), String> {
+        self.engine.start(id).await.map_err(|e| e.with_causes())
+    }
+    async fn inspect(&self, id: &str) -> Result<Option<ContainerInfo>, String> {
+        self.engine
+            .inspect_container(id)
+            .await
+            .map_err(|e| e.with_causes())
+    }
+    async fn stop(&self, id: &str, grace: Duration) -> Result<(), String> {
+        self.engine
+            .stop(id, grace)
+            .await
+            .map_err(|e| e.with_causes())
+    }
+    async fn remove(&self, id: &str) -> Result<(), String> {
+        self.engine
+            .remove_container(id)
+            .await
+            .map_err(|e| e.with_causes())
+    }
+    async fn log_tail(&self, id: &str) -> String {
+        self.engine.log_tail(id, 20).await
+    }
+    async fn gate(
+        &self,
+        gate: &Gate,
+        id: &str,
+        started: Instant,
+        cancel: &CancellationToken,
+    ) -> Result<(), GateFailure> {
+        gate::pass(self.engine, gate, id, self.agent, started, cancel).await
+    }
+    async fn write_snippet(&self, file: &str, content: Option<&str>) -> Result<(), String> {
+        self.agent
+            .write(self.engine, file, content)
+            .await
+            .map_err(|e| e.to_string())
+    }
+    async fn reload(&self) -> Result<String, String> {
+        let out = self
+            .agent
+            .reload(self.engine, self.reload)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(format!("{}{}", out.stdout, out.stderr).trim().into())
+    }
+    async fn mark_applied(&self, file: &str) -> Result<(), String> {
+        self.agent
+            .mark_applied(self.engine, file)
+            .await
+            .map_err(|e| e.to_string())
+    }
+}

@@ -1,0 +1,432 @@
+//! The executor against a fake backend that records every call: each failure point, and a
+//! cancellation in each step, ends with the old release serving and nothing half done.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use super::*;
+use crate::caddy::SnippetState;
+use crate::engine::{AppContainer, ContainerInfo, ImageInfo};
+use crate::reference::PinnedImage;
+use crate::revision::Revision;
+use crate::rollout::{Facts, LABEL_DIGEST, LABEL_IMAGE, LABEL_PORT, LABEL_RELEASED, LABEL_SLOT};
+use crate::rollout::{Target, plan};
+use crate::spec::ServiceSpec;
+
+const OLD: &str = "sha256:1111111111111111111111111111111111111111111111111111111111111111";
+const NEW: &str = "sha256:2222222222222222222222222222222222222222222222222222222222222222";
+
+/// Records calls; fails each name in `fail` once (listed twice: twice); cancels at `cancel_at`.
+struct Fake {
+    calls: RefCell<Vec<String>>,
+    fail: RefCell<Vec<&'static str>>,
+    cancel_at: Option<&'static str>,
+    cancel: CancellationToken,
+    removed: RefCell<Vec<String>>,
+}
+
+impl Fake {
+    fn new(fail: &[&'static str], cancel_at: Option<&'static str>) -> Fake {
+        Fake {
+            calls: RefCell::new(Vec::new()),
+            fail: RefCell::new(fail.to_vec()),
+            cancel_at,
+            cancel: CancellationToken::new(),
+            removed: RefCell::new(Vec::new()),
+        }
+    }
+
+    fn call(&self, name: &'static str, detail: &str) -> Result<(), String> {
+        let entry = if detail.is_empty() {
+            name.to_string()
+        } else {
+            format!("{name}:{detail}")
+        };
+        if self.cancel_at == Some(name) {
+            self.cancel.cancel();
+        }
+        let mut fail = self.fail.borrow_mut();
+        let failed = fail.iter().position(|f| *f == name).map(|i| fail.remove(i));
+        // A failed call is recorded with a `!`: it changed nothing.
+        let mark = if failed.is_some() { "!" } else { "" };
+        self.calls.borrow_mut().push(format!("{entry}{mark}"));
+        match failed {
+            Some(_) => Err(format!("{name} failed")),
+            None => Ok(()),
+        }
+    }
+
+    fn calls(&self) -> Vec<String> {
+        self.calls.borrow().clone()
+    }
+
+    fn called(&self, entry: &str) -> bool {
+        self.calls.borrow().iter().any(|c| c == entry)
+    }
+}
+
+fn container(id: &str) -> ContainerInfo {
+    ContainerInfo {
+        id: id.into(),
+        name: id.into(),
+        image_id: "sha256:cfg".into(),
+        running: true,
+        paused: false,
+        status: "running".into(),
+        health: Some("healthy".into()),
+        exit_code: 0,
+        pid: 42,
+        created: String::new(),
+        started_at: String::new(),
+        finished_at: String::new(),
+        labels: BTreeMap::new(),
+        health_log: vec!["ok".into()],
+    }
+}
+
+impl Backend for Fake {
+    async fn ensure_image(&self, _: &str) -> Result<(), String> {
+        self.call("ensure_image", "")
+    }
+    async fn inspect_image(&self, _: &str) -> Result<Option<ImageInfo>, String> {
+        self.call("inspect_image", "")?;
+        Ok(Some(ImageInfo {
+            id: "sha256:cfg".into(),
+            repo_digests: vec![format!("127.0.0.1:5000/web@{NEW}")],
+            has_healthcheck: true,
+            labels: BTreeMap::new(),
+        }))
+    }
+    async fn create(&self, spec: &AppContainer) -> Result<String, String> {
+        self.call("create", "")?;
+        Ok(spec.name.clone())
+    }
+    async fn start(&self, id: &str) -> Result<(), String> {
+        self.call("start", id)
+    }
+    async fn inspect(&self, id: &str) -> Result<Option<ContainerInfo>, String> {
+        self.call("inspect", id)?;
+        Ok((!self.removed.borrow().iter().any(|r| r == id)).then(|| container(id)))
+    }
+    async fn stop(&self, id: &str, _: Duration) -> Result<(), String> {
+        self.call("stop", id)
+    }
+    async fn remove(&self, id: &str) -> Result<(), String> {
+        self.call("remove", id)?;
+        self.removed.borrow_mut().push(id.to_string());
+        Ok(())
+    }
+    async fn log_tail(&self, _: &str) -> String {
+        "app log".into()
+    }
+    async fn gate(
+        &self,
+        _: &Gate,
+        _: &str,
+        _: Instant,
+        cancel: &CancellationToken,
+    ) -> Result<(), GateFailure> {
+        match self.call("gate", "") {
+            Err(e) => Err(GateFailure::Failed(e)),
+            Ok(()) if cancel.is_cancelled() => Err(GateFailure::Interrupted),
+            Ok(()) => Ok(()),
+        }
+    }
+    async fn write_snippet(&self, _: &str, content: Option<&str>) -> Result<(), String> {
+        let to = match content.and_then(crate::caddy::snippet_port) {
+            Some(18001) => "old",
+            Some(18002) => "new",
+            _ => "placeholder",
+        };
+        self.call("write", to)
+    }
+    async fn reload(&self) -> Result<String, String> {
+        self.call("reload", "").map(|()| "reloaded".into())
+    }
+    async fn mark_applied(&self, _: &str) -> Result<(), String> {
+        self.call("mark", "")
+    }
+}
+
+/// The public check after the switch: passes, fails, or is interrupted (cancels the run).
+struct Hook {
+    check: Result<String, String>,
+    cancel: Option<CancellationToken>,
+    restored_checked: RefCell<bool>,
+}
+
+impl Hook {
+    fn passing() -> Hook {
+        Hook {
+            check: Ok("serves v2".into()),
+            cancel: None,
+            restored_checked: RefCell::new(false),
+        }
+    }
+}
+
+impl AfterSwitch for Hook {
+    async fn check(&self, _: &CancellationToken) -> Result<String, String> {
+        if let Some(c) = &self.cancel {
+            c.cancel();
+        }
+        self.check.clone()
+    }
+    async fn check_restored(&self, _: Option<&ContainerRef>) -> Result<String, String> {
+        *self.restored_checked.borrow_mut() = true;
+        Ok("v1 again".into())
+    }
+}
+
+fn old_release() -> ContainerInfo {
+    let mut c = container("old");
+    for (k, v) in [
+        (crate::rollout::LABEL_SERVICE, "web"),
+        (LABEL_SLOT, "0"),
+        (LABEL_PORT, "18001"),
+        (LABEL_DIGEST, OLD),
+        (LABEL_RELEASED, "1"),
+    ] {
+        c.labels.insert(k.into(), v.into());
+    }
+    c.labels
+        .insert(LABEL_IMAGE.into(), format!("127.0.0.1:5000/web@{OLD}"));
+    c
+}
+
+/// v2 over a serving v1, planned as the real planner plans it.
+fn the_plan() -> Plan {
+    let spec = ServiceSpec::parse(
+        Path::new("s.toml"),
+        "name = \"web\"\nslots = [18001, 18002]\ncontainer_port = 8080\ndrain = \"1ms\"\n[health]\n[caddy]\nsnippet_dir = \"/etc/caddy/slipway\"\n",
+    )
+    .unwrap();
+    let old_snippet = "# slipway\nreverse_proxy 127.0.0.1:18001\n".to_string();
+    let facts = Facts {
+        containers: vec![old_release()],
+        image: Some(ImageInfo {
+            id: "sha256:cfg".into(),
+            repo_digests: vec![format!("127.0.0.1:5000/web@{NEW}")],
+            has_healthcheck: true,
+            labels: BTreeMap::new(),
+        }),
+        snippet: Some(SnippetState {
+            file: Some(old_snippet.clone()),
+            applied: Some(old_snippet),
+        }),
+        now_unix_ms: 2,
+        ..Facts::default()
+    };
+    let target = Target {
+        image: PinnedImage::parse(&format!("127.0.0.1:5000/web@{NEW}")).unwrap(),
+        revision: Some(Revision::parse("v2", "test").unwrap()),
+        reuse_retained: false,
+        replace: None,
+    };
+    plan(&spec, &target, &facts, "systemctl reload caddy")
+}
+
+fn new_name(plan: &Plan) -> String {
+    match &plan.action {
+        Action::Rollout(r) => r.new.name().to_string(),
+        other => panic!("{other:?}"),
+    }
+}
+
+async fn run_with(fake: &Fake, hook: &Hook) -> (Report, String) {
+    let plan = the_plan();
+    let report = run(fake, &fake.cancel, &plan, hook).await;
+    (report, new_name(&plan))
+}
+
+/// What must hold after any failure before the old release was retired.
+fn assert_old_serves(fake: &Fake, report: &Report, new: &str) {
+    assert!(
+        !fake.called("stop:old"),
+        "the old release was stopped: {:?}",
+        fake.calls()
+    );
+    if fake.called("write:new") {
+        let calls = fake.calls();
+        let restored = calls.iter().rposition(|c| c == "write:old");
+        let switched = calls.iter().position(|c| c == "write:new");
+        assert!(
+            restored > switched,
+            "the previous snippet is back: {calls:?}"
+        );
+    }
+    if fake.called(&format!("start:{new}")) && report.outcome != Outcome::RollbackFailed {
+        assert!(
+            fake.called(&format!("remove:{new}")),
+            "the new container is removed: {:?}",
+            fake.calls()
+        );
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_rollout_runs_its_steps_in_order_and_retires_the_old_last() {
+    let fake = Fake::new(&[], None);
+    let (report, new) = run_with(&fake, &Hook::passing()).await;
+    assert_eq!(report.outcome, Outcome::Deployed, "{}", report.message);
+    let order = [
+        "inspect_image".to_string(),
+        "create".into(),
+        format!("start:{new}"),
+        format!("inspect:{new}"),
+        "gate".into(),
+        "write:new".into(),
+        "reload".into(),
+        "mark".into(),
+        "stop:old".into(),
+    ];
+    assert_eq!(fake.calls(), order);
+    let names: Vec<StepName> = report.steps.iter().map(|s| s.name).collect();
+    assert_eq!(
+        names,
+        [
+            StepName::Image,
+            StepName::Start,
+            StepName::Verify,
+            StepName::Health,
+            StepName::Switch,
+            StepName::Smoke,
+            StepName::Drain,
+            StepName::Retire
+        ]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn each_failure_point_leaves_the_old_release_serving() {
+    for (fail, outcome) in [
+        ("inspect_image", Outcome::Unavailable),
+        ("create", Outcome::Unavailable),
+        ("start", Outcome::RolledBack),
+        ("gate", Outcome::RolledBack),
+        ("write", Outcome::RolledBack),
+        ("reload", Outcome::RolledBack),
+        ("mark", Outcome::RolledBack),
+    ] {
+        let fake = Fake::new(&[fail], None);
+        let (report, new) = run_with(&fake, &Hook::passing()).await;
+        assert_eq!(report.outcome, outcome, "{fail}: {}", report.message);
+        assert_old_serves(&fake, &report, &new);
+        if outcome == Outcome::RolledBack {
+            assert!(
+                report.message.contains("old (revision "),
+                "{fail}: {}",
+                report.message
+            );
+            assert_eq!(report.evidence.log_tail, "app log", "{fail}: evidence kept");
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_smoke_test_restores_and_checks_the_previous_release() {
+    let fake = Fake::new(&[], None);
+    let hook = Hook {
+        check: Err("the URL serves v1".into()),
+        ..Hook::passing()
+    };
+    let (report, new) = run_with(&fake, &hook).await;
+    assert_eq!(report.outcome, Outcome::RolledBack, "{}", report.message);
+    assert_old_serves(&fake, &report, &new);
+    assert!(
+        *hook.restored_checked.borrow(),
+        "the previous release was checked"
+    );
+    assert!(
+        report.message.contains("deployed and rolled back"),
+        "{}",
+        report.message
+    );
+    assert_eq!(report.steps.last().unwrap().name, StepName::VerifyRestored);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_restore_that_fails_too_leaves_the_new_container_running_and_says_so() {
+    let fake = Fake::new(&["reload", "reload"], None);
+    let (report, new) = run_with(&fake, &Hook::passing()).await;
+    assert_eq!(
+        report.outcome,
+        Outcome::RollbackFailed,
+        "{}",
+        report.message
+    );
+    assert!(!fake.called(&format!("remove:{new}")), "{:?}", fake.calls());
+    assert!(report.message.contains("To fix:"), "{}", report.message);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_retire_keeps_the_release_and_says_what_to_do() {
+    let fake = Fake::new(&["stop"], None);
+    let (report, _) = run_with(&fake, &Hook::passing()).await;
+    assert_eq!(report.outcome, Outcome::Deployed);
+    let retire = report
+        .steps
+        .iter()
+        .find(|s| s.name == StepName::Retire)
+        .unwrap();
+    assert!(
+        !retire.ok && retire.detail.contains("stop old by hand"),
+        "{retire:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_cancellation_in_each_step_ends_interrupted_with_the_old_release_serving() {
+    for at in [
+        "inspect_image",
+        "create",
+        "start",
+        "gate",
+        "write",
+        "reload",
+        "mark",
+    ] {
+        let fake = Fake::new(&[], Some(at));
+        let (report, new) = run_with(&fake, &Hook::passing()).await;
+        assert_eq!(
+            report.outcome,
+            Outcome::Interrupted,
+            "{at}: {}",
+            report.message
+        );
+        assert_old_serves(&fake, &report, &new);
+    }
+    // In the smoke test and in the drain.
+    for hook_cancels in [true, false] {
+        let fake = Fake::new(&[], None);
+        let hook = Hook {
+            check: if hook_cancels {
+                Err("interrupted".into())
+            } else {
+                Ok(String::new())
+            },
+            cancel: Some(fake.cancel.clone()),
+            ..Hook::passing()
+        };
+        let (report, new) = run_with(&fake, &hook).await;
+        assert_eq!(report.outcome, Outcome::Interrupted, "{}", report.message);
+        assert_old_serves(&fake, &report, &new);
+        assert!(
+            !*hook.restored_checked.borrow(),
+            "an interrupted run does not smoke-test again"
+        );
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_image_without_a_healthcheck_and_no_probe_is_refused_by_the_plan() {
+    let mut plan = the_plan();
+    let Action::Rollout(r) = &mut plan.action else {
+        panic!()
+    };
+    assert!(super::super::gate_for_image(&r.gate, false).is_err());
+    r.gate.docker = false;
+    assert!(super::super::gate_for_image(&r.gate, false).is_ok());
+}

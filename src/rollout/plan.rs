@@ -1,0 +1,553 @@
+//! The pure planner: from the spec, the target and the facts, every decision of a rollout as
+//! data (which slot, what to reconcile, the gate the image allows, the snippet, what to prune,
+//! what happens on failure), or a refusal. No I/O, no clock, no environment.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use super::*;
+use crate::caddy;
+use crate::engine::{AppContainer, ContainerInfo};
+use crate::reference::PinnedImage;
+use crate::revision::Revision;
+use crate::spec::ServiceSpec;
+
+/// What to roll out.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Target {
+    #[serde(serialize_with = "as_text")]
+    pub image: PinnedImage,
+    /// The git SHA it was built from; read from the image's OCI label when not given.
+    pub revision: Option<Revision>,
+    /// Restart a retained container of this digest in the free slot instead of creating one
+    /// (what `slipway rollback` does).
+    pub reuse_retained: bool,
+    /// Replace the serving container even though it runs this very digest: it stopped answering
+    /// (`slipway watch`). A fresh container goes into the free slot through the same gate and
+    /// switch, and the stuck one is removed afterwards, not kept for rollback.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replace: Option<Replace>,
+}
+
+/// What a replacement carries forward.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Replace {
+    /// Earlier replacements of this release on this host (unix ms, oldest first), as far back as
+    /// the watchdog still counts them; the plan adds this one and stores all of them in the new
+    /// container's `dev.slipway.replacements` label, so crash-loop protection survives a restart
+    /// of the watchdog and works across `slipway watch --once` runs.
+    pub history: Vec<u64>,
+}
+
+impl Replace {
+    /// The history a container carries in its label (empty when it has none).
+    pub fn history_of(info: &ContainerInfo) -> Vec<u64> {
+        info.labels
+            .get(LABEL_REPLACEMENTS)
+            .map(|v| v.split(',').filter_map(|t| t.trim().parse().ok()).collect())
+            .unwrap_or_default()
+    }
+}
+
+fn as_text<S: serde::Serializer>(image: &PinnedImage, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&image.to_string())
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Plan {
+    pub service: String,
+    pub target: Target,
+    pub revision: Revision,
+    pub active: Option<ContainerRef>,
+    pub action: Action,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Action {
+    /// The requested digest already serves.
+    AlreadyServing {
+        container: ContainerRef,
+    },
+    Rollout(Box<Rollout>),
+    /// The host breaks its contract (the snippet is missing while releases run): changing
+    /// anything could take down what serves; nothing is changed (exit 4).
+    HostContract {
+        reason: String,
+        hint: String,
+    },
+    /// The inputs cannot be carried out safely (a hostile revision label, a value the proxy
+    /// config cannot hold); nothing is changed.
+    Refuse {
+        reason: String,
+        hint: String,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ContainerRef {
+    pub id: String,
+    pub name: String,
+    pub slot: Option<usize>,
+    pub port: Option<u16>,
+    pub digest: String,
+    pub revision: String,
+    /// `REPO@sha256:…`, as the container was created from.
+    pub image: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Rollout {
+    /// Pull the image by digest first (the engine does not have it).
+    pub pull: bool,
+    /// A run died between writing the snippet and the reload: the file names another upstream
+    /// than Caddy serves. Write this (what the last reload applied) back and reload first, then
+    /// drain before anything is removed.
+    pub recover: Option<String>,
+    /// Running containers that are not serving and are newer than what serves: a run that died.
+    pub remove_abandoned: Vec<ContainerRef>,
+    /// Older releases still running though not serving: stopped and kept.
+    pub stop_stale: Vec<ContainerRef>,
+    pub leftovers: Vec<String>,
+    pub new: NewContainer,
+    pub slot: usize,
+    pub port: u16,
+    pub gate: Gate,
+    /// Why the gate differs from the spec's, when the image decided it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub health_note: Option<String>,
+    pub snippet: SnippetChange,
+    pub reload_command: String,
+    pub drain: Duration,
+    /// Stopped (SIGTERM, then SIGKILL after the grace period) and kept for rollback.
+    pub retire: Option<ContainerRef>,
+    /// Remove `retire` instead of keeping it: it is a stuck container being replaced.
+    pub remove_retired: bool,
+    pub stop_grace: Duration,
+    /// Old stopped releases beyond `retain`, removed at the end.
+    pub prune: Vec<ContainerRef>,
+    pub on_failure: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum NewContainer {
+    Create(Box<AppContainer>),
+    /// A retained container of the target digest, already in the free slot.
+    Restart(ContainerRef),
+}
+
+impl NewContainer {
+    pub fn name(&self) -> &str {
+        match self {
+            NewContainer::Create(c) => &c.name,
+            NewContainer::Restart(r) => &r.name,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SnippetChange {
+    pub file: String,
+    pub path: String,
+    pub content: String,
+    /// What is there now: restored on failure. `None` in a plan made without reading it.
+    pub previous: Option<Option<String>>,
+}
+
+fn label(info: &ContainerInfo, key: &str) -> String {
+    info.labels.get(key).cloned().unwrap_or_default()
+}
+
+fn released(info: &ContainerInfo) -> u64 {
+    label(info, LABEL_RELEASED).parse().unwrap_or(0)
+}
+
+pub fn container_ref(info: &ContainerInfo) -> ContainerRef {
+    ContainerRef {
+        id: info.id.clone(),
+        name: info.name.clone(),
+        slot: label(info, LABEL_SLOT).parse().ok(),
+        port: label(info, LABEL_PORT).parse().ok(),
+        digest: label(info, LABEL_DIGEST),
+        revision: label(info, LABEL_REVISION),
+        image: label(info, LABEL_IMAGE),
+    }
+}
+
+/// What Caddy serves, as far as the host shows it: the content the last reload applied, else
+/// the file. `None` when not read; `Some(None)` when there is no snippet.
+pub fn routed(facts: &Facts) -> Option<Option<&str>> {
+    let s = facts.snippet.as_ref()?;
+    Some(s.applied.as_deref().or(s.file.as_deref()))
+}
+
+/// The applied content to put back when the file says something else (a run died before its
+/// reload, or before it recorded it).
+fn pending(facts: &Facts) -> Option<String> {
+    let s = facts.snippet.as_ref()?;
+    let applied = s.applied.as_ref()?;
+    (s.file.as_ref() != Some(applied)).then(|| applied.clone())
+}
+
+/// The container that serves now: the running one the snippet routes to; without the snippet,
+/// the newest running one.
+pub fn active(facts: &Facts) -> Option<&ContainerInfo> {
+    let running = facts.containers.iter().filter(|c| c.running);
+    match routed(facts) {
+        Some(snippet) => {
+            let port = snippet.and_then(caddy::snippet_port)?;
+            running
+                .into_iter()
+                .find(|c| label(c, LABEL_PORT) == port.to_string())
+        }
+        None => running.max_by_key(|c| released(c)),
+    }
+}
+
+/// The last good release before the one serving: the newest retained (stopped) container with
+/// another digest.
+pub fn rollback_target(facts: &Facts) -> Option<&ContainerInfo> {
+    let current = active(facts).map(|a| label(a, LABEL_DIGEST));
+    facts
+        .containers
+        .iter()
+        .filter(|c| !c.running && Some(label(c, LABEL_DIGEST)) != current)
+        .filter(|c| PinnedImage::parse(&label(c, LABEL_IMAGE)).is_ok())
+        .max_by_key(|c| released(c))
+}
+
+/// The pure planner: no I/O, no clock, no environment.
+pub fn plan(spec: &ServiceSpec, target: &Target, facts: &Facts, reload_command: &str) -> Plan {
+    let active = active(facts);
+    let stop = |revision: Revision, action: Action| Plan {
+        service: spec.name.clone(),
+        target: target.clone(),
+        revision,
+        active: active.map(container_ref),
+        action,
+    };
+    let revision = match revision_of(target, facts) {
+        Ok(r) => r,
+        Err(e) => {
+            let (reason, hint) = (e.to_string(), e.hint());
+            let digest = Revision::of_digest(target.image.digest());
+            return stop(digest, Action::Refuse { reason, hint });
+        }
+    };
+    if let Some((reason, hint)) = host_contract(spec, facts) {
+        return stop(revision, Action::HostContract { reason, hint });
+    }
+    if let Some(a) = active.filter(|a| serves_target(a, target)) {
+        let container = container_ref(a);
+        return stop(revision, Action::AlreadyServing { container });
+    }
+    let planned = Planning {
+        spec,
+        target,
+        facts,
+        revision: &revision,
+        active,
+    }
+    .rollout(reload_command);
+    match planned {
+        Ok(r) => stop(revision.clone(), Action::Rollout(Box::new(r))),
+        Err((reason, hint)) => stop(revision.clone(), Action::Refuse { reason, hint }),
+    }
+}
+
+/// The serving container already runs the target, healthy: nothing to do.
+fn serves_target(active: &ContainerInfo, target: &Target) -> bool {
+    target.replace.is_none()
+        && label(active, LABEL_DIGEST) == target.image.digest()
+        && active.health.as_deref() != Some("unhealthy")
+        && !active.paused
+}
+
+/// One rollout being planned: its inputs, and one function per decision.
+struct Planning<'a> {
+    spec: &'a ServiceSpec,
+    target: &'a Target,
+    facts: &'a Facts,
+    revision: &'a Revision,
+    active: Option<&'a ContainerInfo>,
+}
+
+type Refusal = (String, String);
+
+impl Planning<'_> {
+    fn rollout(&self, reload_command: &str) -> Result<Rollout, Refusal> {
+        let slot = match self
+            .active
+            .and_then(|a| label(a, LABEL_SLOT).parse::<usize>().ok())
+        {
+            Some(0) => 1,
+            _ => 0,
+        };
+        let port = self.spec.slots[slot];
+        let (stop_stale, remove_abandoned) = self.others();
+        let new = self.new_container(slot, port);
+        let prune = self.prune(&new, &stop_stale);
+        let snippet = self.snippet(port)?;
+        let (gate, health_note) = self.gate()?;
+        let on_failure = self.on_failure(&new, &snippet);
+        let refs = |v: Vec<&ContainerInfo>| v.into_iter().map(container_ref).collect();
+        Ok(Rollout {
+            pull: self.facts.image.is_none(),
+            recover: pending(self.facts),
+            remove_abandoned: refs(remove_abandoned),
+            stop_stale: refs(stop_stale),
+            leftovers: self
+                .facts
+                .leftovers
+                .iter()
+                .map(|c| c.name.clone())
+                .collect(),
+            new,
+            slot,
+            port,
+            gate,
+            health_note,
+            snippet,
+            reload_command: reload_command.to_string(),
+            drain: self.spec.drain,
+            retire: self.active.map(container_ref),
+            remove_retired: self.target.replace.is_some(),
+            stop_grace: self.spec.stop_grace_period,
+            prune,
+            on_failure,
+        })
+    }
+
+    /// Running containers besides the active one: older releases (stale, stopped and kept) and
+    /// newer ones a run that died left (abandoned, removed: the proxy does not route to them).
+    fn others(&self) -> (Vec<&ContainerInfo>, Vec<&ContainerInfo>) {
+        let active_released = self.active.map(released).unwrap_or(0);
+        self.facts
+            .containers
+            .iter()
+            .filter(|c| c.running && Some(&c.id) != self.active.map(|a| &a.id))
+            .partition(|c| self.active.is_some() && released(c) < active_released)
+    }
+
+    /// A retained container of the target in the free slot (rollback), else a new one.
+    fn new_container(&self, slot: usize, port: u16) -> NewContainer {
+        let digest = self.target.image.digest();
+        let retained = self.facts.containers.iter().filter(|c| {
+            !c.running
+                && label(c, LABEL_DIGEST) == digest
+                && label(c, LABEL_SLOT) == slot.to_string()
+        });
+        match retained
+            .max_by_key(|c| released(c))
+            .filter(|_| self.target.reuse_retained)
+        {
+            Some(c) => NewContainer::Restart(container_ref(c)),
+            None => NewContainer::Create(Box::new(app_container(
+                self.spec,
+                self.target,
+                self.revision,
+                self.facts,
+                slot,
+                port,
+            ))),
+        }
+    }
+
+    /// Stopped releases beyond `retain`, counting the one retired now (unless it is removed).
+    fn prune(&self, new: &NewContainer, stale: &[&ContainerInfo]) -> Vec<ContainerRef> {
+        let mut stopped: Vec<&ContainerInfo> = self
+            .facts
+            .containers
+            .iter()
+            .filter(|c| !c.running && c.name != new.name())
+            .chain(stale.iter().copied())
+            .collect();
+        stopped.sort_by_key(|c| std::cmp::Reverse(released(c)));
+        let retiring = self.active.is_some() && self.target.replace.is_none();
+        let keep = self.spec.retain.saturating_sub(usize::from(retiring));
+        stopped
+            .iter()
+            .skip(keep)
+            .map(|c| container_ref(c))
+            .collect()
+    }
+
+    fn snippet(&self, port: u16) -> Result<SnippetChange, Refusal> {
+        let content = caddy::render_snippet(&caddy::SnippetValues {
+            service: &self.spec.name,
+            port,
+            digest: self.target.image.digest(),
+            revision: self.revision,
+            options: &self.spec.caddy.upstream_options,
+        })
+        .map_err(|e| {
+            let hint =
+                "fix the value in the spec; docs/operator-guide.md lists what may be written";
+            (e.to_string(), hint.to_string())
+        })?;
+        let previous = self
+            .facts
+            .snippet
+            .as_ref()
+            .map(|_| routed(self.facts).flatten().map(String::from));
+        Ok(SnippetChange {
+            path: self.spec.snippet_path().display().to_string(),
+            content,
+            previous,
+            file: format!("{}.caddy", self.spec.name),
+        })
+    }
+
+    /// The spec's gate, as the image allows it when the engine has the image.
+    fn gate(&self) -> Result<(Gate, Option<String>), Refusal> {
+        let spec_gate = Gate::from_spec(self.spec, self.revision.as_str());
+        let Some(image) = &self.facts.image else {
+            return Ok((spec_gate, None));
+        };
+        let gate = gate_for_image(&spec_gate, image.has_healthcheck).map_err(|why| {
+            let hint = "add a HEALTHCHECK to the image or [health.http] to the spec";
+            (format!("{} {why}", self.target.image), hint.to_string())
+        })?;
+        let note = (gate != spec_gate)
+            .then(|| "the image has no HEALTHCHECK: the HTTP probe alone gates it".to_string());
+        Ok((gate, note))
+    }
+
+    fn on_failure(&self, new: &NewContainer, snippet: &SnippetChange) -> Vec<String> {
+        let serving = self.active.map_or(
+            "nothing was serving before; the service stays down".to_string(),
+            |a| format!("{} keeps serving", a.name),
+        );
+        vec![
+            format!("before the switch: remove {} ({serving})", new.name()),
+            format!(
+                "after the switch: restore the previous {}, reload Caddy, check it, remove {}",
+                snippet.file,
+                new.name()
+            ),
+            "if that restore fails: exit 3 with the state of the host and the commands to run"
+                .into(),
+        ]
+    }
+}
+
+/// A missing snippet while releases run: the proxy may route to any of them, so none may be
+/// touched. A plan that changes nothing, exit 4.
+fn host_contract(spec: &ServiceSpec, facts: &Facts) -> Option<(String, String)> {
+    let snippet = facts.snippet.as_ref()?;
+    let running: Vec<&str> = facts
+        .containers
+        .iter()
+        .filter(|c| c.running)
+        .map(|c| c.name.as_str())
+        .collect();
+    if snippet.file.is_some() || running.is_empty() {
+        return None;
+    }
+    let path = spec.snippet_path().display().to_string();
+    let reason = format!(
+        "{path} does not exist on the host, but {} of {} still run{}: Caddy may route to any of them, so slipway changes nothing",
+        running.join(", "),
+        spec.name,
+        if running.len() == 1 { "s" } else { "" }
+    );
+    let hint = format!(
+        "restore the snippet (Day 0, docs/operator-guide.md step 3): write `reverse_proxy 127.0.0.1:<the serving slot's port>` to {path} as root on the host, reload Caddy, remove the stale record beside it (.{}.caddy.applied), then deploy again",
+        spec.name
+    );
+    Some((reason, hint))
+}
+
+/// The gate an image allows: the spec's, without the Docker health check when the image has
+/// none (the HTTP probe alone), or refused when nothing would be left to gate on.
+pub fn gate_for_image(gate: &Gate, has_healthcheck: bool) -> Result<Gate, String> {
+    if !gate.docker || has_healthcheck {
+        return Ok(gate.clone());
+    }
+    if gate.http.is_none() {
+        return Err(
+            "has no HEALTHCHECK and the spec has no [health.http] probe: add one of them".into(),
+        );
+    }
+    Ok(Gate {
+        docker: false,
+        ..gate.clone()
+    })
+}
+
+/// The revision: given (checked where it entered), else the image's label, checked here: an
+/// image label is written by whoever built the image, not by the host's operator.
+pub fn revision_of(
+    target: &Target,
+    facts: &Facts,
+) -> Result<Revision, crate::revision::RevisionError> {
+    if let Some(r) = &target.revision {
+        return Ok(r.clone());
+    }
+    match facts
+        .image
+        .as_ref()
+        .and_then(|i| i.labels.get(REVISION_LABEL))
+    {
+        Some(label) => {
+            Revision::parse(label, "the image's org.opencontainers.image.revision label")
+        }
+        None => Ok(Revision::of_digest(target.image.digest())),
+    }
+}
+
+fn app_container(
+    spec: &ServiceSpec,
+    target: &Target,
+    revision: &Revision,
+    facts: &Facts,
+    slot: usize,
+    port: u16,
+) -> AppContainer {
+    let digest = target.image.digest();
+    let mut labels: BTreeMap<String, String> = spec.labels.clone();
+    for (k, v) in [
+        (LABEL_SERVICE, spec.name.clone()),
+        (LABEL_SLOT, slot.to_string()),
+        (LABEL_PORT, port.to_string()),
+        (LABEL_DIGEST, digest.to_string()),
+        (LABEL_IMAGE, target.image.to_string()),
+        (LABEL_REVISION, revision.to_string()),
+        (LABEL_RELEASED, facts.now_unix_ms.to_string()),
+        (LABEL_RUN, facts.run_url.clone()),
+    ] {
+        labels.insert(k.to_string(), v);
+    }
+    if let Some(r) = &target.replace {
+        let history: Vec<String> = r
+            .history
+            .iter()
+            .chain([&facts.now_unix_ms])
+            .map(u64::to_string)
+            .collect();
+        labels.insert(LABEL_REPLACEMENTS.to_string(), history.join(","));
+    }
+    let res = spec.resources();
+    AppContainer {
+        name: format!("{}-{}-{}", spec.name, ["a", "b"][slot], facts.now_unix_ms),
+        image: target.image.to_string(),
+        env: facts.env.clone(),
+        labels,
+        host_port: port,
+        container_port: spec.container_port,
+        volumes: spec.volumes.clone(),
+        memory_bytes: res.memory_bytes,
+        nano_cpus: res.nano_cpus,
+        pids: res.pids,
+        restart: spec.restart.clone(),
+        log_max_size: spec.logging.max_size.clone(),
+        log_max_file: spec.logging.max_file,
+        network: spec.network.clone(),
+        user: spec.user.clone(),
+        read_only: spec.read_only,
+        stop_grace_secs: spec.stop_grace_period.as_secs(),
+    }
+}
