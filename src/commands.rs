@@ -1,13 +1,11 @@
 //! One thin adapter per subcommand: arguments in, the core called, the result out.
 
-use std::io::Write as _;
-
 use tokio_util::sync::CancellationToken;
 
 use crate::build::{self, BuildError, BuildRequest};
-use crate::cli::{self, Cli, Command, Format};
+use crate::cli::{self, Cli, Command};
 use crate::exit::{Exit, Failure};
-use crate::{credentials, deploy, doctor, engine, host, lint, registry, service, watch};
+use crate::{credentials, deploy, doctor, engine, host, lint, output, registry, service, watch};
 
 /// Runs one parsed command line.
 pub async fn run(cli: Cli, cancel: &CancellationToken) -> Result<Exit, Failure> {
@@ -63,7 +61,7 @@ pub async fn build(
         .build_and_push(&engine, &registry, cancel)
         .await
         .map_err(build_failure)?;
-    print_report(args.format, &pushed, |p| format!("{}\n", p.image))?;
+    output::print(args.format, &pushed, |p| format!("{}\n", p.image))?;
     Ok(Exit::Success)
 }
 
@@ -148,7 +146,7 @@ pub fn lint(args: cli::LintArgs) -> Result<Exit, Failure> {
         let hint = e.hint();
         Failure::usage(e).with_hint(hint)
     })?;
-    print_report(args.format, &report, lint::Report::render_text)?;
+    output::print(args.format, &report, lint::Report::render_text)?;
     tracing::info!(
         "{}: {} finding(s), {} waived with --allow",
         dockerfile.display(),
@@ -160,24 +158,6 @@ pub fn lint(args: cli::LintArgs) -> Result<Exit, Failure> {
     } else {
         Exit::Usage
     })
-}
-
-/// The result on stdout: as text, or as JSON with `--format json`.
-fn print_report<T: serde::Serialize>(
-    format: Format,
-    report: &T,
-    text: impl FnOnce(&T) -> String,
-) -> Result<(), Failure> {
-    let out = match format {
-        Format::Text => text(report),
-        Format::Json => format!(
-            "{}\n",
-            serde_json::to_string_pretty(report).expect("a report serializes")
-        ),
-    };
-    std::io::stdout()
-        .write_all(out.as_bytes())
-        .map_err(|e| Failure::new(Exit::Unavailable, e))
 }
 
 pub async fn doctor(
@@ -221,7 +201,7 @@ pub async fn doctor(
     if cancel.is_cancelled() {
         return Ok(Exit::Interrupted);
     }
-    print_report(args.format, &report, doctor::Report::render_text)?;
+    output::print(args.format, &report, doctor::Report::render_text)?;
     Ok(if report.ok {
         Exit::Success
     } else {

@@ -3,9 +3,8 @@
 //! watch window as the post-switch check, so a wrong version served puts the previous release
 //! back. Every path ends with outputs, a summary and (with --report) a JSON report.
 
-use crate::revision::Revision;
-use crate::rollout::StepName;
 use std::fmt::Write as _;
+use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
@@ -16,10 +15,12 @@ use crate::cli::{DeployArgs, GlobalArgs, SmokeArgs, SmokeCmd};
 use crate::exit::{Exit, Failure};
 use crate::probe::Expect;
 use crate::reference::PinnedImage;
+use crate::revision::Revision;
 use crate::rollout::execute::AfterSwitch;
-use crate::rollout::{self, ContainerRef, Outcome, Plan, Report};
+use crate::rollout::{self, ContainerRef, Outcome, Plan, Report, StepName};
 use crate::service::{self, Choice};
 use crate::smoke::{self, Smoke, SmokeError};
+use crate::{lint, output};
 
 /// The smoke test from flags, expecting `version`.
 pub fn smoke_from_args(args: &SmokeArgs, version: &str) -> Result<Smoke, Failure> {
@@ -145,11 +146,12 @@ pub async fn smoke_command(cmd: &SmokeCmd, cancel: &CancellationToken) -> Result
             version: &version,
         })
         .collect();
-    let text = passed
-        .iter()
-        .map(|p| format!("ok  {} serves {}\n", p.url, p.version))
-        .collect();
-    service::print(cmd.format, &passed, text)?;
+    output::print(cmd.format, &passed, |passed| {
+        passed
+            .iter()
+            .map(|p| format!("ok  {} serves {}\n", p.url, p.version))
+            .collect()
+    })?;
     Ok(Exit::Success)
 }
 
@@ -190,17 +192,100 @@ impl AfterSwitch for PublicCheck {
     }
 }
 
+/// What `slipway plan` shows: one value, printed as text (`render_deploy_plan`) or as JSON.
 #[derive(Debug, Serialize)]
-struct DeployPlan<'a> {
-    build: Option<String>,
-    image: String,
-    revision: &'a str,
-    rollout: &'a Plan,
+struct DeployPlan {
+    /// Where the image comes from, tagged `image_source`: given, or built by this deploy.
+    #[serde(flatten)]
+    image: DeployImage,
+    revision: String,
+    #[serde(serialize_with = "stand_in_shown")]
+    rollout: Plan,
     reload_image: String,
     lock: String,
-    smoke: &'a Smoke,
+    smoke: Smoke,
     watch: String,
     on_failure: Vec<String>,
+}
+
+/// Where the deployed image comes from.
+#[derive(Debug, Serialize)]
+#[serde(tag = "image_source", rename_all = "kebab-case")]
+enum DeployImage {
+    /// `--image`: built elsewhere, pinned by digest.
+    Given {
+        #[serde(serialize_with = "as_text")]
+        image: PinnedImage,
+    },
+    /// Linted, built, pushed and proven by this deploy: the digest is known after the push.
+    Built {
+        /// `REGISTRY/REPOSITORY`.
+        repository: String,
+        build: BuildSteps,
+    },
+}
+
+/// What the deploy's build step will do.
+#[derive(Debug, Serialize)]
+struct BuildSteps {
+    context: PathBuf,
+    dockerfile: PathBuf,
+    /// Every reference pushed, `REGISTRY/REPOSITORY:TAG`.
+    tags: Vec<String>,
+}
+
+/// How a plan names an image that this deploy builds.
+const BUILT: &str = "<built by this deploy>";
+
+/// The digest the rollout planner is given for an image this deploy builds: the planner needs
+/// a pinned target. It never reaches the plan's output (see `stand_in_shown`).
+const PENDING_DIGEST: &str =
+    "sha256:0000000000000000000000000000000000000000000000000000000000000000";
+
+impl DeployImage {
+    /// How the plan names the image: its pinned reference, or `REPOSITORY@<built by this deploy>`.
+    fn reference(&self) -> String {
+        match self {
+            DeployImage::Given { image } => image.to_string(),
+            DeployImage::Built { repository, .. } => format!("{repository}@{BUILT}"),
+        }
+    }
+
+    /// The target the rollout planner is given.
+    fn rollout_target(&self) -> PinnedImage {
+        match self {
+            DeployImage::Given { image } => image.clone(),
+            DeployImage::Built { repository, .. } => {
+                PinnedImage::parse(&format!("{repository}@{PENDING_DIGEST}"))
+                    .expect("a repository checked by the build's request, with a sha256 digest")
+            }
+        }
+    }
+}
+
+fn as_text<S: serde::Serializer>(image: &PinnedImage, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&image.to_string())
+}
+
+/// The rollout's plan as data; planned for an image this deploy builds, every value that
+/// carries the stand-in digest says `<built by this deploy>` instead.
+fn stand_in_shown<S: serde::Serializer>(plan: &Plan, s: S) -> Result<S::Ok, S::Error> {
+    if plan.target.image.digest() != PENDING_DIGEST {
+        return plan.serialize(s);
+    }
+    fn show(value: &mut serde_json::Value) {
+        match value {
+            serde_json::Value::String(text) if text.contains(PENDING_DIGEST) => {
+                *text = text.replace(PENDING_DIGEST, BUILT);
+            }
+            serde_json::Value::Array(items) => items.iter_mut().for_each(show),
+            serde_json::Value::Object(map) => map.values_mut().for_each(show),
+            _ => {}
+        }
+    }
+    let mut value = serde_json::to_value(plan).map_err(serde::ser::Error::custom)?;
+    show(&mut value);
+    value.serialize(s)
 }
 
 #[derive(Debug, Serialize)]
@@ -234,28 +319,11 @@ fn unix_ms(t: SystemTime) -> u128 {
         .unwrap_or(0)
 }
 
-/// Values of the spec's env that look like secrets, and anything long, are masked in CI logs.
+/// Values of the spec's env masked in CI logs: under a secret-looking name (the lint's rule,
+/// `lint::looks_secret_name`), or anything long whatever its name.
 fn looks_secret(name: &str, value: &str) -> bool {
-    let upper = name.to_ascii_uppercase();
-    [
-        "PASSWORD",
-        "TOKEN",
-        "SECRET",
-        "KEY",
-        "CREDENTIAL",
-        "DSN",
-        "DATABASE_URL",
-        "AUTH",
-    ]
-    .iter()
-    .any(|w| upper.contains(w))
-        && value.len() >= 4
-        || value.len() >= 16
+    lint::looks_secret_name(name) && value.len() >= 4 || value.len() >= 16
 }
-
-/// A digest that stands for "whatever the build produces" in a dry run's plan.
-const PENDING_DIGEST: &str =
-    "sha256:0000000000000000000000000000000000000000000000000000000000000000";
 
 /// Where the image comes from.
 enum Source {
@@ -268,17 +336,20 @@ pub async fn deploy(
     args: &DeployArgs,
     cancel: &CancellationToken,
 ) -> Result<Exit, Failure> {
-    let result = deploy_inner(global, args, cancel).await;
+    // The steps before the rollout (the build), reported on every path, a failed one included.
+    let mut before: Vec<PreStep> = Vec::new();
+    let result = deploy_inner(global, args, cancel, &mut before).await;
     if let Err(f) = &result
         && !args.service.dry_run
     {
-        record_early_failure(args, f);
+        record_early_failure(&Ci::from_env(), args, f, &before);
     }
     result
 }
 
-/// A deploy that ended before the rollout report existed still tells CI how it ended.
-fn record_early_failure(args: &DeployArgs, f: &Failure) {
+/// A deploy that ended before the rollout report existed still tells CI how it ended, and
+/// which steps ran (a failed build among them).
+fn record_early_failure(ci: &Ci, args: &DeployArgs, f: &Failure, before: &[PreStep]) {
     let outcome = match f.exit {
         Exit::Usage => "usage-error",
         Exit::Unavailable => "unavailable",
@@ -288,17 +359,25 @@ fn record_early_failure(args: &DeployArgs, f: &Failure) {
         Exit::Success => "deployed",
         Exit::HeldBack => "held-back",
     };
-    let ci = Ci::from_env();
     let message = f.error.to_string();
     let _ = ci.outputs(&[
         ("outcome", outcome.to_string()),
         ("url", args.smoke.urls.first().cloned().unwrap_or_default()),
     ]);
-    let _ = ci.summary(&format!(
+    let mut summary = format!(
         "### ❌ slipway deploy: {outcome}\n\n{message}\n\nNothing was changed on the host.\n\n"
-    ));
+    );
+    if !before.is_empty() {
+        summary.push_str(&steps_markdown(&step_rows(before, None)));
+        summary.push('\n');
+    }
+    let _ = ci.summary(&summary);
     if let Some(path) = &args.report {
-        let json = serde_json::json!({ "outcome": outcome, "message": message, "steps": [] });
+        let json = serde_json::json!({
+            "outcome": outcome,
+            "message": message,
+            "steps": step_rows(before, None),
+        });
         let _ = std::fs::write(path, format!("{json:#}\n"));
     }
 }
@@ -307,6 +386,7 @@ async fn deploy_inner(
     global: &GlobalArgs,
     args: &DeployArgs,
     cancel: &CancellationToken,
+    before: &mut Vec<PreStep>,
 ) -> Result<Exit, Failure> {
     let ci = Ci::from_env();
     let started = SystemTime::now();
@@ -321,38 +401,9 @@ async fn deploy_inner(
     }
 
     // The image: built, pushed and proven, or given.
-    let mut before: Vec<PreStep> = Vec::new();
     let (image, revision) = match source {
         Source::Given(image) => (image, given_revision),
-        Source::Build(b) => {
-            let (prepared, registry) = *b;
-            ci.group("slipway: build, push, prove");
-            let t = SystemTime::now();
-            let pushed = prepared.build_and_push(&p.engine, &registry, cancel).await;
-            ci.end_group();
-            let pushed = match pushed {
-                Ok(pushed) => pushed,
-                Err(e) => {
-                    before.push(PreStep::new(StepName::Build, t, false, e.to_string()));
-                    return Err(crate::commands::build_failure(e));
-                }
-            };
-            before.push(PreStep::new(
-                StepName::Build,
-                t,
-                true,
-                format!(
-                    "{} ({} steps, {} cached, {} bytes of context); the registry holds {}",
-                    pushed.image,
-                    pushed.steps,
-                    pushed.cached_steps,
-                    pushed.context.bytes,
-                    pushed.digest
-                ),
-            ));
-            let revision = service::revision_arg(&pushed.revision, "the build's revision")?;
-            (pushed.image, Some(revision))
-        }
+        Source::Build(b) => build_step(&ci, &p, *b, cancel, before).await?,
     };
     let choice = Choice::Image {
         image: image.to_string(),
@@ -380,7 +431,39 @@ async fn deploy_inner(
     let report = service::execute_locked(&p, &args.service, &choice, &hook, cancel).await;
     ci.end_group();
     let report = report?;
-    finish(&ci, args, &p.spec.name, &report, started, &before)
+    finish(&ci, args, &p.spec.name, &report, started, before)
+}
+
+/// Builds, pushes and proves the image; the step, failed or not, goes into `before`.
+async fn build_step(
+    ci: &Ci,
+    p: &service::Prepared,
+    (prepared, registry): (crate::build::PreparedBuild, crate::registry::Registry),
+    cancel: &CancellationToken,
+    before: &mut Vec<PreStep>,
+) -> Result<(PinnedImage, Option<Revision>), Failure> {
+    ci.group("slipway: build, push, prove");
+    let t = SystemTime::now();
+    let pushed = prepared.build_and_push(&p.engine, &registry, cancel).await;
+    ci.end_group();
+    let pushed = match pushed {
+        Ok(pushed) => pushed,
+        Err(e) => {
+            before.push(PreStep::new(StepName::Build, t, false, e.to_string()));
+            return Err(crate::commands::build_failure(e));
+        }
+    };
+    before.push(PreStep::new(
+        StepName::Build,
+        t,
+        true,
+        format!(
+            "{} ({} steps, {} cached, {} bytes of context); the registry holds {}",
+            pushed.image, pushed.steps, pushed.cached_steps, pushed.context.bytes, pushed.digest
+        ),
+    ));
+    let revision = service::revision_arg(&pushed.revision, "the build's revision")?;
+    Ok((pushed.image, Some(revision)))
 }
 
 /// Everything checked before anything changes; usage errors exit 2 here.
@@ -473,31 +556,33 @@ async fn dry_run(
     source: &Source,
     revision: Option<Revision>,
 ) -> Result<Exit, Failure> {
-    let (image, revision, build) = match source {
-        Source::Given(image) => (image.clone(), revision, None),
+    let (image, revision) = match source {
+        Source::Given(image) => (
+            DeployImage::Given {
+                image: image.clone(),
+            },
+            revision,
+        ),
         Source::Build(b) => {
-            let req = b.0.request();
-            let repo = format!("{}/{}", b.1.name(), req.repository);
-            let image = PinnedImage::parse(&format!("{repo}@{PENDING_DIGEST}"))
-                .expect("a placeholder digest is well formed");
-            let tags: Vec<String> = req.tags().iter().map(|t| format!("{repo}:{t}")).collect();
-            (
-                image,
-                Some(service::revision_arg(
-                    &req.revision,
-                    "the build's revision",
-                )?),
-                Some(format!(
-                    "lint and build {} ({}), push {}, prove the registry's digest",
-                    req.context.display(),
-                    req.dockerfile.display(),
-                    tags.join(", ")
-                )),
-            )
+            let (prepared, registry) = &**b;
+            let req = prepared.request();
+            let repository = format!("{}/{}", registry.name(), req.repository);
+            let tags = req
+                .tags()
+                .iter()
+                .map(|t| format!("{repository}:{t}"))
+                .collect();
+            let build = BuildSteps {
+                context: req.context.clone(),
+                dockerfile: req.dockerfile.clone(),
+                tags,
+            };
+            let revision = service::revision_arg(&req.revision, "the build's revision")?;
+            (DeployImage::Built { repository, build }, Some(revision))
         }
     };
     let choice = Choice::Image {
-        image: image.to_string(),
+        image: image.rollout_target().to_string(),
         revision,
     };
     let plan = service::plan_only(p, &choice).await?;
@@ -508,14 +593,9 @@ async fn dry_run(
         .unwrap_or_else(|| plan.revision.to_string());
     let smoke = smoke_from_args(&args.smoke, &version)?;
     let dp = DeployPlan {
-        build,
-        image: if image.digest() == PENDING_DIGEST {
-            format!("{} (digest known after the build)", image.to_string().replace(&format!("@{PENDING_DIGEST}"), ""))
-        } else {
-            image.to_string()
-        },
-        revision: plan.revision.as_str(),
-        rollout: &plan,
+        image,
+        revision: plan.revision.to_string(),
+        rollout: plan,
         reload_image: p.host.image.to_string(),
         lock: format!(
             "slipway-lock-{} (wait {}, expires {} after its last heartbeat)",
@@ -523,7 +603,7 @@ async fn dry_run(
             humantime::format_duration(args.service.lock_wait),
             humantime::format_duration(args.service.lock_ttl)
         ),
-        smoke: &smoke,
+        smoke,
         watch: humantime::format_duration(args.watch).to_string(),
         on_failure: vec![
             "before the switch (unhealthy, wrong digest, exited, reload rejected): remove the new container; the old one never stopped serving".into(),
@@ -531,9 +611,7 @@ async fn dry_run(
             "if that restore fails: exit 3 with the state of the host and what to run".into(),
         ],
     };
-    let text =
-        render_deploy_plan(&dp).replace(&format!("@{PENDING_DIGEST}"), "@<built by this deploy>");
-    service::print(args.service.format, &dp, text)?;
+    output::print(args.service.format, &dp, render_deploy_plan)?;
     Ok(Exit::Success)
 }
 
@@ -558,6 +636,27 @@ impl PreStep {
     }
 }
 
+/// Every step, those before the rollout first, as the report and the summary show them.
+fn step_rows<'a>(before: &'a [PreStep], report: Option<&'a Report>) -> Vec<StepAt<'a>> {
+    let pre = before.iter().map(|s| StepAt {
+        name: s.name.as_str(),
+        start_unix_ms: unix_ms(s.at),
+        duration_ms: s.duration_ms,
+        ok: s.ok,
+        detail: &s.detail,
+    });
+    let rollout = report.into_iter().flat_map(|r| {
+        r.steps.iter().map(|s| StepAt {
+            name: s.name.as_str(),
+            start_unix_ms: r.started_unix_ms + s.start_ms as u128,
+            duration_ms: s.duration_ms,
+            ok: s.ok,
+            detail: &s.detail,
+        })
+    });
+    pre.chain(rollout).collect()
+}
+
 /// Outputs, summary, report file, the human result; the exit code.
 fn finish(
     ci: &Ci,
@@ -578,22 +677,19 @@ fn finish(
         .map(|p| p.digest.clone())
         .unwrap_or_default();
     let url = args.smoke.urls.first().cloned().unwrap_or_default();
-    let outcome = serde_json::to_value(report.outcome)
-        .ok()
-        .and_then(|v| v.as_str().map(String::from))
-        .unwrap_or_default();
+    let outcome = output::outcome_text(report.outcome);
     let io = |e: std::io::Error| Failure::new(Exit::Unavailable, e);
     ci.outputs(&[
         ("image", report.image.clone()),
         ("digest", digest.clone()),
         ("previous-digest", previous_digest.clone()),
         ("url", url.clone()),
-        ("outcome", outcome.clone()),
+        ("outcome", outcome.to_string()),
     ])
     .map_err(io)?;
-    ci.summary(&summary_markdown(service, report, &outcome, &url, before))
+    let steps = step_rows(before, Some(report));
+    ci.summary(&summary_markdown(service, report, outcome, &url, &steps))
         .map_err(io)?;
-    let t0 = unix_ms(started);
     let deploy_report = DeployReport {
         outcome: report.outcome,
         message: &report.message,
@@ -603,28 +699,12 @@ fn finish(
         previous_digest,
         revision: report.revision.as_str(),
         url,
-        started_unix_ms: t0,
+        started_unix_ms: unix_ms(started),
         wall_ms: SystemTime::now()
             .duration_since(started)
             .map(|d| d.as_millis() as u64)
             .unwrap_or(0),
-        steps: before
-            .iter()
-            .map(|s| StepAt {
-                name: s.name.as_str(),
-                start_unix_ms: unix_ms(s.at),
-                duration_ms: s.duration_ms,
-                ok: s.ok,
-                detail: &s.detail,
-            })
-            .chain(report.steps.iter().map(|s| StepAt {
-                name: s.name.as_str(),
-                start_unix_ms: report.started_unix_ms + s.start_ms as u128,
-                duration_ms: s.duration_ms,
-                ok: s.ok,
-                detail: &s.detail,
-            }))
-            .collect(),
+        steps,
         evidence: &report.evidence,
     };
     if let Some(path) = &args.report {
@@ -635,11 +715,9 @@ fn finish(
             tracing::error!("could not write the report {}: {e}", path.display());
         }
     }
-    service::print(
-        args.service.format,
-        &deploy_report,
-        service::render_report(report),
-    )?;
+    output::print(args.service.format, &deploy_report, |_| {
+        service::render_report(report)
+    })?;
     let exit = report.outcome.exit();
     if exit != Exit::Success {
         eprintln!("error: {}", report.message);
@@ -652,7 +730,7 @@ fn summary_markdown(
     r: &Report,
     outcome: &str,
     url: &str,
-    before: &[PreStep],
+    steps: &[StepAt],
 ) -> String {
     let icon = match r.outcome {
         Outcome::Deployed | Outcome::Unchanged => "✅",
@@ -675,18 +753,16 @@ fn summary_markdown(
         ))
     );
     let _ = writeln!(s, "| url | {url} |");
-    s.push_str("\n| step | ok | ms | detail |\n|---|---|---|---|\n");
-    for st in before {
-        let _ = writeln!(
-            s,
-            "| {} | {} | {} | {} |",
-            st.name,
-            if st.ok { "✓" } else { "✗" },
-            st.duration_ms,
-            st.detail.replace('|', "\\|")
-        );
-    }
-    for st in &r.steps {
+    s.push('\n');
+    s.push_str(&steps_markdown(steps));
+    s.push('\n');
+    s
+}
+
+/// The steps as a Markdown table.
+fn steps_markdown(steps: &[StepAt]) -> String {
+    let mut s = String::from("| step | ok | ms | detail |\n|---|---|---|---|\n");
+    for st in steps {
         let _ = writeln!(
             s,
             "| {} | {} | {} | {} |",
@@ -696,16 +772,21 @@ fn summary_markdown(
             st.detail.replace('|', "\\|").replace('\n', " ")
         );
     }
-    s.push('\n');
     s
 }
 
 fn render_deploy_plan(dp: &DeployPlan) -> String {
     let mut s = String::new();
-    if let Some(build) = &dp.build {
-        let _ = writeln!(s, "build: {build}");
+    if let DeployImage::Built { build, .. } = &dp.image {
+        let _ = writeln!(
+            s,
+            "build: lint and build {} ({}), push {}, prove the registry's digest",
+            build.context.display(),
+            build.dockerfile.display(),
+            build.tags.join(", ")
+        );
     }
-    s.push_str(&service::render_plan(dp.rollout));
+    s.push_str(&service::render_plan_as(&dp.rollout, &dp.image.reference()));
     let _ = writeln!(s, "  reload image: {}", dp.reload_image);
     let _ = writeln!(s, "  lock: {}", dp.lock);
     for url in &dp.smoke.urls {
@@ -742,5 +823,199 @@ mod tests {
         assert!(!looks_secret("APP_HEALTH", "ok"));
         assert!(!looks_secret("API_KEY", "x"));
         assert!(looks_secret("ANYTHING", "a-long-value-0123456789"));
+    }
+
+    /// The lint's `secret-value` rule and the deploy's `::add-mask::` judge a name the same way:
+    /// a short literal value (not a known token format, not a `$REFERENCE`) under each name.
+    #[test]
+    fn the_lint_and_the_mask_agree_on_every_name() {
+        let value = "hunter2-x";
+        for name in [
+            "DB_PASSWORD",
+            "npm_token",
+            "CLIENT_SECRET",
+            "API_KEY",
+            "apikey",
+            "AWS_SECRET_ACCESS_KEY",
+            "SSH_PRIVATE_KEY",
+            "PASS",
+            "SENTRY_DSN",
+            "DATABASE_URL",
+            "APP_DATABASE_URL",
+            "BASIC_AUTH",
+            "GITHUB_CREDENTIALS",
+            "VERSION",
+            "BASE_IMAGE",
+            "KEYBOARD",
+            "MONKEY",
+            "PUBLIC_KEY",
+            "GPG_KEY_ID",
+            "PWD",
+            "PASSENGER",
+            "AUTHOR",
+            "DATABASE",
+            "URL",
+            "APP_HEALTH",
+        ] {
+            assert_eq!(
+                looks_secret(name, value),
+                lint::holds_secret(name, value),
+                "{name}"
+            );
+            assert_eq!(
+                looks_secret(name, value),
+                lint::looks_secret_name(name),
+                "{name}"
+            );
+        }
+        assert!(looks_secret("SENTRY_DSN", value) && looks_secret("DATABASE_URL", value));
+        assert!(!looks_secret("KEYBOARD", value) && !looks_secret("PUBLIC_KEY", value));
+    }
+
+    #[test]
+    fn a_failed_build_is_a_step_of_the_report_and_the_summary() {
+        use clap::Parser as _;
+        let dir = tempfile::tempdir().unwrap();
+        let report = dir.path().join("report.json");
+        let cli = crate::cli::Cli::try_parse_from([
+            "slipway",
+            "deploy",
+            "--config",
+            "s.toml",
+            "--url",
+            "https://web.example.com/health",
+            "--report",
+            report.to_str().unwrap(),
+        ])
+        .unwrap();
+        let crate::cli::Command::Deploy(args) = cli.command else {
+            panic!("not a deploy")
+        };
+        let ci = Ci {
+            actions: false,
+            output: Some(dir.path().join("output")),
+            summary: Some(dir.path().join("summary.md")),
+        };
+        let before = [PreStep::new(
+            StepName::Build,
+            SystemTime::now(),
+            false,
+            "the build failed: RUN exit 1".into(),
+        )];
+        let failure = Failure::usage(anyhow::anyhow!("the build failed: RUN exit 1"));
+        record_early_failure(&ci, &args, &failure, &before);
+        let json: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+        assert_eq!(json["outcome"], "usage-error", "{json:#}");
+        assert_eq!(json["steps"][0]["name"], "build", "{json:#}");
+        assert_eq!(json["steps"][0]["ok"], false, "{json:#}");
+        assert_eq!(json["steps"][0]["detail"], "the build failed: RUN exit 1");
+        let summary = std::fs::read_to_string(dir.path().join("summary.md")).unwrap();
+        assert!(
+            summary.contains("| build | ✗ | ")
+                && summary.contains("the build failed: RUN exit 1 |"),
+            "{summary}"
+        );
+        let output = std::fs::read_to_string(dir.path().join("output")).unwrap();
+        assert!(output.contains("outcome=usage-error\n"), "{output}");
+    }
+
+    fn built_plan() -> DeployPlan {
+        let spec = crate::spec::ServiceSpec::parse(
+            std::path::Path::new("s.toml"),
+            "name = \"web\"\nslots = [18001, 18002]\ncontainer_port = 8080\n\
+             [health.http]\njson_field = \".version\"\n\
+             [caddy]\nsnippet_dir = \"/etc/caddy/slipway\"\n",
+        )
+        .unwrap();
+        let image = DeployImage::Built {
+            repository: "127.0.0.1:5000/team/web".into(),
+            build: BuildSteps {
+                context: "app".into(),
+                dockerfile: "app/Dockerfile".into(),
+                tags: vec!["127.0.0.1:5000/team/web:c0ffee1".into()],
+            },
+        };
+        let target = rollout::Target {
+            image: image.rollout_target(),
+            revision: Some(Revision::parse("c0ffee1", "test").unwrap()),
+            reuse_retained: false,
+            replace: None,
+        };
+        let facts = rollout::Facts::default();
+        let plan = rollout::plan(&spec, &target, &facts, "systemctl reload caddy");
+        DeployPlan {
+            image,
+            revision: plan.revision.to_string(),
+            rollout: plan,
+            reload_image: "r/nsenter@sha256:ab".into(),
+            lock: "slipway-lock-web".into(),
+            smoke: Smoke {
+                urls: vec!["https://web.example.com/health".into()],
+                expect: Expect {
+                    status: 200,
+                    json: Some((".version".into(), "c0ffee1".into())),
+                    body_contains: None,
+                    body_regex: None,
+                    header: None,
+                },
+                headers: Vec::new(),
+                resolve: Vec::new(),
+                cacert: None,
+                interval: Duration::from_secs(1),
+                deadline: Duration::from_secs(30),
+                timeout: Duration::from_secs(5),
+            },
+            watch: "5s".into(),
+            on_failure: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_plan_for_an_image_this_deploy_builds_says_so_and_never_shows_the_stand_in_digest() {
+        let dp = built_plan();
+        let text = render_deploy_plan(&dp);
+        let json = serde_json::to_value(&dp).unwrap();
+        let json_text = json.to_string();
+        for out in [&text, &json_text] {
+            assert!(!out.contains("0000000000"), "{out}");
+            assert!(!out.contains(PENDING_DIGEST), "{out}");
+            assert!(
+                out.contains("127.0.0.1:5000/team/web@<built by this deploy>"),
+                "{out}"
+            );
+        }
+        assert!(text.starts_with("build: lint and build app (app/Dockerfile), push 127.0.0.1:5000/team/web:c0ffee1, prove the registry's digest\nplan for web: 127.0.0.1:5000/team/web@<built by this deploy> (revision c0ffee1)\n"), "{text}");
+        assert_eq!(json["image_source"], "built", "{json:#}");
+        assert_eq!(json["repository"], "127.0.0.1:5000/team/web");
+        assert_eq!(json["build"]["tags"][0], "127.0.0.1:5000/team/web:c0ffee1");
+        assert_eq!(
+            json["rollout"]["target"]["image"],
+            "127.0.0.1:5000/team/web@<built by this deploy>"
+        );
+        assert_eq!(json["rollout"]["action"]["kind"], "rollout");
+        assert!(json.get("image").is_none(), "{json:#}");
+    }
+
+    #[test]
+    fn a_plan_for_a_given_image_names_it() {
+        let given = PinnedImage::parse(&format!(
+            "127.0.0.1:5000/team/web@sha256:{}",
+            "ab".repeat(32)
+        ))
+        .unwrap();
+        let mut dp = built_plan();
+        dp.image = DeployImage::Given {
+            image: given.clone(),
+        };
+        let json = serde_json::to_value(&dp).unwrap();
+        assert_eq!(json["image_source"], "given");
+        assert_eq!(json["image"], given.to_string());
+        assert!(json.get("build").is_none(), "{json:#}");
+        let text = render_deploy_plan(&dp);
+        assert!(
+            text.starts_with(&format!("plan for web: {given} (revision c0ffee1)\n")),
+            "{text}"
+        );
     }
 }

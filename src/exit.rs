@@ -4,10 +4,6 @@ use std::fmt::Write as _;
 
 /// What a run of slipway ended in. Every command uses the same codes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[allow(
-    dead_code,
-    reason = "1 and 3 are the rollout's; listed here so every command shares one table"
-)]
 pub enum Exit {
     /// Done: everything asked for happened (for `doctor`: every check passed).
     Success = 0,
@@ -133,12 +129,6 @@ impl Failure {
             let _ = writeln!(out, "hint: {hint}");
         }
         out
-    }
-}
-
-impl<E: Into<anyhow::Error>> From<E> for Failure {
-    fn from(error: E) -> Failure {
-        Failure::new(Exit::Unavailable, error)
     }
 }
 

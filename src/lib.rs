@@ -15,6 +15,7 @@ pub mod exit;
 pub mod host;
 pub mod lint;
 pub mod lock;
+pub mod output;
 pub mod probe;
 pub mod reference;
 pub mod registry;

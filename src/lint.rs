@@ -506,27 +506,41 @@ fn split_reference(reference: &str) -> (&str, Option<&str>, bool) {
     }
 }
 
-/// A name such as `DB_PASSWORD`, `API_KEY`, `NPM_TOKEN` or `CLIENT_SECRET`.
+/// The words that make a name look secret: the one list behind both the lint's `secret-value`
+/// rule and the deploy's `::add-mask::` of env values. A word matches a whole part of the name
+/// (parts are split at anything not a letter or digit, case ignored); `DATABASE_URL` matches
+/// the two parts in a row. `KEY` is left out here: see [`looks_secret_name`].
+pub const SECRET_NAME_WORDS: &[&str] = &[
+    "PASSWORD",
+    "PASSWD",
+    "PASS",
+    "PASSPHRASE",
+    "SECRET",
+    "SECRETS",
+    "TOKEN",
+    "APIKEY",
+    "PRIVATEKEY",
+    "CREDENTIAL",
+    "CREDENTIALS",
+    "AUTH",
+    "DSN",
+    "DATABASE_URL",
+];
+
+/// A name such as `DB_PASSWORD`, `API_KEY`, `NPM_TOKEN`, `CLIENT_SECRET` or `DATABASE_URL`:
+/// one of [`SECRET_NAME_WORDS`], or `KEY` without `PUBLIC`, `PUB` or `ID`.
 pub fn looks_secret_name(name: &str) -> bool {
     let upper = name.to_ascii_uppercase();
     let parts: Vec<&str> = upper
         .split(|c: char| !c.is_ascii_alphanumeric())
         .filter(|p| !p.is_empty())
         .collect();
-    let is = |words: &[&str]| parts.iter().any(|p| words.contains(p));
-    is(&[
-        "PASSWORD",
-        "PASSWD",
-        "PASS",
-        "PASSPHRASE",
-        "SECRET",
-        "SECRETS",
-        "TOKEN",
-        "APIKEY",
-        "PRIVATEKEY",
-        "CREDENTIAL",
-        "CREDENTIALS",
-    ]) || (is(&["KEY"]) && !is(&["PUBLIC", "PUB", "ID"]))
+    let has = |word: &str| {
+        let words: Vec<&str> = word.split('_').collect();
+        parts.windows(words.len()).any(|w| w == words.as_slice())
+    };
+    SECRET_NAME_WORDS.iter().any(|w| has(w))
+        || (has("KEY") && !["PUBLIC", "PUB", "ID"].iter().any(|w| has(w)))
 }
 
 static SECRET_VALUE: LazyLock<Regex> = LazyLock::new(|| {
@@ -550,7 +564,7 @@ static ONLY_REFERENCES: LazyLock<Regex> = LazyLock::new(|| {
 
 /// A literal value under a secret-looking name, or a value that looks like a known kind of
 /// credential whatever its name (a token format, a private key, a URL with a password).
-fn holds_secret(name: &str, value: &str) -> bool {
+pub fn holds_secret(name: &str, value: &str) -> bool {
     SECRET_VALUE.is_match(value)
         || (looks_secret_name(name) && !value.trim().is_empty() && !ONLY_REFERENCES.is_match(value))
 }

@@ -3,17 +3,16 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::io::Write as _;
 
-use anyhow::Context as _;
 use tokio_util::sync::CancellationToken;
 
 use crate::caddy::{self, HostAgent};
-use crate::cli::{Format, GlobalArgs, LockAction, LockArgs, ReloadArgs, ServiceArgs};
+use crate::cli::{GlobalArgs, LockAction, LockArgs, ReloadArgs, ServiceArgs};
 use crate::engine::Engine;
 use crate::exit::{Exit, Failure};
 use crate::host::{self, HostAccess};
 use crate::lock::{self, LockRequest, LockState, Owner};
+use crate::output;
 use crate::reference::PinnedImage;
 use crate::revision::Revision;
 use crate::rollout::{self, Facts, Plan, Report, Target};
@@ -198,11 +197,11 @@ pub async fn run(
     reachable(&p.engine).await?;
     if args.dry_run {
         let plan = plan_only(&p, &choice).await?;
-        print(args.format, &plan, render_plan(&plan))?;
+        output::print(args.format, &plan, render_plan)?;
         return Ok(Exit::Success);
     }
     let report = execute_locked(&p, args, &choice, &rollout::execute::NoCheck, cancel).await?;
-    print(args.format, &report, render_report(&report))?;
+    output::print(args.format, &report, render_report)?;
     let exit = report.outcome.exit();
     if exit != Exit::Success {
         eprintln!("error: {}", report.message);
@@ -280,26 +279,18 @@ async fn locked(
     Ok(rollout::execute(&ctx, &plan, hook).await)
 }
 
-pub fn print<T: serde::Serialize>(format: Format, data: &T, text: String) -> Result<(), Failure> {
-    let out = match format {
-        Format::Text => text,
-        Format::Json => format!(
-            "{}\n",
-            serde_json::to_string_pretty(data).expect("plain data serializes")
-        ),
-    };
-    std::io::stdout()
-        .write_all(out.as_bytes())
-        .context("writing to stdout")
-        .map_err(|e| Failure::new(Exit::Unavailable, e))
+pub fn render_plan(plan: &Plan) -> String {
+    render_plan_as(plan, &plan.target.image.to_string())
 }
 
-pub fn render_plan(plan: &Plan) -> String {
+/// The plan as text, naming its target image `image` (the deploy's plan names an image it
+/// builds `REPOSITORY@<built by this deploy>`).
+pub fn render_plan_as(plan: &Plan, image: &str) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "plan for {}: {} (revision {})",
-        plan.service, plan.target.image, plan.revision
+        "plan for {}: {image} (revision {})",
+        plan.service, plan.revision
     );
     match &plan.active {
         Some(a) => {
@@ -329,133 +320,126 @@ pub fn render_plan(plan: &Plan) -> String {
                 container.name
             );
         }
-        rollout::Action::Rollout(r) => {
-            let mut n = 0;
-            let mut step = |s: &mut String, text: String| {
-                n += 1;
-                let _ = writeln!(s, "  {n}. {text}");
-            };
-            step(&mut s, "take the deploy lock".into());
-            if r.pull {
-                step(&mut s, format!("pull {} by digest", plan.target.image));
-            }
-            for c in &r.remove_abandoned {
-                step(
-                    &mut s,
-                    format!("remove {} (left by a run that died)", c.name),
-                );
-            }
-            for c in &r.stop_stale {
-                step(
-                    &mut s,
-                    format!("stop {} (an older release still running)", c.name),
-                );
-            }
-            match &r.new {
-                rollout::NewContainer::Create(c) => {
-                    let env: Vec<&str> = c.env.iter().map(|(k, _)| k.as_str()).collect();
-                    step(
-                        &mut s,
-                        format!(
-                            "create {} on 127.0.0.1:{} -> :{} (slot {}); env: [{}]; volumes: [{}]; memory: {}; cpus: {}; pids: {}; restart: {}; read-only: {}",
-                            c.name,
-                            r.port,
-                            c.container_port,
-                            r.slot,
-                            env.join(", "),
-                            c.volumes.join(", "),
-                            c.memory_bytes
-                                .map_or("unlimited".into(), |b| format!("{} MiB", b >> 20)),
-                            c.nano_cpus
-                                .map_or("unlimited".into(), |n| format!("{:.2}", n as f64 / 1e9)),
-                            c.pids.map_or("unlimited".into(), |p| p.to_string()),
-                            c.restart,
-                            c.read_only
-                        ),
-                    );
-                }
-                rollout::NewContainer::Restart(c) => step(
-                    &mut s,
-                    format!("start the retained {} on 127.0.0.1:{}", c.name, r.port),
-                ),
-            }
-            step(
-                &mut s,
-                "check the running container's image is that digest".into(),
-            );
-            let mut gate = Vec::new();
-            if r.gate.docker {
-                gate.push("Docker HEALTHCHECK healthy".to_string());
-            }
-            if let Some(h) = &r.gate.http {
-                gate.push(format!(
-                    "GET {}{} -> {}{} x{}",
-                    h.url,
-                    h.host
-                        .as_ref()
-                        .map_or(String::new(), |h| format!(" (Host: {h})")),
-                    h.expect.status,
-                    h.expect
-                        .json
-                        .as_ref()
-                        .map_or(String::new(), |(f, v)| format!(", {f} == {v}")),
-                    h.successes
-                ));
-            }
-            step(
-                &mut s,
-                format!(
-                    "gate: {} within {}",
-                    gate.join(", then "),
-                    humantime::format_duration(r.gate.deadline)
-                ),
-            );
-            step(
-                &mut s,
-                format!(
-                    "write {} -> reverse_proxy 127.0.0.1:{} and run `{}` on the host via the privileged sibling",
-                    r.snippet.path, r.port, r.reload_command
-                ),
-            );
-            step(
-                &mut s,
-                format!("drain {}", humantime::format_duration(r.drain)),
-            );
-            if let Some(old) = r.retire.as_ref().filter(|_| r.remove_retired) {
-                step(
-                    &mut s,
-                    format!("remove {} (it stopped answering; not kept)", old.name),
-                );
-            } else if let Some(old) = &r.retire {
-                step(
-                    &mut s,
-                    format!(
-                        "stop {} (SIGTERM, {} grace) and keep it for rollback",
-                        old.name,
-                        humantime::format_duration(r.stop_grace)
-                    ),
-                );
-            }
-            for c in &r.prune {
-                step(&mut s, format!("remove {} (beyond `retain`)", c.name));
-            }
-            step(&mut s, "release the deploy lock".into());
-            s.push_str("  on failure:\n");
-            for f in &r.on_failure {
-                let _ = writeln!(s, "    - {f}");
-            }
-        }
+        rollout::Action::Rollout(r) => render_rollout(&mut s, r, image),
     }
     s
 }
 
+/// The steps of a rollout, numbered, then what happens on failure.
+fn render_rollout(s: &mut String, r: &rollout::Rollout, image: &str) {
+    let mut n = 0;
+    let mut step = |s: &mut String, text: String| {
+        n += 1;
+        let _ = writeln!(s, "  {n}. {text}");
+    };
+    step(s, "take the deploy lock".into());
+    if r.pull {
+        step(s, format!("pull {image} by digest"));
+    }
+    for c in &r.remove_abandoned {
+        step(s, format!("remove {} (left by a run that died)", c.name));
+    }
+    for c in &r.stop_stale {
+        step(
+            s,
+            format!("stop {} (an older release still running)", c.name),
+        );
+    }
+    match &r.new {
+        rollout::NewContainer::Create(c) => {
+            let env: Vec<&str> = c.env.iter().map(|(k, _)| k.as_str()).collect();
+            step(
+                s,
+                format!(
+                    "create {} on 127.0.0.1:{} -> :{} (slot {}); env: [{}]; volumes: [{}]; memory: {}; cpus: {}; pids: {}; restart: {}; read-only: {}",
+                    c.name,
+                    r.port,
+                    c.container_port,
+                    r.slot,
+                    env.join(", "),
+                    c.volumes.join(", "),
+                    c.memory_bytes
+                        .map_or("unlimited".into(), |b| format!("{} MiB", b >> 20)),
+                    c.nano_cpus
+                        .map_or("unlimited".into(), |n| format!("{:.2}", n as f64 / 1e9)),
+                    c.pids.map_or("unlimited".into(), |p| p.to_string()),
+                    c.restart,
+                    c.read_only
+                ),
+            );
+        }
+        rollout::NewContainer::Restart(c) => step(
+            s,
+            format!("start the retained {} on 127.0.0.1:{}", c.name, r.port),
+        ),
+    }
+    step(
+        s,
+        "check the running container's image is that digest".into(),
+    );
+    let mut gate = Vec::new();
+    if r.gate.docker {
+        gate.push("Docker HEALTHCHECK healthy".to_string());
+    }
+    if let Some(h) = &r.gate.http {
+        gate.push(format!(
+            "GET {}{} -> {}{} x{}",
+            h.url,
+            h.host
+                .as_ref()
+                .map_or(String::new(), |h| format!(" (Host: {h})")),
+            h.expect.status,
+            h.expect
+                .json
+                .as_ref()
+                .map_or(String::new(), |(f, v)| format!(", {f} == {v}")),
+            h.successes
+        ));
+    }
+    step(
+        s,
+        format!(
+            "gate: {} within {}",
+            gate.join(", then "),
+            humantime::format_duration(r.gate.deadline)
+        ),
+    );
+    step(
+        s,
+        format!(
+            "write {} -> reverse_proxy 127.0.0.1:{} and run `{}` on the host via the privileged sibling",
+            r.snippet.path, r.port, r.reload_command
+        ),
+    );
+    step(s, format!("drain {}", humantime::format_duration(r.drain)));
+    if let Some(old) = r.retire.as_ref().filter(|_| r.remove_retired) {
+        step(
+            s,
+            format!("remove {} (it stopped answering; not kept)", old.name),
+        );
+    } else if let Some(old) = &r.retire {
+        step(
+            s,
+            format!(
+                "stop {} (SIGTERM, {} grace) and keep it for rollback",
+                old.name,
+                humantime::format_duration(r.stop_grace)
+            ),
+        );
+    }
+    for c in &r.prune {
+        step(s, format!("remove {} (beyond `retain`)", c.name));
+    }
+    step(s, "release the deploy lock".into());
+    s.push_str("  on failure:\n");
+    for f in &r.on_failure {
+        let _ = writeln!(s, "    - {f}");
+    }
+}
+
 pub fn render_report(r: &Report) -> String {
     let mut s = String::new();
-    let outcome = serde_json::to_value(r.outcome)
-        .ok()
-        .and_then(|v| v.as_str().map(String::from))
-        .unwrap_or_default();
-    let _ = writeln!(s, "{outcome}: {}", r.message);
+    let _ = writeln!(s, "{}: {}", output::outcome_text(r.outcome), r.message);
     for step in &r.steps {
         let _ = writeln!(
             s,
@@ -546,7 +530,7 @@ pub async fn lock_command(global: &GlobalArgs, args: &LockArgs) -> Result<Exit, 
                     spec.name
                 ),
             };
-            print(t.format, &state, text)?;
+            output::print(t.format, &state, |_| text)?;
         }
         LockAction::Release(_) => {
             let existed = lock::force_release(&engine, &spec.name)

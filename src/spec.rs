@@ -278,6 +278,16 @@ impl ServiceSpec {
     /// Every problem, each with its key path.
     pub fn problems(&self) -> Vec<String> {
         let mut p = Vec::new();
+        self.identity_problems(&mut p);
+        self.container_problems(&mut p);
+        self.health_problems(&mut p);
+        self.caddy_problems(&mut p);
+        self.quota_problems(&mut p);
+        p
+    }
+
+    /// The service's name, slots, port and env names.
+    fn identity_problems(&self, p: &mut Vec<String>) {
         if !valid_name(&self.name) {
             p.push(format!(
                 "name: `{}` must be 1-40 chars of a-z, 0-9 and '-', starting with a letter or digit",
@@ -307,6 +317,10 @@ impl ServiceSpec {
                 ));
             }
         }
+    }
+
+    /// How the container runs: volumes, network, limits, restart, logs, labels, user, retain.
+    fn container_problems(&self, p: &mut Vec<String>) {
         for (i, v) in self.volumes.iter().enumerate() {
             if let Err(why) = check_volume(v) {
                 p.push(format!("volumes[{i}]: `{}` {why}", v.escape_debug()));
@@ -373,6 +387,10 @@ impl ServiceSpec {
                     .into(),
             );
         }
+    }
+
+    /// The gate and every duration.
+    fn health_problems(&self, p: &mut Vec<String>) {
         if !self.health.docker && self.health.http.is_none() {
             p.push("health: set docker = true or add [health.http]; a release must be proven healthy before it serves".into());
         }
@@ -409,6 +427,10 @@ impl ServiceSpec {
                 p.push("health.http.json_value: set json_field too".into());
             }
         }
+    }
+
+    /// What reaches the proxy and the host: the snippet directory, options, reload command.
+    fn caddy_problems(&self, p: &mut Vec<String>) {
         if let Err(why) = check_snippet_dir(&self.caddy.snippet_dir) {
             p.push(format!(
                 "caddy.snippet_dir: `{}` {why}",
@@ -423,6 +445,10 @@ impl ServiceSpec {
         if let Err(e) = crate::host::split_command(&self.caddy.reload_command) {
             p.push(format!("caddy.reload_command: {e}"));
         }
+    }
+
+    /// Limits against the host's quota.
+    fn quota_problems(&self, p: &mut Vec<String>) {
         if let Some(q) = &self.quota {
             if let Some(c) = q.cpus
                 && !valid_cpus(c)
@@ -445,7 +471,6 @@ impl ServiceSpec {
                 p.push("limits.cpus: the host has a CPU quota, so set a limit within it".into());
             }
         }
-        p
     }
 
     /// Every duration of the spec with its key and the longest it may be.

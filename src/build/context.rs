@@ -93,7 +93,6 @@ pub struct ContextStream {
     pub body: std::pin::Pin<Box<dyn Stream<Item = io::Result<Bytes>> + Send>>,
     pub done: tokio::task::JoinHandle<Result<ContextStats, ContextError>>,
     /// Bytes handed over so far.
-    #[allow(dead_code, reason = "the tests watch the writer wait for its reader")]
     pub sent: Arc<AtomicU64>,
 }
 

@@ -232,21 +232,6 @@ pub fn prepare(request: &BuildRequest) -> Result<PreparedBuild, BuildError> {
     })
 }
 
-/// Lints, builds, pushes every tag and verifies the registry's copy: the library entry point
-/// of the deploy's build step. (`slipway build` calls [`prepare`] first, to check its input
-/// before it connects to the engine, then [`PreparedBuild::build_and_push`].)
-#[allow(dead_code, reason = "the deploy's build step calls it")]
-pub async fn build_and_push(
-    engine: &Engine,
-    request: &BuildRequest,
-    registry: &Registry,
-    cancel: &CancellationToken,
-) -> Result<PushedImage, BuildError> {
-    prepare(request)?
-        .build_and_push(engine, registry, cancel)
-        .await
-}
-
 impl PreparedBuild {
     /// Builds, pushes every tag and verifies the registry's copy.
     pub async fn build_and_push(
@@ -447,7 +432,7 @@ async fn push(
     }
     let reference = format!("{repository}:{tag}");
     let info = engine
-        .image_info(&reference)
+        .inspect_image(&reference)
         .await
         .map_err(BuildError::from_engine)?;
     let prefix = format!("{repository}@");

@@ -1,6 +1,6 @@
 //! Images: build (classic builder, context streamed as the request body), tag, push, inspect.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io;
 use std::sync::LazyLock;
 
@@ -37,7 +37,9 @@ pub struct ImageInfo {
     pub id: String,
     /// `REPO@sha256:...` for each registry it was pushed to or pulled from.
     pub repo_digests: Vec<String>,
-    pub labels: HashMap<String, String>,
+    /// The image declares a HEALTHCHECK (one that is not `NONE`).
+    pub has_healthcheck: bool,
+    pub labels: BTreeMap<String, String>,
 }
 
 /// `TAG: digest: sha256:... size: N`, the push's last status line.
@@ -97,7 +99,7 @@ impl Engine {
                 BollardError::DockerResponseServerError { message, .. } => {
                     EngineError::BuildFailed { message }
                 }
-                source => self.unreachable_or_api("building", source),
+                source => self.classify("building", source),
             },
             |built| built.is_some(),
         )
@@ -108,15 +110,15 @@ impl Engine {
             });
         };
         // The image the tag now names is the one this build made.
-        let info = self
-            .image_info(&spec.tag)
-            .await?
-            .ok_or_else(|| EngineError::BuildFailed {
-                message: format!(
-                    "the build reported {built}, but {} does not exist",
-                    spec.tag
-                ),
-            })?;
+        let info =
+            self.inspect_image(&spec.tag)
+                .await?
+                .ok_or_else(|| EngineError::BuildFailed {
+                    message: format!(
+                        "the build reported {built}, but {} does not exist",
+                        spec.tag
+                    ),
+                })?;
         let short = built.trim_start_matches("sha256:");
         if !info.id.trim_start_matches("sha256:").starts_with(short) {
             return Err(EngineError::BuildFailed {
@@ -195,7 +197,7 @@ impl Engine {
                         message,
                     }
                 }
-                source => self.unreachable_or_api(&format!("pushing {image}"), source),
+                source => self.classify(&format!("pushing {image}"), source),
             },
             |digest| digest.is_some(),
         )
@@ -204,35 +206,26 @@ impl Engine {
     }
 
     /// The image `reference` names, or `None` when the engine has no such image.
-    pub async fn image_info(&self, reference: &str) -> Result<Option<ImageInfo>, EngineError> {
+    pub async fn inspect_image(&self, reference: &str) -> Result<Option<ImageInfo>, EngineError> {
         match self.docker.inspect_image(reference).await {
-            Ok(image) => Ok(Some(ImageInfo {
-                id: image.id.unwrap_or_default(),
-                repo_digests: image.repo_digests.unwrap_or_default(),
-                labels: image.config.and_then(|c| c.labels).unwrap_or_default(),
-            })),
+            Ok(i) => {
+                let config = i.config.unwrap_or_default();
+                let has_healthcheck = config.healthcheck.as_ref().is_some_and(|h| {
+                    h.test
+                        .as_ref()
+                        .is_some_and(|t| !t.is_empty() && t[0] != "NONE")
+                });
+                Ok(Some(ImageInfo {
+                    id: i.id.unwrap_or_default(),
+                    repo_digests: i.repo_digests.unwrap_or_default(),
+                    has_healthcheck,
+                    labels: config.labels.unwrap_or_default().into_iter().collect(),
+                }))
+            }
             Err(BollardError::DockerResponseServerError {
                 status_code: 404, ..
             }) => Ok(None),
-            Err(source) => Err(EngineError::Api {
-                op: format!("inspecting image {reference}"),
-                source,
-            }),
-        }
-    }
-
-    fn unreachable_or_api(&self, op: &str, source: BollardError) -> EngineError {
-        match source {
-            BollardError::HyperResponseError { .. }
-            | BollardError::IOError { .. }
-            | BollardError::RequestTimeoutError => EngineError::Unreachable {
-                host: self.host.clone(),
-                source,
-            },
-            source => EngineError::Api {
-                op: op.to_string(),
-                source,
-            },
+            Err(source) => Err(self.classify(&format!("inspecting image {reference}"), source)),
         }
     }
 }

@@ -71,15 +71,6 @@ pub struct ContainerInfo {
     pub health_log: Vec<String>,
 }
 
-/// An image as the engine holds it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ImageInfo {
-    pub id: String,
-    pub repo_digests: Vec<String>,
-    pub has_healthcheck: bool,
-    pub labels: BTreeMap<String, String>,
-}
-
 /// Why a health wait ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HealthWait {
@@ -235,30 +226,6 @@ impl Engine {
             }
         }
         Ok(out)
-    }
-
-    pub async fn inspect_image(&self, reference: &str) -> Result<Option<ImageInfo>, EngineError> {
-        match self.docker.inspect_image(reference).await {
-            Ok(i) => {
-                let config = i.config.unwrap_or_default();
-                let has_healthcheck = config.healthcheck.as_ref().is_some_and(|h| {
-                    h.test
-                        .as_ref()
-                        .is_some_and(|t| !t.is_empty() && t[0] != "NONE")
-                });
-                Ok(Some(ImageInfo {
-                    id: i.id.unwrap_or_default(),
-                    repo_digests: i.repo_digests.unwrap_or_default(),
-                    has_healthcheck,
-                    labels: config.labels.unwrap_or_default().into_iter().collect(),
-                }))
-            }
-            Err(e) if not_found(&e) => Ok(None),
-            Err(source) => Err(EngineError::Api {
-                op: format!("inspecting image {reference}"),
-                source,
-            }),
-        }
     }
 
     pub async fn create_app(&self, spec: &AppContainer) -> Result<String, EngineError> {

@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 mod containers;
 mod watch;
-pub use build::ImageBuild;
+pub use build::{ImageBuild, ImageInfo};
 pub use containers::*;
 pub use watch::{ProbeSession, ProbeSibling};
 
@@ -79,6 +79,23 @@ impl EngineError {
             source = e.source();
         }
         text
+    }
+
+    /// The one classifier of bollard's errors: the engine did not answer (its socket, the
+    /// connection, a timeout) is `Unreachable`; anything else (the engine answered with an
+    /// error, or with something unreadable) is an `Api` error of `op`.
+    fn classify(host: &str, op: &str, source: BollardError) -> EngineError {
+        if is_unreachable(&source) {
+            EngineError::Unreachable {
+                host: host.to_string(),
+                source,
+            }
+        } else {
+            EngineError::Api {
+                op: op.to_string(),
+                source,
+            }
+        }
     }
 
     fn api(op: impl Into<String>) -> impl FnOnce(BollardError) -> EngineError {
@@ -142,6 +159,11 @@ impl Engine {
             docker,
             host: host.to_string(),
         })
+    }
+
+    /// A failed call of `op`, classified (see [`EngineError::classify`]).
+    fn classify(&self, op: &str, source: BollardError) -> EngineError {
+        EngineError::classify(&self.host, op, source)
     }
 
     pub async fn version(&self) -> Result<EngineVersion, EngineError> {
@@ -380,7 +402,65 @@ fn existing_binds(mounts: &[(String, String)]) -> Vec<Mount> {
         .collect()
 }
 
+/// The request never got an answer from the engine: no socket, a refused or broken
+/// connection, a timeout.
+fn is_unreachable(e: &BollardError) -> bool {
+    matches!(
+        e,
+        BollardError::HyperLegacyError { .. }
+            | BollardError::HyperResponseError { .. }
+            | BollardError::IOError { .. }
+            | BollardError::RequestTimeoutError
+            | BollardError::SocketNotFoundError(_)
+    )
+}
+
 fn missing_mount(e: &BollardError) -> bool {
     matches!(e, BollardError::DockerResponseServerError { message, .. }
         if message.contains("bind source path does not exist"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_answer_is_unreachable_and_an_answer_is_an_api_error() {
+        let unreachable = [
+            BollardError::RequestTimeoutError,
+            BollardError::IOError {
+                err: std::io::Error::from(std::io::ErrorKind::ConnectionRefused),
+            },
+            BollardError::SocketNotFoundError("/var/run/docker.sock".into()),
+        ];
+        for e in unreachable {
+            let what = e.to_string();
+            assert!(
+                matches!(
+                    EngineError::classify("unix:///x.sock", "listing containers", e),
+                    EngineError::Unreachable { ref host, .. } if host == "unix:///x.sock"
+                ),
+                "{what}"
+            );
+        }
+        let answered = [
+            BollardError::DockerResponseServerError {
+                status_code: 500,
+                message: "boom".into(),
+            },
+            BollardError::DockerStreamError {
+                error: "the stream said no".into(),
+            },
+        ];
+        for e in answered {
+            let what = e.to_string();
+            assert!(
+                matches!(
+                    EngineError::classify("unix:///x.sock", "listing containers", e),
+                    EngineError::Api { ref op, .. } if op == "listing containers"
+                ),
+                "{what}"
+            );
+        }
+    }
 }

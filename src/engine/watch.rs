@@ -206,7 +206,7 @@ impl Engine {
             .docker
             .list_containers(Some(options))
             .await
-            .map_err(|source| self.unreachable_or("listing containers", source))?;
+            .map_err(|source| self.classify("listing containers", source))?;
         Ok(summaries
             .into_iter()
             .filter_map(|s| {
@@ -309,21 +309,6 @@ impl Engine {
             marker: spec.marker(),
             io: Mutex::new((attached.input, attached.output)),
         })
-    }
-
-    /// An error that means the engine itself is gone is `Unreachable`; others stay API errors.
-    fn unreachable_or(&self, op: &str, source: BollardError) -> EngineError {
-        if matches!(source, BollardError::DockerResponseServerError { .. }) {
-            EngineError::Api {
-                op: op.into(),
-                source,
-            }
-        } else {
-            EngineError::Unreachable {
-                host: self.host.clone(),
-                source,
-            }
-        }
     }
 }
 

@@ -560,11 +560,8 @@ impl Watcher {
             }
             other => {
                 self.failed.push(now);
-                let outcome = serde_json::to_value(other)
-                    .ok()
-                    .and_then(|v| v.as_str().map(String::from))
-                    .unwrap_or_default();
-                fail(sh, &outcome, report.message, Some(report.evidence));
+                let outcome = crate::output::outcome_text(other);
+                fail(sh, outcome, report.message, Some(report.evidence));
                 Replacement::Failed(other.exit())
             }
         }
