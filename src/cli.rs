@@ -8,7 +8,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use crate::exit::{
     BUILD_EXIT_CODES_HELP, EXIT_CODES_HELP, LINT_EXIT_CODES_HELP, WATCH_EXIT_CODES_HELP,
 };
-use crate::lint::Rule;
+use crate::image::lint::Rule;
 
 /// The privileged sibling's image when none is given: pinned by digest, kept current by Renovate
 /// (see renovate.json; bumps of this image are never automerged).
@@ -490,7 +490,7 @@ mod tests {
 
     #[test]
     fn default_reload_image_is_pinned() {
-        crate::reference::PinnedImage::parse(DEFAULT_RELOAD_IMAGE).unwrap();
+        crate::image::reference::PinnedImage::parse(DEFAULT_RELOAD_IMAGE).unwrap();
     }
 
     #[test]

@@ -2,10 +2,11 @@
 
 use tokio_util::sync::CancellationToken;
 
-use crate::build::{self, BuildError, BuildRequest};
 use crate::cli::{self, Cli, Command};
 use crate::exit::{Exit, Failure};
-use crate::{credentials, deploy, doctor, engine, host, lint, output, registry, service, watch};
+use crate::image::build::{self, BuildError, BuildRequest};
+use crate::image::{credentials, lint, registry};
+use crate::{deploy, doctor, engine, host, output, service, watch};
 
 /// Runs one parsed command line.
 pub async fn run(cli: Cli, cancel: &CancellationToken) -> Result<Exit, Failure> {

@@ -13,14 +13,15 @@ use tokio_util::sync::CancellationToken;
 use crate::ci::Ci;
 use crate::cli::{DeployArgs, GlobalArgs, SmokeArgs, SmokeCmd};
 use crate::exit::{Exit, Failure};
+use crate::image::lint;
+use crate::image::reference::PinnedImage;
+use crate::image::revision::Revision;
+use crate::output;
 use crate::probe::Expect;
-use crate::reference::PinnedImage;
-use crate::revision::Revision;
 use crate::rollout::execute::AfterSwitch;
 use crate::rollout::{self, ContainerRef, Outcome, Plan, Report, StepName};
 use crate::service::{self, Choice};
 use crate::smoke::{self, Smoke, SmokeError};
-use crate::{lint, output};
 
 /// The smoke test from flags, expecting `version`.
 pub fn smoke_from_args(args: &SmokeArgs, version: &str) -> Result<Smoke, Failure> {
@@ -328,7 +329,12 @@ fn looks_secret(name: &str, value: &str) -> bool {
 /// Where the image comes from.
 enum Source {
     Given(PinnedImage),
-    Build(Box<(crate::build::PreparedBuild, crate::registry::Registry)>),
+    Build(
+        Box<(
+            crate::image::build::PreparedBuild,
+            crate::image::registry::Registry,
+        )>,
+    ),
 }
 
 pub async fn deploy(
@@ -438,7 +444,10 @@ async fn deploy_inner(
 async fn build_step(
     ci: &Ci,
     p: &service::Prepared,
-    (prepared, registry): (crate::build::PreparedBuild, crate::registry::Registry),
+    (prepared, registry): (
+        crate::image::build::PreparedBuild,
+        crate::image::registry::Registry,
+    ),
     cancel: &CancellationToken,
     before: &mut Vec<PreStep>,
 ) -> Result<(PinnedImage, Option<Revision>), Failure> {

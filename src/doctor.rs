@@ -5,10 +5,10 @@ use std::time::Instant;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
-use crate::credentials::Credentials;
 use crate::engine::{Engine, EngineError, OneShotExit};
 use crate::host::HostAccess;
-use crate::registry::Registry;
+use crate::image::credentials::Credentials;
+use crate::image::registry::Registry;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]

@@ -59,7 +59,7 @@ impl Expect {
                 "status {} (expected {}); body: {}",
                 seen.status.map_or("none".into(), |s| s.to_string()),
                 self.status,
-                crate::registry::first_line(&seen.body, 120)
+                crate::image::registry::first_line(&seen.body, 120)
             ));
         }
         if let Some((path, want)) = &self.json {
@@ -71,7 +71,7 @@ impl Expect {
                 None => {
                     return Err(format!(
                         "{path} not found in the body: {}",
-                        crate::registry::first_line(&seen.body, 120)
+                        crate::image::registry::first_line(&seen.body, 120)
                     ));
                 }
             }
@@ -85,7 +85,7 @@ impl Expect {
                 None => {
                     return Err(format!(
                         "/{pattern}/ does not match the body: {}",
-                        crate::registry::first_line(&seen.body, 120)
+                        crate::image::registry::first_line(&seen.body, 120)
                     ));
                 }
             }
@@ -102,7 +102,7 @@ impl Expect {
         {
             return Err(format!(
                 "body lacks `{needle}`: {}",
-                crate::registry::first_line(&seen.body, 120)
+                crate::image::registry::first_line(&seen.body, 120)
             ));
         }
         Ok(())
@@ -173,7 +173,7 @@ pub fn parse_wget(code: i64, stdout: &str, stderr: &str) -> Observed {
         error: status.is_none().then(|| match stderr.trim() {
             "" if code == 143 || code == 124 => "timed out".to_string(),
             "" => format!("wget exited with code {code} and printed nothing"),
-            text => crate::registry::first_line(text, 200),
+            text => crate::image::registry::first_line(text, 200),
         }),
     }
 }

@@ -6,15 +6,15 @@ use std::fmt::Write as _;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::caddy::{self, HostAgent};
 use crate::cli::{GlobalArgs, LockAction, LockArgs, ReloadArgs, ServiceArgs};
 use crate::engine::Engine;
 use crate::exit::{Exit, Failure};
+use crate::host::agent::{self, HostAgent};
+use crate::host::lock::{self, LockRequest, LockState, Owner};
 use crate::host::{self, HostAccess};
-use crate::lock::{self, LockRequest, LockState, Owner};
+use crate::image::reference::PinnedImage;
+use crate::image::revision::Revision;
 use crate::output;
-use crate::reference::PinnedImage;
-use crate::revision::Revision;
 use crate::rollout::{self, Facts, Plan, Report, Target};
 use crate::spec::{self, ServiceSpec};
 
@@ -480,7 +480,7 @@ pub async fn reload(
     })?;
     let engine = connect(global)?;
     reachable(&engine).await?;
-    match caddy::reload_once(&engine, &host, &argv, cancel).await {
+    match agent::reload_once(&engine, &host, &argv, cancel).await {
         Ok(out) => {
             eprintln!(
                 "reloaded: `{}` on the host took {} ms",
@@ -489,10 +489,10 @@ pub async fn reload(
             );
             Ok(Exit::Success)
         }
-        Err(caddy::CaddyError::Engine(crate::engine::EngineError::Interrupted { .. })) => {
+        Err(agent::AgentError::Engine(crate::engine::EngineError::Interrupted { .. })) => {
             Ok(Exit::Interrupted)
         }
-        Err(e @ caddy::CaddyError::Reload { .. }) => Err(Failure::new(Exit::Unavailable, e)
+        Err(e @ agent::AgentError::Reload { .. }) => Err(Failure::new(Exit::Unavailable, e)
             .with_hint("run the command on the host by hand to see why; `slipway doctor` checks the sibling and the command")),
         Err(e) => Err(Failure::new(Exit::Unavailable, e)),
     }

@@ -438,7 +438,7 @@ impl ServiceSpec {
             ));
         }
         for (i, o) in self.caddy.upstream_options.iter().enumerate() {
-            if let Err(why) = crate::caddy::check_upstream_option(o) {
+            if let Err(why) = crate::host::caddy::check_upstream_option(o) {
                 p.push(format!("caddy.upstream_options[{i}]: {why}"));
             }
         }

@@ -2,9 +2,9 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use slipway::build::dockerignore::DockerIgnore;
-use slipway::dockerfile::{self, Stages};
-use slipway::lint::{self, LintOptions};
+use slipway::image::build::dockerignore::DockerIgnore;
+use slipway::image::dockerfile::{self, Stages};
+use slipway::image::lint::{self, LintOptions};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {

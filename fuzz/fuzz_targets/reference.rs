@@ -2,7 +2,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use slipway::reference::PinnedImage;
+use slipway::image::reference::PinnedImage;
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {
@@ -10,7 +10,7 @@ fuzz_target!(|data: &[u8]| {
     };
     match PinnedImage::parse(text) {
         Ok(image) => {
-            assert!(slipway::reference::is_sha256_digest(image.digest()));
+            assert!(slipway::image::reference::is_sha256_digest(image.digest()));
             assert!(image.as_str().ends_with(image.digest()));
         }
         Err(e) => {

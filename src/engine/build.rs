@@ -16,7 +16,7 @@ use secrecy::ExposeSecret;
 use tokio_util::sync::CancellationToken;
 
 use super::{Engine, EngineError};
-use crate::credentials::Credentials;
+use crate::image::credentials::Credentials;
 
 /// What to build. Maps one to one onto the engine's `POST /build` query.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -157,7 +157,7 @@ impl Engine {
         cancel: &CancellationToken,
     ) -> Result<Option<String>, EngineError> {
         let image = format!("{repo}:{tag}");
-        let server = crate::credentials::registry_host(repo).to_string();
+        let server = crate::image::credentials::registry_host(repo).to_string();
         let auth = match credentials {
             Some(c) => DockerCredentials {
                 username: Some(c.username.clone()),

@@ -7,8 +7,8 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::gate::{self, Gate, GateFailure};
-use crate::caddy::HostAgent;
 use crate::engine::{AppContainer, ContainerInfo, Engine, ImageInfo};
+use crate::host::agent::HostAgent;
 
 /// Every call the executor makes that changes or reads the host. Errors are the one-line text a
 /// report shows.

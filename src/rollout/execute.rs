@@ -9,8 +9,8 @@ use super::backend::{Backend, Live};
 use super::gate::{Gate, GateFailure};
 use super::undo::{self, Progress, PutBack};
 use super::{Action, ContainerRef, NewContainer, Plan, Rollout};
-use crate::caddy::HostAgent;
 use crate::engine::Engine;
+use crate::host::agent::HostAgent;
 
 pub use super::report::{Evidence, Outcome, Report, Step, StepName};
 

@@ -7,10 +7,10 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::*;
-use crate::caddy::SnippetState;
 use crate::engine::{AppContainer, ContainerInfo, ImageInfo};
-use crate::reference::PinnedImage;
-use crate::revision::Revision;
+use crate::host::agent::SnippetState;
+use crate::image::reference::PinnedImage;
+use crate::image::revision::Revision;
 use crate::rollout::{Facts, LABEL_DIGEST, LABEL_IMAGE, LABEL_PORT, LABEL_RELEASED, LABEL_SLOT};
 use crate::rollout::{Target, plan};
 use crate::spec::ServiceSpec;
@@ -135,7 +135,7 @@ impl Backend for Fake {
         }
     }
     async fn write_snippet(&self, _: &str, content: Option<&str>) -> Result<(), String> {
-        let to = match content.and_then(crate::caddy::snippet_port) {
+        let to = match content.and_then(crate::host::caddy::snippet_port) {
             Some(18001) => "old",
             Some(18002) => "new",
             _ => "placeholder",

@@ -1,9 +1,8 @@
 //! Facts: what the engine says about a service, read without changing anything.
 
 use super::LABEL_SERVICE;
-use crate::caddy;
 use crate::engine::{ContainerInfo, Engine, EngineError, ImageInfo, LABEL_MANAGED, LABEL_ROLE};
-use crate::reference::PinnedImage;
+use crate::image::reference::PinnedImage;
 
 /// Everything the planner may know, gathered before any change.
 #[derive(Debug, Clone, Default)]
@@ -15,7 +14,7 @@ pub struct Facts {
     /// The target image, when the engine already has it.
     pub image: Option<ImageInfo>,
     /// The snippet Caddy imports and what the last reload applied; `None` when not read.
-    pub snippet: Option<caddy::SnippetState>,
+    pub snippet: Option<crate::host::agent::SnippetState>,
     /// Env values by name, from the job's environment.
     pub env: Vec<(String, String)>,
     pub now_unix_ms: u64,

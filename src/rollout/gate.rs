@@ -8,8 +8,8 @@ use serde::Serialize;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::caddy::HostAgent;
 use crate::engine::{Engine, EngineError, HealthWait, OneShotExit};
+use crate::host::agent::HostAgent;
 use crate::probe::{self, Expect};
 use crate::spec::ServiceSpec;
 

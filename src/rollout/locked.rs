@@ -5,10 +5,10 @@
 use tokio_util::sync::CancellationToken;
 
 use super::Facts;
-use crate::caddy::{CaddyError, HostAgent};
 use crate::engine::{Engine, EngineError};
-use crate::lock::{Lock, LockError, LockRequest};
-use crate::reference::PinnedImage;
+use crate::host::agent::{AgentError, HostAgent};
+use crate::host::lock::{Lock, LockError, LockRequest};
+use crate::image::reference::PinnedImage;
 
 /// Runs `body` with the lock held and the agent attached; the lock is released afterwards,
 /// whatever `body` returned.
@@ -29,7 +29,7 @@ pub async fn with_lock<T>(
 #[derive(Debug, thiserror::Error)]
 pub enum FactsError {
     #[error("reading the snippet on the host failed: {0}")]
-    Snippet(#[from] CaddyError),
+    Snippet(#[from] AgentError),
     #[error(transparent)]
     Engine(#[from] EngineError),
 }

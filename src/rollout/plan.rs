@@ -8,10 +8,10 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::*;
-use crate::caddy;
 use crate::engine::{AppContainer, ContainerInfo};
-use crate::reference::PinnedImage;
-use crate::revision::Revision;
+use crate::host::caddy;
+use crate::image::reference::PinnedImage;
+use crate::image::revision::Revision;
 use crate::spec::ServiceSpec;
 
 /// What to roll out.
@@ -483,7 +483,7 @@ pub fn gate_for_image(gate: &Gate, has_healthcheck: bool) -> Result<Gate, String
 pub fn revision_of(
     target: &Target,
     facts: &Facts,
-) -> Result<Revision, crate::revision::RevisionError> {
+) -> Result<Revision, crate::image::revision::RevisionError> {
     if let Some(r) = &target.revision {
         return Ok(r.clone());
     }

@@ -111,7 +111,7 @@ pub struct Report {
     /// One sentence: what happened and what serves now.
     pub message: String,
     pub image: String,
-    pub revision: crate::revision::Revision,
+    pub revision: crate::image::revision::Revision,
     pub previous: Option<super::ContainerRef>,
     pub container: Option<String>,
     pub port: Option<u16>,

@@ -2,10 +2,10 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use super::*;
-use crate::caddy;
 use crate::engine::ContainerInfo;
-use crate::reference::PinnedImage;
-use crate::revision::Revision;
+use crate::host::caddy;
+use crate::image::reference::PinnedImage;
+use crate::image::revision::Revision;
 use crate::spec::ServiceSpec;
 
 const D1: &str = "sha256:1111111111111111111111111111111111111111111111111111111111111111";
@@ -75,7 +75,7 @@ fn facts(containers: Vec<ContainerInfo>, snippet_port: Option<u16>) -> Facts {
         containers,
         leftovers: Vec::new(),
         image: None,
-        snippet: Some(caddy::SnippetState {
+        snippet: Some(crate::host::agent::SnippetState {
             file: snippet_port.map(snippet),
             applied: None,
         }),

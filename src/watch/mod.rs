@@ -30,7 +30,7 @@ use crate::cli::{GlobalArgs, WatchArgs};
 use crate::engine::{Engine, LABEL_MANAGED, LABEL_ROLE};
 use crate::exit::{Exit, Failure};
 use crate::host::HostAccess;
-use crate::lock::Owner;
+use crate::host::lock::Owner;
 use crate::rollout;
 use crate::spec::ServiceSpec;
 

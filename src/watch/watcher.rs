@@ -11,14 +11,14 @@ use tokio_util::sync::CancellationToken;
 
 use super::events::{Event, Events};
 use super::policy::{Decision, Policy};
-use crate::caddy::HostAgent;
 use crate::engine::{
     ContainerInfo, Engine, EngineError, LABEL_MANAGED, ProbeSession, ProbeSibling, unique_suffix,
 };
 use crate::exit::Exit;
 use crate::host::HostAccess;
-use crate::lock::{LABEL_OWNER, LockError, LockRequest, Owner};
-use crate::reference::PinnedImage;
+use crate::host::agent::HostAgent;
+use crate::host::lock::{LABEL_OWNER, LockError, LockRequest, Owner};
+use crate::image::reference::PinnedImage;
 use crate::rollout::execute::{Context, Evidence, NoCheck};
 use crate::rollout::{self, Facts, Gate, HttpGate, Outcome, Replace, Target};
 use crate::spec::ServiceSpec;
@@ -508,7 +508,7 @@ impl Watcher {
         self.remove_sibling(sh).await;
         let target = Target {
             image,
-            revision: crate::revision::Revision::parse(
+            revision: crate::image::revision::Revision::parse(
                 &label(&stuck, rollout::LABEL_REVISION),
                 "the stuck container's dev.slipway.revision label",
             )

@@ -5,7 +5,7 @@ use oci_spec::image::{ImageConfiguration, ImageManifest};
 use sha2::{Digest as _, Sha256};
 use thiserror::Error;
 
-use crate::registry::Manifest;
+use crate::image::registry::Manifest;
 
 pub const LABEL_REVISION: &str = "org.opencontainers.image.revision";
 

@@ -10,7 +10,7 @@ use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderMap, WWW_AUTHEN
 use secrecy::ExposeSecret;
 use thiserror::Error;
 
-use crate::credentials::{Credentials, registry_host};
+use crate::image::credentials::{Credentials, registry_host};
 
 #[derive(Debug, Error)]
 pub enum RegistryError {

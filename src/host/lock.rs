@@ -10,9 +10,9 @@ use thiserror::Error;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::caddy::SNIPPET_MOUNT;
 use crate::engine::{ContainerInfo, Engine, EngineError, OneShot};
 use crate::host::HostAccess;
+use crate::host::agent::SNIPPET_MOUNT;
 
 pub const LABEL_OWNER: &str = "dev.slipway.lock.owner";
 pub const LABEL_OWNER_HOST: &str = "dev.slipway.lock.host";

@@ -20,9 +20,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::engine::{Engine, EngineError, ImageBuild};
 use crate::exit::Exit;
-use crate::lint::{self, LintError, Report};
-use crate::reference::PinnedImage;
-use crate::registry::{Registry, RegistryError};
+use crate::image::lint::{self, LintError, Report};
+use crate::image::reference::PinnedImage;
+use crate::image::registry::{Registry, RegistryError};
 use context::{Context, ContextError, ContextStats};
 use progress::{BuildLog, PushLog};
 pub use request::{BuildRequest, created_now, key_values, resolve_revision, resolve_source};
@@ -561,7 +561,7 @@ fn push_failure(registry: &str, tag: &str, cause: &PushCause, source: &EngineErr
         EngineError::PushFailed { message, .. } => message.clone(),
         other => other.to_string(),
     };
-    let said = crate::registry::first_line(&said, 300);
+    let said = crate::image::registry::first_line(&said, 300);
     let status = status.map(|s| format!(" (HTTP {s})")).unwrap_or_default();
     format!("registry {registry} failed{status} while {tag} was pushed: {said}")
 }
@@ -757,7 +757,7 @@ mod tests {
         Registry::new(
             "registry.example:5000",
             false,
-            Some(crate::credentials::Credentials {
+            Some(crate::image::credentials::Credentials {
                 username: "ci".into(),
                 password: secrecy::SecretString::from(password.to_string()),
                 source: "--registry-user and $PW".into(),

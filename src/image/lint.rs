@@ -9,9 +9,9 @@ use regex::Regex;
 use serde::Serialize;
 use thiserror::Error;
 
-use crate::build::dockerignore::{DockerIgnore, DockerIgnoreError};
-use crate::dockerfile::{self, Instruction, Stage, Stages};
-use crate::reference::{PinnedImage, ReferenceError};
+use crate::image::build::dockerignore::{DockerIgnore, DockerIgnoreError};
+use crate::image::dockerfile::{self, Instruction, Stage, Stages};
+use crate::image::reference::{PinnedImage, ReferenceError};
 
 /// The rules, by the id used in findings and with `--allow`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, clap::ValueEnum)]

@@ -7,7 +7,7 @@ use std::sync::LazyLock;
 use regex::Regex;
 
 use super::BuildError;
-use crate::lint::{LintOptions, Rule};
+use crate::image::lint::{LintOptions, Rule};
 
 pub const LABEL_SOURCE: &str = "org.opencontainers.image.source";
 pub const LABEL_CREATED: &str = "org.opencontainers.image.created";

@@ -1,12 +1,16 @@
 //! Reaching the host from a job container: a digest-pinned privileged sibling with the host's
 //! PID namespace runs `nsenter -t PID -m -u -n -p -i -- COMMAND`.
 
+pub mod agent;
+pub mod caddy;
+pub mod lock;
+
 use std::time::Duration;
 
 use thiserror::Error;
 
 use crate::engine::OneShot;
-use crate::reference::{PinnedImage, ReferenceError};
+use crate::image::reference::{PinnedImage, ReferenceError};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HostAccess {

@@ -1,0 +1,216 @@
+//! The host agent: the privileged `--pid=host` sibling that also is the deploy lock (see
+//! lock.rs). Host steps are exec'd in it: read and write the snippet (with its applied record),
+//! reload the proxy through nsenter, probe inside a container's network namespace.
+
+use thiserror::Error;
+use tokio_util::sync::CancellationToken;
+
+use crate::engine::{Engine, EngineError, OneShotExit};
+use crate::host::HostAccess;
+
+/// Where the agent sees the host's snippet directory.
+pub const SNIPPET_MOUNT: &str = "/slipway/snippets";
+const MOUNT: &str = SNIPPET_MOUNT;
+
+#[derive(Debug, Error)]
+pub enum AgentError {
+    #[error("the Caddy reload failed (exit {code}): {output}")]
+    Reload { code: i64, output: String },
+    #[error("writing the snippet {file} on the host failed (exit {code}): {output}")]
+    Write {
+        file: String,
+        code: i64,
+        output: String,
+    },
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+}
+
+/// Host steps exec'd in a running privileged `--pid=host` sibling with the snippet directory
+/// mounted (the lock holder's container).
+pub struct HostAgent {
+    pub id: String,
+    host: HostAccess,
+}
+
+fn sh(script: &str, args: &[&str]) -> Vec<String> {
+    ["sh", "-c", script, "sh"]
+        .into_iter()
+        .chain(args.iter().copied())
+        .map(String::from)
+        .collect()
+}
+
+impl HostAgent {
+    pub fn attach(id: &str, host: &HostAccess) -> HostAgent {
+        HostAgent {
+            id: id.to_string(),
+            host: host.clone(),
+        }
+    }
+
+    /// Runs `argv` inside the network namespace of host process `pid` (a container's).
+    pub async fn exec_in_netns(
+        &self,
+        engine: &Engine,
+        pid: i64,
+        argv: &[String],
+        deadline: std::time::Duration,
+    ) -> Result<OneShotExit, EngineError> {
+        let mut cmd: Vec<String> = ["nsenter", "-t", &pid.to_string(), "-n", "--"]
+            .map(String::from)
+            .to_vec();
+        cmd.extend(argv.iter().cloned());
+        engine.exec(&self.id, &cmd, deadline).await
+    }
+
+    /// The snippet file and the content last confirmed applied by a reload (`.<file>.applied`),
+    /// each `None` when absent. One exec.
+    pub async fn read(&self, engine: &Engine, file: &str) -> Result<SnippetState, AgentError> {
+        let script = format!(
+            "f={MOUNT}/$1; a={MOUNT}/.$1.applied; \
+             if [ -e \"$f\" ]; then printf F; cat \"$f\" || exit 4; fi; printf '\\000'; \
+             if [ -e \"$a\" ]; then printf A; cat \"$a\" || exit 4; fi"
+        );
+        let out = engine
+            .exec(&self.id, &sh(&script, &[file]), self.host.deadline)
+            .await?;
+        if out.code != 0 {
+            return Err(AgentError::Write {
+                file: file.into(),
+                code: out.code,
+                output: out.stderr.trim().into(),
+            });
+        }
+        Ok(SnippetState::parse(&out.stdout))
+    }
+
+    /// Replaces the snippet atomically (temp file + rename); `None` writes a comment-only
+    /// placeholder (nothing routed). First records what is applied now, if nothing has yet, so a
+    /// run killed before the reload leaves proof of what Caddy still serves.
+    pub async fn write(
+        &self,
+        engine: &Engine,
+        file: &str,
+        content: Option<&str>,
+    ) -> Result<(), AgentError> {
+        let script = format!(
+            "f={MOUNT}/$1; a={MOUNT}/.$1.applied; t={MOUNT}/.$1.slipway-tmp; \
+             if [ ! -e \"$a\" ]; then \
+               if [ -e \"$f\" ]; then cp \"$f\" \"$a.tmp\"; else printf '{PLACEHOLDER}' > \"$a.tmp\"; fi \
+               && mv -f \"$a.tmp\" \"$a\" || exit 5; \
+             fi; \
+             printf '%s' \"$2\" > \"$t\" && mv -f \"$t\" \"$f\""
+        );
+        // Not removed: a Caddyfile that imports this file by name needs it to exist.
+        let text = content.unwrap_or(PLACEHOLDER_TEXT);
+        let out = engine
+            .exec(&self.id, &sh(&script, &[file, text]), self.host.deadline)
+            .await?;
+        written(file, out)
+    }
+
+    /// After a reload succeeded: the snippet file is what Caddy serves.
+    pub async fn mark_applied(&self, engine: &Engine, file: &str) -> Result<(), AgentError> {
+        let script = format!(
+            "f={MOUNT}/$1; a={MOUNT}/.$1.applied; cp -f \"$f\" \"$a.tmp\" && mv -f \"$a.tmp\" \"$a\""
+        );
+        let out = engine
+            .exec(&self.id, &sh(&script, &[file]), self.host.deadline)
+            .await?;
+        written(file, out)
+    }
+
+    /// Runs the reload command on the host (nsenter into PID `host.pid`).
+    pub async fn reload(
+        &self,
+        engine: &Engine,
+        command: &[String],
+    ) -> Result<OneShotExit, AgentError> {
+        let out = engine
+            .exec(
+                &self.id,
+                &self.host.nsenter_argv(command),
+                self.host.deadline,
+            )
+            .await?;
+        reloaded(out)
+    }
+}
+
+/// What a snippet holds when no release serves.
+const PLACEHOLDER_TEXT: &str = "# slipway: no release serves here\n";
+/// The same, as a printf format inside the agent's script.
+const PLACEHOLDER: &str = "# slipway: no release serves here\\n";
+
+/// The snippet file and the content last applied by a reload, as read from the host.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SnippetState {
+    pub file: Option<String>,
+    pub applied: Option<String>,
+}
+
+impl SnippetState {
+    fn parse(out: &str) -> SnippetState {
+        let (file, applied) = out.split_once('\0').unwrap_or((out, ""));
+        SnippetState {
+            file: file.strip_prefix('F').map(String::from),
+            applied: applied.strip_prefix('A').map(String::from),
+        }
+    }
+}
+
+fn written(file: &str, out: OneShotExit) -> Result<(), AgentError> {
+    if out.code != 0 {
+        return Err(AgentError::Write {
+            file: file.into(),
+            code: out.code,
+            output: out.stderr.trim().into(),
+        });
+    }
+    Ok(())
+}
+
+/// `slipway reload`: one short-lived privileged sibling runs the reload command.
+pub async fn reload_once(
+    engine: &Engine,
+    host: &HostAccess,
+    command: &[String],
+    cancel: &CancellationToken,
+) -> Result<OneShotExit, AgentError> {
+    engine.ensure_image(&host.image.to_string()).await?;
+    let out = engine
+        .run_oneshot(&host.nsenter("reload", command), cancel)
+        .await?;
+    reloaded(out)
+}
+
+/// A reload's exit: anything but 0 is the reload failing, with what the host printed.
+fn reloaded(out: OneShotExit) -> Result<OneShotExit, AgentError> {
+    if out.code != 0 {
+        return Err(AgentError::Reload {
+            code: out.code,
+            output: format!("{}{}", out.stdout, out.stderr).trim().to_string(),
+        });
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_agent_output_splits_into_file_and_applied() {
+        let both =
+            SnippetState::parse("Freverse_proxy 127.0.0.1:1\n\0Areverse_proxy 127.0.0.1:2\n");
+        assert_eq!(both.file.as_deref(), Some("reverse_proxy 127.0.0.1:1\n"));
+        assert_eq!(both.applied.as_deref(), Some("reverse_proxy 127.0.0.1:2\n"));
+        assert_eq!(SnippetState::parse("\0"), SnippetState::default());
+        let empty_file = SnippetState::parse("F\0");
+        assert_eq!(
+            (empty_file.file.as_deref(), empty_file.applied),
+            (Some(""), None)
+        );
+    }
+}
