@@ -20,7 +20,7 @@ use crate::output;
 use crate::probe::Expect;
 use crate::rollout::execute::AfterSwitch;
 use crate::rollout::{self, ContainerRef, Outcome, Plan, Report, StepName};
-use crate::service::{self, Choice};
+use crate::rollout::Choice;
 use crate::smoke::{self, Smoke, SmokeError};
 
 /// The smoke test from flags, expecting `version`.
@@ -434,7 +434,7 @@ async fn deploy_inner(
         window: args.watch,
         args: args.smoke.clone(),
     };
-    let report = service::execute_locked(&p, &args.service, &choice, &hook, cancel).await;
+    let report = rollout::execute_locked(&p, &args.service, &choice, &hook, cancel).await;
     ci.end_group();
     let report = report?;
     finish(&ci, args, &p.spec.name, &report, started, before)
@@ -443,7 +443,7 @@ async fn deploy_inner(
 /// Builds, pushes and proves the image; the step, failed or not, goes into `before`.
 async fn build_step(
     ci: &Ci,
-    p: &service::Prepared,
+    p: &rollout::Prepared,
     (prepared, registry): (
         crate::image::build::PreparedBuild,
         crate::image::registry::Registry,
@@ -471,7 +471,7 @@ async fn build_step(
             pushed.image, pushed.steps, pushed.cached_steps, pushed.context.bytes, pushed.digest
         ),
     ));
-    let revision = service::revision_arg(&pushed.revision, "the build's revision")?;
+    let revision = rollout::revision_arg(&pushed.revision, "the build's revision")?;
     Ok((pushed.image, Some(revision)))
 }
 
@@ -480,8 +480,8 @@ async fn check_inputs(
     global: &GlobalArgs,
     args: &DeployArgs,
     ci: &Ci,
-) -> Result<(service::Prepared, Source), Failure> {
-    let p = service::prepare(global, &args.service)?;
+) -> Result<(rollout::Prepared, Source), Failure> {
+    let p = rollout::prepare(global, &args.service)?;
     for (name, value) in &p.values {
         if looks_secret(name, value) {
             ci.mask(value);
@@ -514,7 +514,7 @@ async fn check_inputs(
             crate::commands::prepare_build(&args.build, Some(p.spec.health.http.is_some())).await?,
         )),
     };
-    service::reachable(&p.engine).await?;
+    rollout::reachable(&p.engine).await?;
     Ok((p, source))
 }
 
@@ -532,11 +532,11 @@ fn given_revision(args: &DeployArgs) -> Result<Option<Revision>, Failure> {
             .map(|r| (r, "GITHUB_SHA"))
     };
     flag.or_else(env)
-        .map(|(text, source)| service::revision_arg(&text, source))
+        .map(|(text, source)| rollout::revision_arg(&text, source))
         .transpose()
 }
 
-async fn revision_label(p: &service::Prepared, image: &PinnedImage) -> Result<String, Failure> {
+async fn revision_label(p: &rollout::Prepared, image: &PinnedImage) -> Result<String, Failure> {
     p.engine
         .ensure_image(&image.to_string())
         .await
@@ -547,7 +547,7 @@ async fn revision_label(p: &service::Prepared, image: &PinnedImage) -> Result<St
         .map_err(|e| Failure::new(Exit::Unavailable, e))?
         .and_then(|i| i.labels.get(rollout::REVISION_LABEL).cloned())
         .map(|label| {
-            service::revision_arg(&label, "the image's org.opencontainers.image.revision label")
+            rollout::revision_arg(&label, "the image's org.opencontainers.image.revision label")
                 .map(|r| r.to_string())
         })
         .transpose()?
@@ -561,7 +561,7 @@ async fn revision_label(p: &service::Prepared, image: &PinnedImage) -> Result<St
 
 async fn dry_run(
     args: &DeployArgs,
-    p: &service::Prepared,
+    p: &rollout::Prepared,
     source: &Source,
     revision: Option<Revision>,
 ) -> Result<Exit, Failure> {
@@ -586,7 +586,7 @@ async fn dry_run(
                 dockerfile: req.dockerfile.clone(),
                 tags,
             };
-            let revision = service::revision_arg(&req.revision, "the build's revision")?;
+            let revision = rollout::revision_arg(&req.revision, "the build's revision")?;
             (DeployImage::Built { repository, build }, Some(revision))
         }
     };
@@ -594,7 +594,7 @@ async fn dry_run(
         image: image.rollout_target().to_string(),
         revision,
     };
-    let plan = service::plan_only(p, &choice).await?;
+    let plan = rollout::plan_only(p, &choice).await?;
     let version = args
         .smoke
         .expect_version
@@ -725,7 +725,7 @@ fn finish(
         }
     }
     output::print(args.service.format, &deploy_report, |_| {
-        service::render_report(report)
+        rollout::render_report(report)
     })?;
     let exit = report.outcome.exit();
     if exit != Exit::Success {
@@ -795,7 +795,7 @@ fn render_deploy_plan(dp: &DeployPlan) -> String {
             build.tags.join(", ")
         );
     }
-    s.push_str(&service::render_plan_as(&dp.rollout, &dp.image.reference()));
+    s.push_str(&rollout::render_plan_as(&dp.rollout, &dp.image.reference()));
     let _ = writeln!(s, "  reload image: {}", dp.reload_image);
     let _ = writeln!(s, "  lock: {}", dp.lock);
     for url in &dp.smoke.urls {

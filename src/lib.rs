@@ -13,7 +13,6 @@ pub mod image;
 pub mod output;
 pub mod probe;
 pub mod rollout;
-pub mod service;
 pub mod smoke;
 pub mod spec;
 pub mod watch;

@@ -4,11 +4,16 @@
 
 use tokio_util::sync::CancellationToken;
 
-use super::Facts;
+use super::inputs::{Choice, Prepared, revision_arg};
+use super::render::render_plan;
+use super::{Facts, Plan, Report, Target};
+use crate::cli::ServiceArgs;
 use crate::engine::{Engine, EngineError};
+use crate::exit::{Exit, Failure};
 use crate::host::agent::{AgentError, HostAgent};
-use crate::host::lock::{Lock, LockError, LockRequest};
+use crate::host::lock::{self, Lock, LockError, LockRequest};
 use crate::image::reference::PinnedImage;
+use crate::rollout;
 
 /// Runs `body` with the lock held and the agent attached; the lock is released afterwards,
 /// whatever `body` returned.
@@ -48,4 +53,124 @@ pub async fn fresh_facts(
     let mut facts = super::gather_facts(engine, service, image, env, run_url).await?;
     facts.snippet = Some(snippet);
     Ok(facts)
+}
+
+/// Read-only: the service's containers, leftovers of dead runs, the image if present.
+pub async fn gather(p: &Prepared, image: Option<&PinnedImage>) -> Result<Facts, Failure> {
+    rollout::gather_facts(
+        &p.engine,
+        &p.spec.name,
+        image,
+        p.values.clone(),
+        p.owner.run.clone(),
+    )
+    .await
+    .map_err(|e| Failure::new(Exit::Unavailable, e))
+}
+
+pub(crate) fn resolve_target(choice: &Choice, facts: &Facts) -> Result<Target, Failure> {
+    match choice {
+        Choice::Image { image, revision } => {
+            let image = PinnedImage::parse(image).map_err(|e| {
+                let hint = e.hint();
+                Failure::usage(
+                    anyhow::Error::new(e).context("the image to roll out must be pinned"),
+                )
+                .with_hint(hint)
+            })?;
+            Ok(Target {
+                image,
+                revision: revision.clone(),
+                reuse_retained: false,
+                replace: None,
+            })
+        }
+        Choice::LastGood => {
+            let back = rollout::rollback_target(facts).ok_or_else(|| {
+                Failure::usage(anyhow::anyhow!(
+                    "there is no retained release to roll back to"
+                ))
+                .with_hint("rollback returns to a previous release kept stopped on this host (see `retain` in the spec); roll out a pinned image instead")
+            })?;
+            let r = rollout::container_ref(back);
+            let source = format!("the dev.slipway.revision label of {}", r.name);
+            Ok(Target {
+                image: PinnedImage::parse(&back.labels[rollout::LABEL_IMAGE])
+                    .expect("rollback_target only returns pinned images"),
+                revision: Some(revision_arg(&r.revision, &source)?),
+                reuse_retained: true,
+                replace: None,
+            })
+        }
+    }
+}
+
+/// Read-only: facts, then the plan. What `--dry-run` prints.
+pub async fn plan_only(p: &Prepared, choice: &Choice) -> Result<Plan, Failure> {
+    let facts = gather(p, None).await?;
+    let target = resolve_target(choice, &facts)?;
+    let facts = gather(p, Some(&target.image)).await?;
+    Ok(rollout::plan(&p.spec, &target, &facts, &p.reload_text))
+}
+
+/// Takes the lock (whose container is the host agent), plans from fresh facts, executes, and
+/// releases the lock on every path.
+pub async fn execute_locked(
+    p: &Prepared,
+    args: &ServiceArgs,
+    choice: &Choice,
+    hook: &impl rollout::execute::AfterSwitch,
+    cancel: &CancellationToken,
+) -> Result<Report, Failure> {
+    let request = LockRequest {
+        service: &p.spec.name,
+        host: &p.host,
+        snippet_dir: &p.spec.caddy.snippet_dir,
+        owner: &p.owner,
+        ttl: args.lock_ttl,
+        wait: args.lock_wait,
+    };
+    let body = async |agent: &HostAgent| locked(p, agent, choice, hook, cancel).await;
+    rollout::locked::with_lock(&p.engine, &request, cancel, body)
+        .await
+        .map_err(|e| {
+            let exit = match e {
+                lock::LockError::Interrupted { .. } => Exit::Interrupted,
+                _ => Exit::Unavailable,
+            };
+            let hint = e.hint();
+            Failure::new(exit, e).with_hint(hint)
+        })?
+}
+
+pub(crate) async fn locked(
+    p: &Prepared,
+    agent: &HostAgent,
+    choice: &Choice,
+    hook: &impl rollout::execute::AfterSwitch,
+    cancel: &CancellationToken,
+) -> Result<Report, Failure> {
+    let facts = gather(p, None).await?;
+    let target = resolve_target(choice, &facts)?;
+    let facts = rollout::locked::fresh_facts(
+        &p.engine,
+        agent,
+        &p.spec.name,
+        Some(&target.image),
+        p.values.clone(),
+        p.owner.run.clone(),
+    )
+    .await
+    .map_err(|e| {
+        Failure::new(Exit::Unavailable, e).with_hint("check caddy.snippet_dir in the spec")
+    })?;
+    let plan = rollout::plan(&p.spec, &target, &facts, &p.reload_text);
+    tracing::info!("{}", render_plan(&plan).lines().next().unwrap_or_default());
+    let ctx = rollout::execute::Context {
+        engine: &p.engine,
+        agent,
+        reload: p.reload.clone(),
+        cancel,
+    };
+    Ok(rollout::execute(&ctx, &plan, hook).await)
 }

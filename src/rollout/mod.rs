@@ -4,8 +4,10 @@
 mod backend;
 mod facts;
 mod gate;
+pub mod inputs;
 pub mod locked;
 mod plan;
+pub mod render;
 mod report;
 mod undo;
 
@@ -14,7 +16,10 @@ pub use backend::Backend;
 pub use execute::{Outcome, Report, StepName, execute};
 pub use facts::{Facts, gather_facts};
 pub use gate::{Gate, HttpGate};
+pub use inputs::{Choice, Prepared, connect, prepare, reachable, revision_arg};
+pub use locked::{execute_locked, plan_only};
 pub use plan::*;
+pub use render::{render_plan, render_plan_as, render_report};
 
 pub const LABEL_SERVICE: &str = "dev.slipway.service";
 pub const LABEL_SLOT: &str = "dev.slipway.slot";

@@ -1,12 +1,14 @@
 //! One thin adapter per subcommand: arguments in, the core called, the result out.
 
+pub mod service;
+
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::{self, Cli, Command};
 use crate::exit::{Exit, Failure};
 use crate::image::build::{self, BuildError, BuildRequest};
 use crate::image::{credentials, lint, registry};
-use crate::{deploy, doctor, engine, host, output, service, watch};
+use crate::{deploy, doctor, engine, host, output, rollout, watch};
 
 /// Runs one parsed command line.
 pub async fn run(cli: Cli, cancel: &CancellationToken) -> Result<Exit, Failure> {
@@ -16,9 +18,9 @@ pub async fn run(cli: Cli, cancel: &CancellationToken) -> Result<Exit, Failure> 
             let revision = args
                 .revision
                 .as_deref()
-                .map(|r| service::revision_arg(r, "--revision (SLIPWAY_REVISION)"))
+                .map(|r| rollout::revision_arg(r, "--revision (SLIPWAY_REVISION)"))
                 .transpose()?;
-            let choice = service::Choice::Image {
+            let choice = rollout::Choice::Image {
                 image: args.image,
                 revision,
             };
@@ -28,7 +30,7 @@ pub async fn run(cli: Cli, cancel: &CancellationToken) -> Result<Exit, Failure> 
             service::run(
                 &cli.global,
                 &args.service,
-                service::Choice::LastGood,
+                rollout::Choice::LastGood,
                 cancel,
             )
             .await

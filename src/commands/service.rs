@@ -1,0 +1,133 @@
+//! `slipway rollout`, `rollback`, `reload` and `lock`: arguments in, the rollout core called, the
+//! result out.
+
+use tokio_util::sync::CancellationToken;
+
+use crate::cli::{GlobalArgs, LockAction, LockArgs, ReloadArgs, ServiceArgs};
+use crate::exit::{Exit, Failure};
+use crate::host::agent::{self};
+use crate::host::lock::{self, LockState};
+use crate::host::{self};
+use crate::output;
+use crate::rollout::inputs::host_access;
+use crate::rollout::locked::resolve_target;
+use crate::rollout::{
+    self, Choice, Facts, connect, execute_locked, plan_only, prepare, reachable, render_plan,
+    render_report,
+};
+use crate::spec::ServiceSpec;
+
+/// `rollout` and `rollback`.
+pub async fn run(
+    global: &GlobalArgs,
+    args: &ServiceArgs,
+    choice: Choice,
+    cancel: &CancellationToken,
+) -> Result<Exit, Failure> {
+    if let Choice::Image { image, .. } = &choice {
+        // Refused before anything else, engine included.
+        resolve_target(
+            &Choice::Image {
+                image: image.clone(),
+                revision: None,
+            },
+            &Facts::default(),
+        )?;
+    }
+    let p = prepare(global, args)?;
+    reachable(&p.engine).await?;
+    if args.dry_run {
+        let plan = plan_only(&p, &choice).await?;
+        output::print(args.format, &plan, render_plan)?;
+        return Ok(Exit::Success);
+    }
+    let report = execute_locked(&p, args, &choice, &rollout::execute::NoCheck, cancel).await?;
+    output::print(args.format, &report, render_report)?;
+    let exit = report.outcome.exit();
+    if exit != Exit::Success {
+        eprintln!("error: {}", report.message);
+    }
+    Ok(exit)
+}
+
+/// `slipway reload`.
+pub async fn reload(
+    global: &GlobalArgs,
+    args: &ReloadArgs,
+    cancel: &CancellationToken,
+) -> Result<Exit, Failure> {
+    let host = host_access(&args.reload_image, args.host_pid, args.reload_timeout)?;
+    let argv = host::split_command(&args.reload_command).map_err(|e| {
+        Failure::usage(e).with_hint("e.g. --reload-command 'systemctl reload caddy'")
+    })?;
+    let engine = connect(global)?;
+    reachable(&engine).await?;
+    match agent::reload_once(&engine, &host, &argv, cancel).await {
+        Ok(out) => {
+            eprintln!(
+                "reloaded: `{}` on the host took {} ms",
+                args.reload_command,
+                out.elapsed.as_millis()
+            );
+            Ok(Exit::Success)
+        }
+        Err(agent::AgentError::Engine(crate::engine::EngineError::Interrupted { .. })) => {
+            Ok(Exit::Interrupted)
+        }
+        Err(e @ agent::AgentError::Reload { .. }) => Err(Failure::new(Exit::Unavailable, e)
+            .with_hint("run the command on the host by hand to see why; `slipway doctor` checks the sibling and the command")),
+        Err(e) => Err(Failure::new(Exit::Unavailable, e)),
+    }
+}
+
+/// `slipway lock status|release`.
+pub async fn lock_command(global: &GlobalArgs, args: &LockArgs) -> Result<Exit, Failure> {
+    let (LockAction::Status(t) | LockAction::Release(t)) = &args.action;
+    let spec = ServiceSpec::load(&t.config, &[]).map_err(|e| {
+        let hint = e.hint();
+        Failure::usage(e).with_hint(hint)
+    })?;
+    let engine = connect(global)?;
+    reachable(&engine).await?;
+    let unavailable = |e: crate::engine::EngineError| Failure::new(Exit::Unavailable, e);
+    match &args.action {
+        LockAction::Status(_) => {
+            let state = lock::status(&engine, &spec.name)
+                .await
+                .map_err(unavailable)?;
+            let text = match &state {
+                LockState::Free => format!("{}: free\n", spec.name),
+                LockState::Held {
+                    owner,
+                    host,
+                    pid,
+                    since,
+                    ttl_secs,
+                } => format!(
+                    "{}: held by {owner} (host {host}, pid {pid}) since {since}; expires {ttl_secs}s after its last heartbeat\n",
+                    spec.name
+                ),
+                LockState::Expired { owner, at } => format!(
+                    "{}: expired (held by {owner}; heartbeat stopped at {at}); the next run takes it over\n",
+                    spec.name
+                ),
+            };
+            output::print(t.format, &state, |_| text)?;
+        }
+        LockAction::Release(_) => {
+            let existed = lock::force_release(&engine, &spec.name)
+                .await
+                .map_err(unavailable)?;
+            eprintln!(
+                "{}: {}",
+                spec.name,
+                if existed {
+                    "lock released"
+                } else {
+                    "there was no lock"
+                }
+            );
+        }
+    }
+    Ok(Exit::Success)
+}

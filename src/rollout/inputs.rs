@@ -1,0 +1,120 @@
+//! A service command's inputs, checked before the engine is touched: the spec, the host access,
+//! the reload command, the env values, the engine; and what to roll out.
+
+use std::collections::BTreeMap;
+
+use crate::cli::{GlobalArgs, ServiceArgs};
+use crate::engine::Engine;
+use crate::exit::{Exit, Failure};
+use crate::host::lock::Owner;
+use crate::host::{self, HostAccess};
+use crate::image::revision::Revision;
+use crate::spec::{self, ServiceSpec};
+
+/// What to roll out: a given image, or the last good release.
+pub enum Choice {
+    Image {
+        image: String,
+        revision: Option<Revision>,
+    },
+    LastGood,
+}
+
+/// Everything a service command needs, checked before the engine is touched.
+pub struct Prepared {
+    pub spec: ServiceSpec,
+    pub host: HostAccess,
+    pub reload: Vec<String>,
+    pub reload_text: String,
+    pub values: Vec<(String, String)>,
+    pub engine: Engine,
+    pub owner: Owner,
+}
+
+/// The privileged sibling's settings; an unpinned image is a usage error before anything runs.
+pub(crate) fn host_access(
+    image: &str,
+    pid: u32,
+    deadline: std::time::Duration,
+) -> Result<HostAccess, Failure> {
+    HostAccess::new(image, pid, deadline).map_err(|e| {
+        let hint = e.hint();
+        Failure::usage(anyhow::Error::new(e).context("--reload-image is not usable"))
+            .with_hint(hint)
+    })
+}
+
+pub fn prepare(global: &GlobalArgs, args: &ServiceArgs) -> Result<Prepared, Failure> {
+    let spec = ServiceSpec::load(&args.config, &args.set).map_err(|e| {
+        let hint = e.hint();
+        Failure::usage(e).with_hint(hint)
+    })?;
+    let over = spec.over_quota();
+    if !over.is_empty() && !args.approve_over_quota {
+        return Err(Failure::usage(anyhow::anyhow!(
+            "{} asks for more than this host's quota: {}",
+            args.config.display(),
+            over.join("; ")
+        ))
+        .with_hint("lower the limits, or approve on purpose with --approve-over-quota"));
+    }
+    let host = host_access(&args.reload_image, args.host_pid, args.reload_timeout)?;
+    let reload_text = args
+        .reload_command
+        .clone()
+        .unwrap_or_else(|| spec.caddy.reload_command.clone());
+    let reload = host::split_command(&reload_text).map_err(|e| {
+        Failure::usage(e).with_hint("e.g. --reload-command 'systemctl reload caddy'")
+    })?;
+    let env: BTreeMap<String, String> = std::env::vars().collect();
+    let values = spec::resolve_env(&spec.env, &env).map_err(|missing| {
+        Failure::usage(anyhow::anyhow!(
+            "the spec passes {} from the job's environment, but {} not set",
+            missing.join(", "),
+            if missing.len() == 1 {
+                "it is"
+            } else {
+                "they are"
+            }
+        ))
+        .with_hint(
+            "set them in the job (e.g. `env:` from secrets), or remove them from `env` in the spec",
+        )
+    })?;
+    let engine = connect(global)?;
+    let owner = Owner::current(&env);
+    Ok(Prepared {
+        spec,
+        host,
+        reload,
+        reload_text,
+        values,
+        engine,
+        owner,
+    })
+}
+
+/// The engine at --docker-host / DOCKER_HOST; a socket that is not there is "unavailable" (4).
+pub fn connect(global: &GlobalArgs) -> Result<Engine, Failure> {
+    Engine::connect(&global.docker_host()).map_err(|e| {
+        Failure::new(Exit::Unavailable, e).with_hint(
+            "is dockerd running, and is this the right socket? Set --docker-host or DOCKER_HOST (a CI job container needs the host's /var/run/docker.sock mounted)",
+        )
+    })
+}
+
+pub async fn reachable(engine: &Engine) -> Result<(), Failure> {
+    engine.version().await.map(|_| ()).map_err(|e| {
+        Failure::new(Exit::Unavailable, e).with_hint(
+            "is the Docker socket mounted into the job (/var/run/docker.sock)? `slipway doctor` checks every prerequisite",
+        )
+    })
+}
+
+/// A revision from outside (flag, environment, label): refused with exit 2 naming its source.
+pub fn revision_arg(text: &str, source: &str) -> Result<Revision, Failure> {
+    Revision::parse(text, source).map_err(|e| {
+        let hint = e.hint();
+        Failure::usage(e).with_hint(hint)
+    })
+}

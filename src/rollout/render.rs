@@ -1,0 +1,198 @@
+//! A plan and a report as text: what `slipway plan` and the rollout commands print.
+
+use std::fmt::Write as _;
+
+use crate::output;
+use crate::rollout::{self, Plan, Report};
+
+pub fn render_plan(plan: &Plan) -> String {
+    render_plan_as(plan, &plan.target.image.to_string())
+}
+
+/// The plan as text, naming its target image `image` (the deploy's plan names an image it
+/// builds `REPOSITORY@<built by this deploy>`).
+pub fn render_plan_as(plan: &Plan, image: &str) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "plan for {}: {image} (revision {})",
+        plan.service, plan.revision
+    );
+    match &plan.active {
+        Some(a) => {
+            let _ = writeln!(
+                s,
+                "  serving now: {} on 127.0.0.1:{} ({}, revision {})",
+                a.name,
+                a.port.unwrap_or_default(),
+                a.digest,
+                a.revision
+            );
+        }
+        None => s.push_str("  serving now: nothing\n"),
+    }
+    match &plan.action {
+        rollout::Action::HostContract { reason, hint }
+        | rollout::Action::Refuse { reason, hint } => {
+            let _ = writeln!(
+                s,
+                "  refused: {reason}\n  hint: {hint}\n  nothing will be changed"
+            );
+        }
+        rollout::Action::AlreadyServing { container } => {
+            let _ = writeln!(
+                s,
+                "  nothing to do: {} already serves this digest",
+                container.name
+            );
+        }
+        rollout::Action::Rollout(r) => render_rollout(&mut s, r, image),
+    }
+    s
+}
+
+/// The steps of a rollout, numbered, then what happens on failure.
+pub(crate) fn render_rollout(s: &mut String, r: &rollout::Rollout, image: &str) {
+    let mut n = 0;
+    let mut step = |s: &mut String, text: String| {
+        n += 1;
+        let _ = writeln!(s, "  {n}. {text}");
+    };
+    step(s, "take the deploy lock".into());
+    if r.pull {
+        step(s, format!("pull {image} by digest"));
+    }
+    for c in &r.remove_abandoned {
+        step(s, format!("remove {} (left by a run that died)", c.name));
+    }
+    for c in &r.stop_stale {
+        step(
+            s,
+            format!("stop {} (an older release still running)", c.name),
+        );
+    }
+    match &r.new {
+        rollout::NewContainer::Create(c) => {
+            let env: Vec<&str> = c.env.iter().map(|(k, _)| k.as_str()).collect();
+            step(
+                s,
+                format!(
+                    "create {} on 127.0.0.1:{} -> :{} (slot {}); env: [{}]; volumes: [{}]; memory: {}; cpus: {}; pids: {}; restart: {}; read-only: {}",
+                    c.name,
+                    r.port,
+                    c.container_port,
+                    r.slot,
+                    env.join(", "),
+                    c.volumes.join(", "),
+                    c.memory_bytes
+                        .map_or("unlimited".into(), |b| format!("{} MiB", b >> 20)),
+                    c.nano_cpus
+                        .map_or("unlimited".into(), |n| format!("{:.2}", n as f64 / 1e9)),
+                    c.pids.map_or("unlimited".into(), |p| p.to_string()),
+                    c.restart,
+                    c.read_only
+                ),
+            );
+        }
+        rollout::NewContainer::Restart(c) => step(
+            s,
+            format!("start the retained {} on 127.0.0.1:{}", c.name, r.port),
+        ),
+    }
+    step(
+        s,
+        "check the running container's image is that digest".into(),
+    );
+    let mut gate = Vec::new();
+    if r.gate.docker {
+        gate.push("Docker HEALTHCHECK healthy".to_string());
+    }
+    if let Some(h) = &r.gate.http {
+        gate.push(format!(
+            "GET {}{} -> {}{} x{}",
+            h.url,
+            h.host
+                .as_ref()
+                .map_or(String::new(), |h| format!(" (Host: {h})")),
+            h.expect.status,
+            h.expect
+                .json
+                .as_ref()
+                .map_or(String::new(), |(f, v)| format!(", {f} == {v}")),
+            h.successes
+        ));
+    }
+    step(
+        s,
+        format!(
+            "gate: {} within {}{}",
+            gate.join(", then "),
+            humantime::format_duration(r.gate.deadline),
+            r.health_note
+                .as_ref()
+                .map_or(String::new(), |n| format!(" ({n})"))
+        ),
+    );
+    step(
+        s,
+        format!(
+            "write {} -> reverse_proxy 127.0.0.1:{} and run `{}` on the host via the privileged sibling",
+            r.snippet.path, r.port, r.reload_command
+        ),
+    );
+    step(s, format!("drain {}", humantime::format_duration(r.drain)));
+    if let Some(old) = r.retire.as_ref().filter(|_| r.remove_retired) {
+        step(
+            s,
+            format!("remove {} (it stopped answering; not kept)", old.name),
+        );
+    } else if let Some(old) = &r.retire {
+        step(
+            s,
+            format!(
+                "stop {} (SIGTERM, {} grace) and keep it for rollback",
+                old.name,
+                humantime::format_duration(r.stop_grace)
+            ),
+        );
+    }
+    for c in &r.prune {
+        step(s, format!("remove {} (beyond `retain`)", c.name));
+    }
+    step(s, "release the deploy lock".into());
+    s.push_str("  on failure:\n");
+    for f in &r.on_failure {
+        let _ = writeln!(s, "    - {f}");
+    }
+}
+
+pub fn render_report(r: &Report) -> String {
+    let mut s = String::new();
+    let _ = writeln!(s, "{}: {}", output::outcome_text(r.outcome), r.message);
+    for step in &r.steps {
+        let _ = writeln!(
+            s,
+            "  {:4} {:9} {:>6} ms  {}",
+            if step.ok { "ok" } else { "FAIL" },
+            step.name,
+            step.duration_ms,
+            step.detail
+        );
+    }
+    if !r.evidence.health_log.is_empty() {
+        s.push_str("  health log:\n");
+        for l in &r.evidence.health_log {
+            let _ = writeln!(s, "    {l}");
+        }
+    }
+    if !r.evidence.log_tail.is_empty() {
+        s.push_str("  container log (tail):\n");
+        for l in r.evidence.log_tail.lines() {
+            let _ = writeln!(s, "    {l}");
+        }
+    }
+    if r.outcome != rollout::Outcome::Deployed && !r.evidence.reload_output.is_empty() {
+        let _ = writeln!(s, "  reload output: {}", r.evidence.reload_output);
+    }
+    s
+}
