@@ -13,6 +13,5 @@ pub mod image;
 pub mod output;
 pub mod probe;
 pub mod rollout;
-pub mod smoke;
 pub mod spec;
 pub mod watch;

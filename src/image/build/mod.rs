@@ -8,6 +8,7 @@
 
 pub mod context;
 pub mod dockerignore;
+pub mod from_args;
 pub mod progress;
 pub mod request;
 pub mod verify;

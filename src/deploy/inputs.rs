@@ -1,0 +1,120 @@
+//! The deploy's inputs, every one checked before the engine is touched: the spec and flags, the
+//! image to build or the one given, the revision, the expected version.
+
+use crate::ci::Ci;
+use crate::cli::{DeployArgs, GlobalArgs};
+use crate::exit::{Exit, Failure};
+use crate::image::lint;
+use crate::image::reference::PinnedImage;
+use crate::image::revision::Revision;
+use crate::rollout::{self};
+
+use super::public::*;
+
+/// Values of the spec's env masked in CI logs: under a secret-looking name (the lint's rule,
+/// `lint::looks_secret_name`), or anything long whatever its name.
+pub(crate) fn looks_secret(name: &str, value: &str) -> bool {
+    lint::looks_secret_name(name) && value.len() >= 4 || value.len() >= 16
+}
+
+/// Where the image comes from.
+pub(crate) enum Source {
+    Given(PinnedImage),
+    Build(
+        Box<(
+            crate::image::build::PreparedBuild,
+            crate::image::registry::Registry,
+        )>,
+    ),
+}
+
+/// Everything checked before anything changes; usage errors exit 2 here.
+pub(crate) async fn check_inputs(
+    global: &GlobalArgs,
+    args: &DeployArgs,
+    ci: &Ci,
+) -> Result<(rollout::Prepared, Source), Failure> {
+    let p = rollout::prepare(global, &args.service)?;
+    for (name, value) in &p.values {
+        if looks_secret(name, value) {
+            ci.mask(value);
+        }
+    }
+    if let Some(name) = &args.build.registry.registry_password_env
+        && let Ok(value) = std::env::var(name)
+    {
+        ci.mask(&value);
+    }
+    // Checked now so a bad flag fails before anything runs; the version comes later.
+    smoke_from_args(&args.smoke, "-")?;
+    if let Some(path) = &args.report
+        && let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
+        && !dir.is_dir()
+    {
+        return Err(Failure::usage(anyhow::anyhow!(
+            "--report {}: the directory {} does not exist",
+            path.display(),
+            dir.display()
+        ))
+        .with_hint("create it first, or write the report elsewhere"));
+    }
+    let source = match &args.image {
+        Some(image) => Source::Given(PinnedImage::parse(image).map_err(|e| {
+            let hint = e.hint();
+            Failure::usage(anyhow::Error::new(e).context("--image must be pinned")).with_hint(hint)
+        })?),
+        None => Source::Build(Box::new(
+            crate::image::build::from_args::from_args(
+                &args.build,
+                Some(p.spec.health.http.is_some()),
+            )
+            .await?,
+        )),
+    };
+    rollout::reachable(&p.engine).await?;
+    Ok((p, source))
+}
+
+/// The revision given for the job: --revision (SLIPWAY_REVISION), else GITHUB_SHA; checked.
+pub(crate) fn given_revision(args: &DeployArgs) -> Result<Option<Revision>, Failure> {
+    let flag = args
+        .build
+        .revision
+        .as_deref()
+        .map(|r| (r.to_string(), "--revision (SLIPWAY_REVISION)"));
+    let env = || {
+        std::env::var("GITHUB_SHA")
+            .ok()
+            .filter(|v| !v.is_empty())
+            .map(|r| (r, "GITHUB_SHA"))
+    };
+    flag.or_else(env)
+        .map(|(text, source)| rollout::revision_arg(&text, source))
+        .transpose()
+}
+
+pub(crate) async fn revision_label(
+    p: &rollout::Prepared,
+    image: &PinnedImage,
+) -> Result<String, Failure> {
+    p.engine
+        .ensure_image(&image.to_string())
+        .await
+        .map_err(|e| Failure::new(Exit::Unavailable, e))?;
+    p.engine
+        .inspect_image(&image.to_string())
+        .await
+        .map_err(|e| Failure::new(Exit::Unavailable, e))?
+        .and_then(|i| i.labels.get(rollout::REVISION_LABEL).cloned())
+        .map(|label| {
+            rollout::revision_arg(&label, "the image's org.opencontainers.image.revision label")
+                .map(|r| r.to_string())
+        })
+        .transpose()?
+        .ok_or_else(|| {
+            Failure::usage(anyhow::anyhow!(
+                "{image} has no org.opencontainers.image.revision label, so there is no version to expect"
+            ))
+            .with_hint("pass --expect-version (or --revision); in CI it defaults to GITHUB_SHA")
+        })
+}
