@@ -7,7 +7,6 @@ use anyhow::Context as _;
 
 use crate::cli::Format;
 use crate::exit::{Exit, Failure};
-use crate::rollout::Outcome;
 
 /// Writes `data` to stdout: `text(data)` with `--format text`, pretty JSON with `--format json`.
 /// A stdout that cannot be written to is "unavailable" (4).
@@ -38,42 +37,9 @@ fn render<T: serde::Serialize>(
     }
 }
 
-/// How a rollout ended, as text: the same kebab-case words as its JSON (`deployed`,
-/// `rolled-back`, ...), for summaries, step outputs and events.
-pub fn outcome_text(outcome: Outcome) -> &'static str {
-    match outcome {
-        Outcome::Deployed => "deployed",
-        Outcome::Unchanged => "unchanged",
-        Outcome::RolledBack => "rolled-back",
-        Outcome::Refused => "usage-error",
-        Outcome::Unavailable => "unavailable",
-        Outcome::RollbackFailed => "rollback-failed",
-        Outcome::Interrupted => "interrupted",
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn outcome_text_is_the_json_name() {
-        for outcome in [
-            Outcome::Deployed,
-            Outcome::Unchanged,
-            Outcome::RolledBack,
-            Outcome::Refused,
-            Outcome::Unavailable,
-            Outcome::RollbackFailed,
-            Outcome::Interrupted,
-        ] {
-            assert_eq!(
-                serde_json::to_value(outcome).unwrap(),
-                serde_json::Value::from(outcome_text(outcome)),
-                "{outcome:?}"
-            );
-        }
-    }
 
     #[test]
     fn text_or_pretty_json() {

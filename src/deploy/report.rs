@@ -140,7 +140,7 @@ pub(crate) fn finish(
         .map(|p| p.digest.clone())
         .unwrap_or_default();
     let url = args.smoke.urls.first().cloned().unwrap_or_default();
-    let outcome = output::outcome_text(report.outcome);
+    let outcome = report.outcome.as_str();
     let io = |e: std::io::Error| Failure::new(Exit::Unavailable, e);
     ci.outputs(&[
         ("image", report.image.clone()),

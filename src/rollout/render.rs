@@ -2,7 +2,6 @@
 
 use std::fmt::Write as _;
 
-use crate::output;
 use crate::rollout::{self, Plan, Report};
 
 pub fn render_plan(plan: &Plan) -> String {
@@ -168,7 +167,7 @@ pub(crate) fn render_rollout(s: &mut String, r: &rollout::Rollout, image: &str) 
 
 pub fn render_report(r: &Report) -> String {
     let mut s = String::new();
-    let _ = writeln!(s, "{}: {}", output::outcome_text(r.outcome), r.message);
+    let _ = writeln!(s, "{}: {}", r.outcome.as_str(), r.message);
     for step in &r.steps {
         let _ = writeln!(
             s,

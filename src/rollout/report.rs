@@ -24,6 +24,20 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    /// The same kebab-case words as its JSON (`deployed`, `rolled-back`, ...), for summaries,
+    /// step outputs and events.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Deployed => "deployed",
+            Outcome::Unchanged => "unchanged",
+            Outcome::RolledBack => "rolled-back",
+            Outcome::Refused => "usage-error",
+            Outcome::Unavailable => "unavailable",
+            Outcome::RollbackFailed => "rollback-failed",
+            Outcome::Interrupted => "interrupted",
+        }
+    }
+
     pub fn exit(self) -> Exit {
         match self {
             Outcome::Deployed | Outcome::Unchanged => Exit::Success,
@@ -122,4 +136,28 @@ pub struct Report {
     /// When the executor began (steps' `start_ms` count from here).
     pub started_unix_ms: u128,
     pub wall_ms: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outcome_text_is_the_json_name() {
+        for outcome in [
+            Outcome::Deployed,
+            Outcome::Unchanged,
+            Outcome::RolledBack,
+            Outcome::Refused,
+            Outcome::Unavailable,
+            Outcome::RollbackFailed,
+            Outcome::Interrupted,
+        ] {
+            assert_eq!(
+                serde_json::to_value(outcome).unwrap(),
+                serde_json::Value::from(outcome.as_str()),
+                "{outcome:?}"
+            );
+        }
+    }
 }
