@@ -560,7 +560,7 @@ impl Watcher {
             }
             other => {
                 self.failed.push(now);
-                let outcome = crate::output::outcome_text(other);
+                let outcome = other.as_str();
                 fail(sh, outcome, report.message, Some(report.evidence));
                 Replacement::Failed(other.exit())
             }

@@ -590,163 +590,177 @@ mod go_regex {
 
     pub fn to_rust(go: &str) -> Result<String, String> {
         let s: Vec<char> = go.chars().collect();
-        let mut out = String::new();
-        let mut i = 0;
-        let mut depth = 0usize;
-        let mut last = Last::Nothing;
-        while i < s.len() {
-            let c = s[i];
-            match c {
-                '(' => {
-                    if s.get(i + 1) == Some(&'?') {
-                        return Err("a `(?` group".into());
-                    }
-                    out.push_str("(?:");
-                    depth += 1;
-                    last = Last::Nothing;
-                    i += 1;
-                }
-                ')' => {
-                    if depth == 0 {
-                        return Err("an unexpected `)`".into());
-                    }
-                    out.push(')');
-                    depth -= 1;
-                    last = Last::Atom;
-                    i += 1;
-                }
-                '|' => {
-                    out.push('|');
-                    last = Last::Nothing;
-                    i += 1;
-                }
-                '*' | '+' | '?' => {
-                    match last {
-                        Last::Nothing => return Err(format!("`{c}` with nothing to repeat")),
-                        Last::Repeat => return Err(format!("a nested repetition `{c}`")),
-                        Last::Atom => {}
-                    }
-                    out.push(c);
-                    i += 1;
-                    if s.get(i) == Some(&'?') {
-                        out.push('?');
-                        i += 1;
-                    }
-                    last = Last::Repeat;
-                }
-                '{' => match repeat(&s, i) {
-                    // Not a valid `{n}`, `{n,}` or `{n,m}`: a literal `{`.
-                    None => {
-                        push_char(&mut out, '{' as u32);
-                        last = Last::Atom;
-                        i += 1;
-                    }
-                    Some((min, max, next)) => {
-                        let too_big = |n: i64| !(0..=1000).contains(&n);
-                        if too_big(min) || max.is_some_and(|m| too_big(m) || m < min) {
-                            return Err("an invalid repeat count".into());
-                        }
-                        match last {
-                            Last::Nothing => return Err("`{` with nothing to repeat".into()),
-                            Last::Repeat => return Err("a nested repetition `{`".into()),
-                            Last::Atom => {}
-                        }
-                        match max {
-                            Some(m) if m == min => {
-                                let _ = write!(out, "{{{min}}}");
-                            }
-                            Some(m) => {
-                                let _ = write!(out, "{{{min},{m}}}");
-                            }
-                            None => {
-                                let _ = write!(out, "{{{min},}}");
-                            }
-                        }
-                        i = next;
-                        if s.get(i) == Some(&'?') {
-                            out.push('?');
-                            i += 1;
-                        }
-                        last = Last::Repeat;
-                    }
-                },
-                '^' => {
-                    out.push_str("(?:^)");
-                    last = Last::Atom;
-                    i += 1;
-                }
-                '$' => {
-                    out.push_str("(?:$)");
-                    last = Last::Atom;
-                    i += 1;
-                }
-                '.' => {
-                    // Any character but a newline, in both.
-                    out.push('.');
-                    last = Last::Atom;
-                    i += 1;
-                }
-                '[' => {
-                    let (ranges, next) = class(&s, i)?;
-                    push_class(&mut out, &ranges);
-                    last = Last::Atom;
-                    i = next;
-                }
-                '\\' => match s.get(i + 1) {
-                    Some('A') => {
-                        out.push_str(r"(?:\A)");
-                        last = Last::Atom;
-                        i += 2;
-                    }
-                    Some('z') => {
-                        out.push_str(r"(?:\z)");
-                        last = Last::Atom;
-                        i += 2;
-                    }
-                    Some('b') => {
-                        out.push_str(r"(?:(?-u:\b))");
-                        last = Last::Atom;
-                        i += 2;
-                    }
-                    Some('B') => {
-                        out.push_str(r"(?:(?-u:\B))");
-                        last = Last::Atom;
-                        i += 2;
-                    }
-                    Some('Q') => {
-                        // Literal text up to `\E` or the end (the closing `$` included).
-                        i += 2;
-                        while i < s.len() && !(s[i] == '\\' && s.get(i + 1) == Some(&'E')) {
-                            push_char(&mut out, s[i] as u32);
-                            last = Last::Atom;
-                            i += 1;
-                        }
-                        i = (i + 2).min(s.len());
-                    }
-                    Some('p' | 'P') => return Err("a Unicode class (`\\p`)".into()),
-                    Some(&k) if perl_class(k).is_some() => {
-                        push_class(&mut out, &perl_class(k).unwrap_or_default());
-                        last = Last::Atom;
-                        i += 2;
-                    }
-                    _ => {
-                        let (r, next) = escape(&s, i)?;
-                        push_char(&mut out, r);
-                        last = Last::Atom;
-                        i = next;
-                    }
-                },
-                c => {
-                    push_char(&mut out, c as u32);
-                    last = Last::Atom;
-                    i += 1;
-                }
-            }
+        let mut t = Translation {
+            s: &s,
+            i: 0,
+            out: String::new(),
+            depth: 0,
+            last: Last::Nothing,
+        };
+        while t.i < s.len() {
+            t.step()?;
         }
-        if depth > 0 {
+        if t.depth > 0 {
             return Err("a missing `)`".into());
         }
-        Ok(out)
+        Ok(t.out)
+    }
+
+    /// A Go regex being rewritten: where it has got to in `s`, and what it wrote so far.
+    struct Translation<'a> {
+        s: &'a [char],
+        i: usize,
+        out: String,
+        /// Groups open.
+        depth: usize,
+        last: Last,
+    }
+
+    impl Translation<'_> {
+        /// Rewrites the token at `i` and moves past it.
+        fn step(&mut self) -> Result<(), String> {
+            match self.s[self.i] {
+                '(' => self.open_group()?,
+                ')' => self.close_group()?,
+                '|' => {
+                    self.out.push('|');
+                    self.last = Last::Nothing;
+                    self.i += 1;
+                }
+                c @ ('*' | '+' | '?') => self.repetition(c)?,
+                '{' => self.braces()?,
+                '^' => self.atom("(?:^)", 1),
+                '$' => self.atom("(?:$)", 1),
+                // Any character but a newline, in both.
+                '.' => self.atom(".", 1),
+                '[' => {
+                    let (ranges, next) = class(self.s, self.i)?;
+                    push_class(&mut self.out, &ranges);
+                    self.last = Last::Atom;
+                    self.i = next;
+                }
+                '\\' => self.backslash()?,
+                c => self.literal(c),
+            }
+            Ok(())
+        }
+
+        /// Writes `rust` for an atom `len` characters long in Go.
+        fn atom(&mut self, rust: &str, len: usize) {
+            self.out.push_str(rust);
+            self.last = Last::Atom;
+            self.i += len;
+        }
+
+        fn literal(&mut self, c: char) {
+            push_char(&mut self.out, c as u32);
+            self.last = Last::Atom;
+            self.i += 1;
+        }
+
+        fn open_group(&mut self) -> Result<(), String> {
+            if self.s.get(self.i + 1) == Some(&'?') {
+                return Err("a `(?` group".into());
+            }
+            self.out.push_str("(?:");
+            self.depth += 1;
+            self.last = Last::Nothing;
+            self.i += 1;
+            Ok(())
+        }
+
+        fn close_group(&mut self) -> Result<(), String> {
+            if self.depth == 0 {
+                return Err("an unexpected `)`".into());
+            }
+            self.out.push(')');
+            self.depth -= 1;
+            self.last = Last::Atom;
+            self.i += 1;
+            Ok(())
+        }
+
+        /// `op` may follow only an atom.
+        fn check_repeatable(&self, op: char) -> Result<(), String> {
+            match self.last {
+                Last::Nothing => Err(format!("`{op}` with nothing to repeat")),
+                Last::Repeat => Err(format!("a nested repetition `{op}`")),
+                Last::Atom => Ok(()),
+            }
+        }
+
+        /// After a repetition: its non-greedy `?`, if any.
+        fn end_repetition(&mut self) {
+            if self.s.get(self.i) == Some(&'?') {
+                self.out.push('?');
+                self.i += 1;
+            }
+            self.last = Last::Repeat;
+        }
+
+        /// `*`, `+` or `?`.
+        fn repetition(&mut self, op: char) -> Result<(), String> {
+            self.check_repeatable(op)?;
+            self.out.push(op);
+            self.i += 1;
+            self.end_repetition();
+            Ok(())
+        }
+
+        /// `{n}`, `{n,}` or `{n,m}`; else a literal `{`.
+        fn braces(&mut self) -> Result<(), String> {
+            let Some((min, max, next)) = repeat(self.s, self.i) else {
+                self.literal('{');
+                return Ok(());
+            };
+            let too_big = |n: i64| !(0..=1000).contains(&n);
+            if too_big(min) || max.is_some_and(|m| too_big(m) || m < min) {
+                return Err("an invalid repeat count".into());
+            }
+            self.check_repeatable('{')?;
+            let _ = match max {
+                Some(m) if m == min => write!(self.out, "{{{min}}}"),
+                Some(m) => write!(self.out, "{{{min},{m}}}"),
+                None => write!(self.out, "{{{min},}}"),
+            };
+            self.i = next;
+            self.end_repetition();
+            Ok(())
+        }
+
+        /// The `\` at `i`: an assertion, `\Q...\E`, a Perl class or an escaped character.
+        fn backslash(&mut self) -> Result<(), String> {
+            match self.s.get(self.i + 1) {
+                Some('A') => self.atom(r"(?:\A)", 2),
+                Some('z') => self.atom(r"(?:\z)", 2),
+                Some('b') => self.atom(r"(?:(?-u:\b))", 2),
+                Some('B') => self.atom(r"(?:(?-u:\B))", 2),
+                Some('Q') => self.quoted(),
+                Some('p' | 'P') => return Err("a Unicode class (`\\p`)".into()),
+                Some(&k) if perl_class(k).is_some() => {
+                    push_class(&mut self.out, &perl_class(k).unwrap_or_default());
+                    self.last = Last::Atom;
+                    self.i += 2;
+                }
+                _ => {
+                    let (r, next) = escape(self.s, self.i)?;
+                    push_char(&mut self.out, r);
+                    self.last = Last::Atom;
+                    self.i = next;
+                }
+            }
+            Ok(())
+        }
+
+        /// `\Q`: literal text up to `\E` or the end (the closing `$` included).
+        fn quoted(&mut self) {
+            let s = self.s;
+            self.i += 2;
+            while self.i < s.len() && !(s[self.i] == '\\' && s.get(self.i + 1) == Some(&'E')) {
+                self.literal(s[self.i]);
+            }
+            self.i = (self.i + 2).min(s.len());
+        }
     }
 
     /// Go's `parseRepeat` at the `{` at `i`: `{n}`, `{n,}` (no maximum) or `{n,m}`, and where it
