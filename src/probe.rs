@@ -3,6 +3,8 @@
 
 use serde::Serialize;
 
+use crate::image::registry::first_line;
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Expect {
     pub status: u16,
@@ -54,41 +56,30 @@ impl Expect {
         {
             return Err(format!("no response: {err}"));
         }
+        let body = || first_line(&seen.body, 120);
         if seen.status != Some(self.status) {
             return Err(format!(
                 "status {} (expected {}); body: {}",
                 seen.status.map_or("none".into(), |s| s.to_string()),
                 self.status,
-                crate::image::registry::first_line(&seen.body, 120)
+                body()
             ));
         }
+        // A value read from the body, against `want`: `NAME VERB got` differs, `NAME ABSENT` none.
+        let from_body =
+            |got: Option<String>, want: &str, name: &str, verb: &str, absent: &str| match got {
+                Some(got) if got == want => Ok(()),
+                Some(got) => Err(format!("{name} {verb} `{got}` (expected `{want}`)")),
+                None => Err(format!("{name} {absent} the body: {}", body())),
+            };
         if let Some((path, want)) = &self.json {
-            match json_field(&seen.body, path) {
-                Some(got) if &got == want => {}
-                Some(got) => {
-                    return Err(format!("{path} is `{got}` (expected `{want}`)"));
-                }
-                None => {
-                    return Err(format!(
-                        "{path} not found in the body: {}",
-                        crate::image::registry::first_line(&seen.body, 120)
-                    ));
-                }
-            }
+            let got = json_field(&seen.body, path);
+            from_body(got, want, path, "is", "not found in")?;
         }
         if let Some((pattern, want)) = &self.body_regex {
-            match regex_capture(pattern, &seen.body)? {
-                Some(got) if &got == want => {}
-                Some(got) => {
-                    return Err(format!("/{pattern}/ captured `{got}` (expected `{want}`)"));
-                }
-                None => {
-                    return Err(format!(
-                        "/{pattern}/ does not match the body: {}",
-                        crate::image::registry::first_line(&seen.body, 120)
-                    ));
-                }
-            }
+            let got = regex_capture(pattern, &seen.body)?;
+            let name = format!("/{pattern}/");
+            from_body(got, want, &name, "captured", "does not match")?;
         }
         if let Some((name, want)) = &self.header {
             match seen.header(name) {
@@ -100,10 +91,7 @@ impl Expect {
         if let Some(needle) = &self.body_contains
             && !seen.body.contains(needle.as_str())
         {
-            return Err(format!(
-                "body lacks `{needle}`: {}",
-                crate::image::registry::first_line(&seen.body, 120)
-            ));
+            return Err(format!("body lacks `{needle}`: {}", body()));
         }
         Ok(())
     }
@@ -173,7 +161,7 @@ pub fn parse_wget(code: i64, stdout: &str, stderr: &str) -> Observed {
         error: status.is_none().then(|| match stderr.trim() {
             "" if code == 143 || code == 124 => "timed out".to_string(),
             "" => format!("wget exited with code {code} and printed nothing"),
-            text => crate::image::registry::first_line(text, 200),
+            text => first_line(text, 200),
         }),
     }
 }
@@ -248,6 +236,43 @@ mod tests {
         assert_eq!(
             header.judge(&seen).unwrap_err(),
             "header X-Version is `v1` (expected `v2`)"
+        );
+    }
+
+    #[test]
+    fn a_value_from_the_body_is_named_when_it_differs_or_is_absent() {
+        let json = Expect {
+            status: 200,
+            json: Some((".version".into(), "v2".into())),
+            body_contains: None,
+            body_regex: None,
+            header: None,
+        };
+        assert_eq!(
+            json.judge(&ok_json("{}\nmore")).unwrap_err(),
+            ".version not found in the body: {}"
+        );
+        let regex = Expect {
+            json: None,
+            body_regex: Some((r"v(\d)".into(), "2".into())),
+            ..json
+        };
+        assert_eq!(
+            regex.judge(&ok_json("v1")).unwrap_err(),
+            r"/v(\d)/ captured `1` (expected `2`)"
+        );
+        assert_eq!(
+            regex.judge(&ok_json("none\nmore")).unwrap_err(),
+            r"/v(\d)/ does not match the body: none"
+        );
+        let contains = Expect {
+            body_regex: None,
+            body_contains: Some("ok".into()),
+            ..regex
+        };
+        assert_eq!(
+            contains.judge(&ok_json("nope")).unwrap_err(),
+            "body lacks `ok`: nope"
         );
     }
 

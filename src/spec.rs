@@ -46,6 +46,13 @@ pub struct ServiceSpec {
     #[serde(default = "default_retain")]
     pub retain: usize,
     pub health: Health,
+    /// Run once per deploy in a one-shot container of the new image (argv), after the image is
+    /// proven and before any new container starts; a non-zero exit stops the deploy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub release_command: Option<ReleaseCommand>,
+    /// How long the release command may run before it is killed.
+    #[serde(default = "default_release_timeout", with = "humantime_serde")]
+    pub release_timeout: Duration,
     pub caddy: Caddy,
     #[serde(default)]
     pub quota: Option<Quota>,
@@ -134,6 +141,28 @@ pub struct Caddy {
     /// Extra lines inside the snippet's `reverse_proxy` block, e.g. "lb_try_duration 5s".
     #[serde(default)]
     pub upstream_options: Vec<String>,
+}
+
+/// The release command as written: argv (run), or a shell string (refused with its fix).
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(untagged)]
+pub enum ReleaseCommand {
+    Argv(Vec<String>),
+    Shell(String),
+}
+
+impl ReleaseCommand {
+    /// The argv, when it is one.
+    pub fn argv(&self) -> Option<&[String]> {
+        match self {
+            ReleaseCommand::Argv(a) => Some(a),
+            ReleaseCommand::Shell(_) => None,
+        }
+    }
+}
+
+fn default_release_timeout() -> Duration {
+    Duration::from_secs(300)
 }
 
 fn yes() -> bool {
@@ -282,6 +311,7 @@ impl ServiceSpec {
         self.container_problems(&mut p);
         self.health_problems(&mut p);
         self.caddy_problems(&mut p);
+        self.release_problems(&mut p);
         self.quota_problems(&mut p);
         p
     }
@@ -473,12 +503,27 @@ impl ServiceSpec {
         }
     }
 
+    /// The release command: argv, not empty, no empty program.
+    fn release_problems(&self, p: &mut Vec<String>) {
+        match &self.release_command {
+            Some(ReleaseCommand::Shell(s)) => p.push(format!(
+                "release_command: `{}` is a shell string; give the argv as a list, e.g. [\"bin/migrate\", \"--yes\"] (or [\"sh\", \"-c\", \"...\"] to run a shell on purpose)",
+                s.escape_debug()
+            )),
+            Some(ReleaseCommand::Argv(a)) if a.first().is_none_or(|c| c.trim().is_empty()) => {
+                p.push("release_command: name the program to run as the first item".into());
+            }
+            _ => {}
+        }
+    }
+
     /// Every duration of the spec with its key and the longest it may be.
     fn durations(&self) -> Vec<(&'static str, Duration, Duration)> {
         let mut d = vec![
             ("stop_grace_period", self.stop_grace_period, MAX_WAIT),
             ("drain", self.drain, MAX_WAIT),
             ("health.deadline", self.health.deadline, MAX_WAIT),
+            ("release_timeout", self.release_timeout, MAX_WAIT),
         ];
         if let Some(h) = &self.health.http {
             d.push(("health.http.interval", h.interval, MAX_PROBE));

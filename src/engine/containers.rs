@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use bollard::errors::Error as BollardError;
 use bollard::exec::{CreateExecOptions, StartExecResults};
 use bollard::models::{
-    ContainerCreateBody, ContainerInspectResponse, HealthStatusEnum, HostConfig,
+    ContainerCreateBody, ContainerInspectResponse, ContainerSummary, HealthStatusEnum, HostConfig,
     HostConfigLogConfig, PortBinding, RestartPolicy, RestartPolicyNameEnum,
 };
 use bollard::query_parameters::{
@@ -17,7 +17,10 @@ use bollard::query_parameters::{
 use futures_util::{StreamExt, TryStreamExt};
 use tokio_util::sync::CancellationToken;
 
-use super::{Engine, EngineError, LABEL_MANAGED, LABEL_ROLE, OneShotExit};
+use super::{
+    Engine, EngineError, LABEL_MANAGED, LABEL_ROLE, OneShotExit, push_output, unless_already,
+    within,
+};
 
 /// Everything the engine needs to create one app container. Plain data: built by the planner,
 /// mapped to the API body by `create_body`.
@@ -43,6 +46,15 @@ pub struct AppContainer {
     pub user: Option<String>,
     pub read_only: bool,
     pub stop_grace_secs: u64,
+}
+
+/// How a one-shot release container ended: its exit code (`None`: killed at the deadline) and
+/// what it printed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReleaseExit {
+    pub code: Option<i64>,
+    pub output: String,
+    pub elapsed: Duration,
 }
 
 fn names_only<S: serde::Serializer>(env: &[(String, String)], s: S) -> Result<S::Ok, S::Error> {
@@ -201,20 +213,8 @@ impl Engine {
         &self,
         labels: &[(&str, &str)],
     ) -> Result<Vec<ContainerInfo>, EngineError> {
-        let filters = HashMap::from([(
-            "label",
-            labels
-                .iter()
-                .map(|(k, v)| format!("{k}={v}"))
-                .collect::<Vec<_>>(),
-        )]);
-        let options = ListContainersOptionsBuilder::default()
-            .all(true)
-            .filters(&filters)
-            .build();
         let summaries = self
-            .docker
-            .list_containers(Some(options))
+            .list_labelled(labels, &[])
             .await
             .map_err(EngineError::api("listing containers"))?;
         let mut out = Vec::new();
@@ -228,40 +228,116 @@ impl Engine {
         Ok(out)
     }
 
-    pub async fn create_app(&self, spec: &AppContainer) -> Result<String, EngineError> {
-        let options = CreateContainerOptionsBuilder::default()
-            .name(&spec.name)
+    /// One list call: the containers carrying all of `labels`, in any state unless `states`
+    /// names the ones wanted.
+    pub(super) async fn list_labelled(
+        &self,
+        labels: &[(&str, &str)],
+        states: &[&str],
+    ) -> Result<Vec<ContainerSummary>, BollardError> {
+        let mut filters = HashMap::from([(
+            "label",
+            labels
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>(),
+        )]);
+        if !states.is_empty() {
+            filters.insert("status", states.iter().map(|s| s.to_string()).collect());
+        }
+        let options = ListContainersOptionsBuilder::default()
+            .all(true)
+            .filters(&filters)
             .build();
-        match self
-            .docker
-            .create_container(Some(options), create_body(spec))
+        self.docker.list_containers(Some(options)).await
+    }
+
+    pub async fn create_app(&self, spec: &AppContainer) -> Result<String, EngineError> {
+        let op = format!("creating container {} from {}", spec.name, spec.image);
+        self.create_named(&spec.name, create_body(spec), EngineError::api(op))
             .await
-        {
-            Ok(c) => Ok(c.id),
-            Err(BollardError::DockerResponseServerError {
-                status_code: 409, ..
-            }) => Err(EngineError::NameTaken {
-                name: spec.name.clone(),
-            }),
-            Err(source) => Err(EngineError::Api {
-                op: format!("creating container {} from {}", spec.name, spec.image),
-                source,
-            }),
+    }
+
+    /// Runs `argv` once in a container made like `app` (image, env, network, volumes, user,
+    /// limits) that publishes nothing and never restarts; removed afterwards, whatever happened.
+    pub async fn run_release(
+        &self,
+        app: &AppContainer,
+        argv: &[String],
+        deadline: Duration,
+        cancel: &CancellationToken,
+    ) -> Result<ReleaseExit, EngineError> {
+        let started = Instant::now();
+        let id = self.create_release(app, argv).await?;
+        let ran = self.release_outcome(&id, &app.name, deadline, cancel).await;
+        let output = self
+            .output(&id)
+            .await
+            .map(|(out, err)| format!("{out}{err}"))
+            .unwrap_or_default();
+        let _ = self.remove_container(&id).await;
+        Ok(ReleaseExit {
+            code: ran?,
+            output,
+            elapsed: started.elapsed(),
+        })
+    }
+
+    async fn create_release(
+        &self,
+        app: &AppContainer,
+        argv: &[String],
+    ) -> Result<String, EngineError> {
+        let mut body = create_body(app);
+        body.cmd = Some(argv.to_vec());
+        body.exposed_ports = None;
+        if let Some(labels) = body.labels.as_mut() {
+            labels.insert(LABEL_ROLE.into(), "release".into());
+        }
+        if let Some(host) = body.host_config.as_mut() {
+            host.port_bindings = None;
+            host.restart_policy = None;
+        }
+        let options = CreateContainerOptionsBuilder::default()
+            .name(&app.name)
+            .build();
+        let created = self.docker.create_container(Some(options), body).await;
+        created.map(|c| c.id).map_err(|source| EngineError::Api {
+            op: format!(
+                "creating the release container {} from {}",
+                app.name, app.image
+            ),
+            source,
+        })
+    }
+
+    /// Starts the release container and waits: its exit code, or `None` when the deadline
+    /// passed (it is killed).
+    async fn release_outcome(
+        &self,
+        id: &str,
+        name: &str,
+        deadline: Duration,
+        cancel: &CancellationToken,
+    ) -> Result<Option<i64>, EngineError> {
+        self.start(id).await?;
+        tokio::select! {
+            code = self.wait_exit(id, name) => code.map(Some),
+            _ = tokio::time::sleep(deadline) => {
+                let _ = self.signal(id, "SIGKILL").await;
+                Ok(None)
+            }
+            _ = cancel.cancelled() => {
+                let _ = self.signal(id, "SIGKILL").await;
+                Err(EngineError::Interrupted { what: format!("running the release command in {name}") })
+            }
         }
     }
 
     pub async fn start(&self, id: &str) -> Result<(), EngineError> {
-        match self.docker.start_container(id, None).await {
-            Ok(()) => Ok(()),
-            // 304: already running.
-            Err(BollardError::DockerResponseServerError {
-                status_code: 304, ..
-            }) => Ok(()),
-            Err(source) => Err(EngineError::Api {
-                op: format!("starting container {id}"),
-                source,
-            }),
-        }
+        let started = self.docker.start_container(id, None).await;
+        // 304: already running.
+        unless_already(started, &[304], format!("starting container {id}"))
     }
 
     /// SIGTERM, then SIGKILL after `grace`.
@@ -269,17 +345,9 @@ impl Engine {
         let options = StopContainerOptionsBuilder::default()
             .t(grace.as_secs().min(i32::MAX as u64) as i32)
             .build();
-        match self.docker.stop_container(id, Some(options)).await {
-            Ok(()) => Ok(()),
-            Err(BollardError::DockerResponseServerError {
-                status_code: 304, ..
-            }) => Ok(()),
-            Err(e) if not_found(&e) => Ok(()),
-            Err(source) => Err(EngineError::Api {
-                op: format!("stopping container {id}"),
-                source,
-            }),
-        }
+        let stopped = self.docker.stop_container(id, Some(options)).await;
+        // 304: already stopped; 404: gone.
+        unless_already(stopped, &[304, 404], format!("stopping container {id}"))
     }
 
     pub async fn signal(&self, id: &str, signal: &str) -> Result<(), EngineError> {
@@ -327,12 +395,7 @@ impl Engine {
                     .await
                     .map_err(EngineError::api(format!("reading {}", what())))?
                 {
-                    match chunk {
-                        bollard::container::LogOutput::StdErr { message } => {
-                            err.push_str(&String::from_utf8_lossy(&message))
-                        }
-                        other => out.push_str(&String::from_utf8_lossy(&other.into_bytes())),
-                    }
+                    push_output(chunk, &mut out, &mut err);
                 }
             }
             let inspect = self
@@ -347,12 +410,7 @@ impl Engine {
                 elapsed: started.elapsed(),
             })
         };
-        tokio::time::timeout(deadline, run)
-            .await
-            .map_err(|_| EngineError::Deadline {
-                what: what(),
-                after: deadline,
-            })?
+        within(deadline, &what, run).await
     }
 
     /// Waits until the container's HEALTHCHECK reports healthy or unhealthy, it exits, or the

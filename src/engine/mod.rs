@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use bollard::Docker;
+use bollard::container::LogOutput;
 use bollard::errors::Error as BollardError;
 use bollard::models::{ContainerCreateBody, HostConfig, Mount, MountBindOptions, MountType};
 use bollard::query_parameters::{
@@ -226,8 +227,7 @@ impl Engine {
         Ok(exit)
     }
 
-    /// Creates (does not start) a helper container named exactly `name`. A name already in use
-    /// is `EngineError::NameTaken`, which is what makes a fixed name a lock.
+    /// Creates (does not start) a helper container named exactly `name` (see `create_named`).
     pub async fn create_sibling(
         &self,
         name: &str,
@@ -252,21 +252,37 @@ impl Engine {
             }),
             ..Default::default()
         };
+        let refused = |source| {
+            if missing_mount(&source) {
+                EngineError::MountSourceMissing {
+                    paths: spec.mounts.iter().map(|(s, _)| s.clone()).collect(),
+                }
+            } else {
+                EngineError::Api {
+                    op: format!("creating container {name} from {}", spec.image),
+                    source,
+                }
+            }
+        };
+        self.create_named(name, body, refused).await
+    }
+
+    /// Creates (does not start) a container named exactly `name`. A name already in use is
+    /// `EngineError::NameTaken`, which is what makes a fixed name a lock; any other refusal is
+    /// `refused`'s error.
+    async fn create_named(
+        &self,
+        name: &str,
+        body: ContainerCreateBody,
+        refused: impl FnOnce(BollardError) -> EngineError,
+    ) -> Result<String, EngineError> {
         let options = CreateContainerOptionsBuilder::default().name(name).build();
         match self.docker.create_container(Some(options), body).await {
             Ok(created) => Ok(created.id),
-            Err(BollardError::DockerResponseServerError {
-                status_code: 409, ..
-            }) => Err(EngineError::NameTaken {
+            Err(e) if answered(&e, &[409]) => Err(EngineError::NameTaken {
                 name: name.to_string(),
             }),
-            Err(source) if missing_mount(&source) => Err(EngineError::MountSourceMissing {
-                paths: spec.mounts.iter().map(|(s, _)| s.clone()).collect(),
-            }),
-            Err(source) => Err(EngineError::Api {
-                op: format!("creating container {name} from {}", spec.image),
-                source,
-            }),
+            Err(source) => Err(refused(source)),
         }
     }
 
@@ -280,28 +296,8 @@ impl Engine {
             .start_container(id, None)
             .await
             .map_err(EngineError::api(format!("starting {}", spec.name)))?;
-        let options = WaitContainerOptionsBuilder::default()
-            .condition("not-running")
-            .build();
-        let wait = async {
-            match self
-                .docker
-                .wait_container(id, Some(options))
-                .try_next()
-                .await
-            {
-                Ok(Some(r)) => Ok(r.status_code),
-                Ok(None) => Ok(-1),
-                // bollard reports a non-zero exit as an error; it is a normal result here.
-                Err(BollardError::DockerContainerWaitError { code, .. }) => Ok(code),
-                Err(source) => Err(EngineError::Api {
-                    op: format!("waiting for {}", spec.name),
-                    source,
-                }),
-            }
-        };
         let code = tokio::select! {
-            code = wait => code?,
+            code = self.wait_exit(id, &spec.name) => code?,
             _ = tokio::time::sleep(spec.deadline) => {
                 return Err(EngineError::Deadline { what: format!("`{}` in {}", spec.cmd.join(" "), spec.image), after: spec.deadline });
             }
@@ -318,13 +314,35 @@ impl Engine {
         })
     }
 
+    /// Waits until container `id` (called `what`) is not running; its exit code.
+    pub async fn wait_exit(&self, id: &str, what: &str) -> Result<i64, EngineError> {
+        let options = WaitContainerOptionsBuilder::default()
+            .condition("not-running")
+            .build();
+        match self
+            .docker
+            .wait_container(id, Some(options))
+            .try_next()
+            .await
+        {
+            Ok(Some(r)) => Ok(r.status_code),
+            Ok(None) => Ok(-1),
+            // bollard reports a non-zero exit as an error; it is a normal result here.
+            Err(BollardError::DockerContainerWaitError { code, .. }) => Ok(code),
+            Err(source) => Err(EngineError::Api {
+                op: format!("waiting for {what}"),
+                source,
+            }),
+        }
+    }
+
     /// The stdout and stderr a container has written so far.
     pub async fn output(&self, id: &str) -> Result<(String, String), EngineError> {
         let options = LogsOptionsBuilder::default()
             .stdout(true)
             .stderr(true)
             .build();
-        let chunks: Vec<bollard::container::LogOutput> = self
+        let chunks: Vec<LogOutput> = self
             .docker
             .logs(id, Some(options))
             .try_collect()
@@ -332,12 +350,7 @@ impl Engine {
             .map_err(EngineError::api(format!("reading the output of {id}")))?;
         let (mut out, mut err) = (String::new(), String::new());
         for chunk in chunks {
-            match chunk {
-                bollard::container::LogOutput::StdErr { message } => {
-                    err.push_str(&String::from_utf8_lossy(&message))
-                }
-                other => out.push_str(&String::from_utf8_lossy(&other.into_bytes())),
-            }
+            push_output(chunk, &mut out, &mut err);
         }
         Ok((out, err))
     }
@@ -347,17 +360,53 @@ impl Engine {
             .force(true)
             .v(true)
             .build();
-        match self.docker.remove_container(id, Some(options)).await {
-            Ok(()) => Ok(()),
-            Err(BollardError::DockerResponseServerError {
-                status_code: 404, ..
-            }) => Ok(()),
-            Err(source) => Err(EngineError::Api {
-                op: format!("removing container {id}"),
-                source,
-            }),
-        }
+        let removed = self.docker.remove_container(id, Some(options)).await;
+        // 404: already gone.
+        unless_already(removed, &[404], format!("removing container {id}"))
     }
+}
+
+/// The engine answered the call with one of these status codes.
+fn answered(e: &BollardError, codes: &[u16]) -> bool {
+    matches!(e, BollardError::DockerResponseServerError { status_code, .. } if codes.contains(status_code))
+}
+
+/// A change the engine may find already made: `Ok` also when it answers with one of `already`
+/// (e.g. 304: already so, 404: already gone); anything else is an `Api` error of `op`.
+fn unless_already(
+    result: Result<(), BollardError>,
+    already: &[u16],
+    op: impl Into<String>,
+) -> Result<(), EngineError> {
+    match result {
+        Err(source) if !answered(&source, already) => Err(EngineError::Api {
+            op: op.into(),
+            source,
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// Appends a piece of a container's output to `out` or `err`, by the stream it came on.
+fn push_output(chunk: LogOutput, out: &mut String, err: &mut String) {
+    match chunk {
+        LogOutput::StdErr { message } => err.push_str(&String::from_utf8_lossy(&message)),
+        other => out.push_str(&String::from_utf8_lossy(&other.into_bytes())),
+    }
+}
+
+/// `run`, unless it takes longer than `deadline`: then a `Deadline` error naming `what`.
+async fn within<T>(
+    deadline: Duration,
+    what: impl FnOnce() -> String,
+    run: impl Future<Output = Result<T, EngineError>>,
+) -> Result<T, EngineError> {
+    tokio::time::timeout(deadline, run)
+        .await
+        .map_err(|_| EngineError::Deadline {
+            what: what(),
+            after: deadline,
+        })?
 }
 
 /// bollard 0.21.1 encodes X-Registry-Auth with the standard base64 alphabet; the daemon decodes

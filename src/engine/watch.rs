@@ -14,13 +14,11 @@ use std::time::Duration;
 use bollard::container::LogOutput;
 use bollard::errors::Error as BollardError;
 use bollard::models::{ContainerCreateBody, HostConfig};
-use bollard::query_parameters::{
-    AttachContainerOptions, CreateContainerOptionsBuilder, ListContainersOptionsBuilder,
-};
+use bollard::query_parameters::AttachContainerOptions;
 use futures_util::{Stream, TryStreamExt};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
-use super::{Engine, EngineError, LABEL_MANAGED, LABEL_ROLE, OneShotExit};
+use super::{Engine, EngineError, LABEL_MANAGED, LABEL_ROLE, OneShotExit, push_output, within};
 
 /// The role label of a probe sibling. Not `probe`: a rollout removes `agent`/`probe` helpers it
 /// finds as leftovers of a dead run, and a watchdog's sibling is neither dead nor the rollout's.
@@ -142,16 +140,9 @@ impl ProbeSession {
                             message: "the probe sibling's output ended".into(),
                         },
                     })?;
-                match chunk {
-                    LogOutput::StdErr { message } => {
-                        err.push_str(&String::from_utf8_lossy(&message));
-                        stderr = stderr.or_else(|| split_answer(&err, &marker));
-                    }
-                    other => {
-                        out.push_str(&String::from_utf8_lossy(&other.into_bytes()));
-                        stdout = stdout.or_else(|| split_answer(&out, &marker));
-                    }
-                }
+                push_output(chunk, &mut out, &mut err);
+                stdout = stdout.or_else(|| split_answer(&out, &marker));
+                stderr = stderr.or_else(|| split_answer(&err, &marker));
             }
             let (body, code) = stdout.expect("loop ended");
             let (headers, _) = stderr.expect("loop ended");
@@ -162,12 +153,7 @@ impl ProbeSession {
                 elapsed: started.elapsed(),
             })
         };
-        tokio::time::timeout(deadline, run)
-            .await
-            .map_err(|_| EngineError::Deadline {
-                what: what(),
-                after: deadline,
-            })?
+        within(deadline, &what, run).await
     }
 }
 
@@ -188,23 +174,8 @@ impl Listed {
 impl Engine {
     /// Running (or paused) containers carrying all of `labels`, from one list call: no inspect.
     pub async fn list_running(&self, labels: &[(&str, &str)]) -> Result<Vec<Listed>, EngineError> {
-        let filters = HashMap::from([
-            (
-                "label",
-                labels
-                    .iter()
-                    .map(|(k, v)| format!("{k}={v}"))
-                    .collect::<Vec<_>>(),
-            ),
-            ("status", vec!["running".into(), "paused".into()]),
-        ]);
-        let options = ListContainersOptionsBuilder::default()
-            .all(true)
-            .filters(&filters)
-            .build();
         let summaries = self
-            .docker
-            .list_containers(Some(options))
+            .list_labelled(labels, &["running", "paused"])
             .await
             .map_err(|source| self.classify("listing containers", source))?;
         Ok(summaries
@@ -253,32 +224,13 @@ impl Engine {
         &self,
         spec: &ProbeSibling,
     ) -> Result<ProbeSession, EngineError> {
-        let options = CreateContainerOptionsBuilder::default()
-            .name(&spec.name)
-            .build();
-        let id = match self
-            .docker
-            .create_container(Some(options), probe_body(spec))
-            .await
-        {
-            Ok(c) => c.id,
-            Err(BollardError::DockerResponseServerError {
-                status_code: 409, ..
-            }) => {
-                return Err(EngineError::NameTaken {
-                    name: spec.name.clone(),
-                });
-            }
-            Err(source) => {
-                return Err(EngineError::Api {
-                    op: format!(
-                        "creating the probe sibling {} in the network of {}",
-                        spec.name, spec.target
-                    ),
-                    source,
-                });
-            }
-        };
+        let op = format!(
+            "creating the probe sibling {} in the network of {}",
+            spec.name, spec.target
+        );
+        let id = self
+            .create_named(&spec.name, probe_body(spec), EngineError::api(op))
+            .await?;
         let attached = self
             .docker
             .attach_container(

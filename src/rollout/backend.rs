@@ -7,7 +7,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::gate::{self, Gate, GateFailure};
-use crate::engine::{AppContainer, ContainerInfo, Engine, ImageInfo};
+use crate::engine::{AppContainer, ContainerInfo, Engine, ImageInfo, ReleaseExit};
 use crate::host::agent::HostAgent;
 
 /// Every call the executor makes that changes or reads the host. Errors are the one-line text a
@@ -33,6 +33,13 @@ pub trait Backend {
     /// The reload's output.
     async fn reload(&self) -> Result<String, String>;
     async fn mark_applied(&self, file: &str) -> Result<(), String>;
+    /// Runs the release command once; `Err` only when it could not run (`Err(None)`:
+    /// interrupted).
+    async fn run_release(
+        &self,
+        release: &super::Release,
+        cancel: &CancellationToken,
+    ) -> Result<ReleaseExit, Option<String>>;
 }
 
 /// The real engine and host agent.
@@ -107,6 +114,20 @@ impl Backend for Live<'_> {
             .await
             .map_err(|e| e.to_string())?;
         Ok(format!("{}{}", out.stdout, out.stderr).trim().into())
+    }
+    async fn run_release(
+        &self,
+        release: &super::Release,
+        cancel: &CancellationToken,
+    ) -> Result<ReleaseExit, Option<String>> {
+        let ran = self
+            .engine
+            .run_release(&release.container, &release.argv, release.deadline, cancel)
+            .await;
+        ran.map_err(|e| match e {
+            crate::engine::EngineError::Interrupted { .. } => None,
+            e => Some(e.with_causes()),
+        })
     }
     async fn mark_applied(&self, file: &str) -> Result<(), String> {
         self.agent

@@ -96,9 +96,10 @@ async fn verify_restored(report: &mut Report, hook: &impl AfterSwitch, r: &Rollo
 }
 
 /// The steps of a rollout, in order; each may fail, and the cancellation check runs before each.
-const STEPS: [StepName; 8] = [
+const STEPS: [StepName; 9] = [
     StepName::Image,
     StepName::Reconcile,
+    StepName::Release,
     StepName::Start,
     StepName::Verify,
     StepName::Health,
@@ -288,6 +289,7 @@ impl<'a, B: Backend> Exec<'a, B> {
         match step {
             StepName::Image => self.image(r).await,
             StepName::Reconcile => self.reconcile(r).await,
+            StepName::Release => self.release(r).await,
             StepName::Start => self.start(r).await,
             StepName::Verify => self.verify(r).await,
             StepName::Health => self.health(r).await,
@@ -402,6 +404,62 @@ impl<'a, B: Backend> Exec<'a, B> {
             self.record(StepName::Reconcile, t, true, cleaned.join(", "));
         }
         Ok(())
+    }
+
+    /// 2b. The release command, once, in a one-shot container of the new image. Nothing has
+    /// started yet, so a failure stops with nothing to undo.
+    async fn release(&mut self, r: &Rollout) -> Result<(), Stop> {
+        let Some(release) = &r.release else {
+            return Ok(());
+        };
+        let t = Instant::now();
+        let command = release.argv.join(" ");
+        let failed = match self.b.run_release(release, self.cancel).await {
+            Ok(exit) if exit.code == Some(0) => {
+                let ms = exit.elapsed.as_millis();
+                self.record(
+                    StepName::Release,
+                    t,
+                    true,
+                    format!("`{command}` exited 0 in {ms} ms"),
+                );
+                return Ok(());
+            }
+            Ok(exit) => {
+                self.report.evidence.release_output =
+                    masked_tail(&exit.output, &release.container.env);
+                match exit.code {
+                    Some(code) => format!("the release command `{command}` exited {code}"),
+                    None => format!(
+                        "the release command `{command}` did not finish within {} and was killed",
+                        humantime::format_duration(release.deadline)
+                    ),
+                }
+            }
+            Err(None) => {
+                self.record(StepName::Release, t, false, INTERRUPTED);
+                let message = format!(
+                    "{INTERRUPTED} during the release command; nothing was switched; {}",
+                    self.serving()
+                );
+                return Err(Stop::Plain(Outcome::Interrupted, message));
+            }
+            Err(Some(e)) => {
+                self.record(StepName::Release, t, false, e.clone());
+                let message = format!(
+                    "could not run the release command: {e}; nothing was switched; {}",
+                    self.serving()
+                );
+                return Err(Stop::Plain(Outcome::Unavailable, message));
+            }
+        };
+        self.record(StepName::Release, t, false, failed.clone());
+        let tail = &self.report.evidence.release_output;
+        let message = format!(
+            "{failed}; nothing was switched; {}. Its output (tail):\n{tail}",
+            self.serving()
+        );
+        Err(Stop::Plain(Outcome::RolledBack, message))
     }
 
     /// 3. The new container in the free slot.
@@ -699,6 +757,16 @@ impl<'a, B: Backend> Exec<'a, B> {
             format!("{why}; restoring the previous Caddy config failed too ({e}). State: {state}");
         self.end(Outcome::RollbackFailed, message)
     }
+}
+
+/// The last lines of a command's output, with every env value it was given masked.
+fn masked_tail(output: &str, env: &[(String, String)]) -> String {
+    let mut text = output.to_string();
+    for (_, value) in env.iter().filter(|(_, v)| v.len() >= 4) {
+        text = text.replace(value.as_str(), "***");
+    }
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(20)..].join("\n")
 }
 
 #[cfg(test)]

@@ -148,6 +148,22 @@ impl Backend for Fake {
     async fn mark_applied(&self, _: &str) -> Result<(), String> {
         self.call("mark", "")
     }
+    async fn run_release(
+        &self,
+        release: &crate::rollout::Release,
+        cancel: &CancellationToken,
+    ) -> Result<crate::engine::ReleaseExit, Option<String>> {
+        let failed = self.call("release", "").is_err();
+        if cancel.is_cancelled() {
+            return Err(None);
+        }
+        let secret = &release.container.env[0].1;
+        Ok(crate::engine::ReleaseExit {
+            code: if failed { Some(3) } else { Some(0) },
+            output: format!("migrating with {secret}\ndone"),
+            elapsed: Duration::from_millis(5),
+        })
+    }
 }
 
 /// The public check after the switch: passes, fails, or is interrupted (cancels the run).
@@ -200,7 +216,7 @@ fn old_release() -> ContainerInfo {
 fn the_plan() -> Plan {
     let spec = ServiceSpec::parse(
         Path::new("s.toml"),
-        "name = \"web\"\nslots = [18001, 18002]\ncontainer_port = 8080\ndrain = \"1ms\"\n[health]\n[caddy]\nsnippet_dir = \"/etc/caddy/slipway\"\n",
+        "name = \"web\"\nslots = [18001, 18002]\ncontainer_port = 8080\ndrain = \"1ms\"\nenv = [\"DB_PASSWORD\"]\nrelease_command = [\"bin/migrate\"]\n[health]\n[caddy]\nsnippet_dir = \"/etc/caddy/slipway\"\n",
     )
     .unwrap();
     let old_snippet = "# slipway\nreverse_proxy 127.0.0.1:18001\n".to_string();
@@ -217,6 +233,7 @@ fn the_plan() -> Plan {
             applied: Some(old_snippet),
         }),
         now_unix_ms: 2,
+        env: vec![("DB_PASSWORD".into(), "hunter2-secret".into())],
         ..Facts::default()
     };
     let target = Target {
@@ -273,6 +290,7 @@ async fn a_rollout_runs_its_steps_in_order_and_retires_the_old_last() {
     assert_eq!(report.outcome, Outcome::Deployed, "{}", report.message);
     let order = [
         "inspect_image".to_string(),
+        "release".into(),
         "create".into(),
         format!("start:{new}"),
         format!("inspect:{new}"),
@@ -288,6 +306,7 @@ async fn a_rollout_runs_its_steps_in_order_and_retires_the_old_last() {
         names,
         [
             StepName::Image,
+            StepName::Release,
             StepName::Start,
             StepName::Verify,
             StepName::Health,
@@ -303,6 +322,7 @@ async fn a_rollout_runs_its_steps_in_order_and_retires_the_old_last() {
 async fn each_failure_point_leaves_the_old_release_serving() {
     for (fail, outcome) in [
         ("inspect_image", Outcome::Unavailable),
+        ("release", Outcome::RolledBack),
         ("create", Outcome::Unavailable),
         ("start", Outcome::RolledBack),
         ("gate", Outcome::RolledBack),
@@ -320,6 +340,8 @@ async fn each_failure_point_leaves_the_old_release_serving() {
                 "{fail}: {}",
                 report.message
             );
+        }
+        if outcome == Outcome::RolledBack && fail != "release" {
             assert_eq!(report.evidence.log_tail, "app log", "{fail}: evidence kept");
         }
     }
@@ -429,4 +451,41 @@ async fn an_image_without_a_healthcheck_and_no_probe_is_refused_by_the_plan() {
     assert!(super::super::gate_for_image(&r.gate, false).is_err());
     r.gate.docker = false;
     assert!(super::super::gate_for_image(&r.gate, false).is_ok());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_release_command_starts_nothing_and_shows_its_output_masked() {
+    let fake = Fake::new(&["release"], None);
+    let (report, _) = run_with(&fake, &Hook::passing()).await;
+    assert_eq!(report.outcome, Outcome::RolledBack, "{}", report.message);
+    assert_eq!(
+        fake.calls(),
+        ["inspect_image", "release!"],
+        "nothing started"
+    );
+    assert!(
+        report.message.contains("`bin/migrate` exited 3"),
+        "{}",
+        report.message
+    );
+    assert!(
+        report.message.contains("migrating with ***"),
+        "{}",
+        report.message
+    );
+    assert!(
+        !format!("{report:?}").contains("hunter2-secret"),
+        "the value is masked"
+    );
+}
+
+#[test]
+fn a_new_release_plans_its_release_command_without_env_values() {
+    let plan = the_plan();
+    let Action::Rollout(r) = &plan.action else {
+        panic!()
+    };
+    assert_eq!(r.release.as_ref().unwrap().argv, ["bin/migrate"]);
+    let json = serde_json::to_string(&plan).unwrap();
+    assert!(!json.contains("hunter2-secret"), "{json}");
 }

@@ -21,14 +21,12 @@ pub struct Facts {
     pub run_url: String,
 }
 
-/// What `gather` reads, for any caller (the watchdog passes the env values of the container it
-/// replaces and that container's run URL).
+/// What the engine says about `service` and `image`, for any caller; the env values and the run
+/// URL are the caller's (the watchdog's are those of the container it replaces).
 pub async fn gather_facts(
     engine: &Engine,
     service: &str,
     image: Option<&PinnedImage>,
-    env: Vec<(String, String)>,
-    run_url: String,
 ) -> Result<Facts, EngineError> {
     let all = engine
         .containers_with_labels(&[(LABEL_MANAGED, "true"), (LABEL_SERVICE, service)])
@@ -41,7 +39,7 @@ pub async fn gather_facts(
         .filter(|c| {
             matches!(
                 c.labels.get(LABEL_ROLE).map(String::as_str),
-                Some("agent" | "probe")
+                Some("agent" | "probe" | "release")
             )
         })
         .collect();
@@ -57,9 +55,7 @@ pub async fn gather_facts(
         containers,
         leftovers,
         image,
-        snippet: None,
-        env,
         now_unix_ms,
-        run_url,
+        ..Facts::default()
     })
 }

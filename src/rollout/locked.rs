@@ -50,22 +50,25 @@ pub async fn fresh_facts(
     run_url: String,
 ) -> Result<Facts, FactsError> {
     let snippet = agent.read(engine, &format!("{service}.caddy")).await?;
-    let mut facts = super::gather_facts(engine, service, image, env, run_url).await?;
-    facts.snippet = Some(snippet);
-    Ok(facts)
+    let facts = super::gather_facts(engine, service, image).await?;
+    Ok(Facts {
+        snippet: Some(snippet),
+        env,
+        run_url,
+        ..facts
+    })
 }
 
 /// Read-only: the service's containers, leftovers of dead runs, the image if present.
 pub async fn gather(p: &Prepared, image: Option<&PinnedImage>) -> Result<Facts, Failure> {
-    rollout::gather_facts(
-        &p.engine,
-        &p.spec.name,
-        image,
-        p.values.clone(),
-        p.owner.run.clone(),
-    )
-    .await
-    .map_err(|e| Failure::new(Exit::Unavailable, e))
+    let facts = rollout::gather_facts(&p.engine, &p.spec.name, image)
+        .await
+        .map_err(|e| Failure::new(Exit::Unavailable, e))?;
+    Ok(Facts {
+        env: p.values.clone(),
+        run_url: p.owner.run.clone(),
+        ..facts
+    })
 }
 
 pub(crate) fn resolve_target(choice: &Choice, facts: &Facts) -> Result<Target, Failure> {
@@ -130,7 +133,16 @@ pub async fn execute_locked(
         ttl: args.lock_ttl,
         wait: args.lock_wait,
     };
-    let body = async |agent: &HostAgent| locked(p, agent, choice, hook, cancel).await;
+    let body = async |agent: &HostAgent| -> Result<Report, Failure> {
+        let plan = plan_locked(p, agent, choice).await?;
+        let ctx = rollout::execute::Context {
+            engine: &p.engine,
+            agent,
+            reload: p.reload.clone(),
+            cancel,
+        };
+        Ok(rollout::execute(&ctx, &plan, hook).await)
+    };
     rollout::locked::with_lock(&p.engine, &request, cancel, body)
         .await
         .map_err(|e| {
@@ -143,16 +155,11 @@ pub async fn execute_locked(
         })?
 }
 
-pub(crate) async fn locked(
-    p: &Prepared,
-    agent: &HostAgent,
-    choice: &Choice,
-    hook: &impl rollout::execute::AfterSwitch,
-    cancel: &CancellationToken,
-) -> Result<Report, Failure> {
+/// Under the lock: facts read again, the snippet through the agent, then the plan.
+async fn plan_locked(p: &Prepared, agent: &HostAgent, choice: &Choice) -> Result<Plan, Failure> {
     let facts = gather(p, None).await?;
     let target = resolve_target(choice, &facts)?;
-    let facts = rollout::locked::fresh_facts(
+    let facts = fresh_facts(
         &p.engine,
         agent,
         &p.spec.name,
@@ -166,11 +173,5 @@ pub(crate) async fn locked(
     })?;
     let plan = rollout::plan(&p.spec, &target, &facts, &p.reload_text);
     tracing::info!("{}", render_plan(&plan).lines().next().unwrap_or_default());
-    let ctx = rollout::execute::Context {
-        engine: &p.engine,
-        agent,
-        reload: p.reload.clone(),
-        cancel,
-    };
-    Ok(rollout::execute(&ctx, &plan, hook).await)
+    Ok(plan)
 }

@@ -111,6 +111,9 @@ pub struct Rollout {
     /// Older releases still running though not serving: stopped and kept.
     pub stop_stale: Vec<ContainerRef>,
     pub leftovers: Vec<String>,
+    /// The spec's release command, run once before any new container starts.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub release: Option<Release>,
     pub new: NewContainer,
     pub slot: usize,
     pub port: u16,
@@ -129,6 +132,15 @@ pub struct Rollout {
     /// Old stopped releases beyond `retain`, removed at the end.
     pub prune: Vec<ContainerRef>,
     pub on_failure: Vec<String>,
+}
+
+/// A one-shot container of the new image that runs the release command (migrations).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Release {
+    pub argv: Vec<String>,
+    pub deadline: Duration,
+    /// Made like the app's container: image, env names, network, volumes, user, limits.
+    pub container: AppContainer,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -305,6 +317,7 @@ impl Planning<'_> {
                 .iter()
                 .map(|c| c.name.clone())
                 .collect(),
+            release: self.release(slot, port),
             new,
             slot,
             port,
@@ -354,6 +367,29 @@ impl Planning<'_> {
                 port,
             ))),
         }
+    }
+
+    /// The release command of a new release (not of a rollback or a replacement, which run an
+    /// image that has run before).
+    fn release(&self, slot: usize, port: u16) -> Option<Release> {
+        let argv = self.spec.release_command.as_ref()?.argv()?.to_vec();
+        if self.target.reuse_retained || self.target.replace.is_some() {
+            return None;
+        }
+        let mut container = app_container(
+            self.spec,
+            self.target,
+            self.revision,
+            self.facts,
+            slot,
+            port,
+        );
+        container.name = format!("{}-release-{}", self.spec.name, self.facts.now_unix_ms);
+        Some(Release {
+            argv,
+            deadline: self.spec.release_timeout,
+            container,
+        })
     }
 
     /// Stopped releases beyond `retain`, counting the one retired now (unless it is removed).

@@ -70,6 +70,16 @@ pub(crate) fn render_rollout(s: &mut String, r: &rollout::Rollout, image: &str) 
             format!("stop {} (an older release still running)", c.name),
         );
     }
+    if let Some(rel) = &r.release {
+        step(
+            s,
+            format!(
+                "run the release command `{}` once in a one-shot container of {image} (same env names, network and volumes; killed after {}); anything but exit 0 stops here, nothing switched",
+                rel.argv.join(" "),
+                humantime::format_duration(rel.deadline)
+            ),
+        );
+    }
     match &r.new {
         rollout::NewContainer::Create(c) => {
             let env: Vec<&str> = c.env.iter().map(|(k, _)| k.as_str()).collect();
@@ -187,6 +197,12 @@ pub fn render_report(r: &Report) -> String {
     if !r.evidence.log_tail.is_empty() {
         s.push_str("  container log (tail):\n");
         for l in r.evidence.log_tail.lines() {
+            let _ = writeln!(s, "    {l}");
+        }
+    }
+    if !r.evidence.release_output.is_empty() {
+        s.push_str("  release command output (tail):\n");
+        for l in r.evidence.release_output.lines() {
             let _ = writeln!(s, "    {l}");
         }
     }

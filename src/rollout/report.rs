@@ -59,6 +59,7 @@ pub enum StepName {
     Pull,
     Image,
     Reconcile,
+    Release,
     Create,
     Start,
     Verify,
@@ -80,6 +81,7 @@ impl StepName {
             StepName::Pull => "pull",
             StepName::Image => "image",
             StepName::Reconcile => "reconcile",
+            StepName::Release => "release",
             StepName::Create => "create",
             StepName::Start => "start",
             StepName::Verify => "verify",
@@ -116,6 +118,9 @@ pub struct Evidence {
     pub health_log: Vec<String>,
     pub log_tail: String,
     pub reload_output: String,
+    /// The release command's output (tail), secret values masked.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub release_output: String,
 }
 
 #[derive(Debug, Clone, Serialize)]

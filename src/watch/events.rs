@@ -121,139 +121,140 @@ pub enum Event {
 
 impl Event {
     fn human(&self) -> (tracing::Level, String) {
+        (self.level(), self.text())
+    }
+
+    /// How loud the human line is: an error needs someone, a warning may.
+    fn level(&self) -> tracing::Level {
         use tracing::Level;
+        match self {
+            Event::SpecInvalid { .. }
+            | Event::ReplaceFailed { .. }
+            | Event::Capped { .. }
+            | Event::EngineLost { .. } => Level::ERROR,
+            Event::ProbeFailed { .. }
+            | Event::Replacing { .. }
+            | Event::Backoff { .. }
+            | Event::LockHeld { .. } => Level::WARN,
+            Event::Started { .. }
+            | Event::Unwatched { .. }
+            | Event::Watching { .. }
+            | Event::Recovered { .. }
+            | Event::Replaced { .. }
+            | Event::NotServing { .. }
+            | Event::EngineBack { .. }
+            | Event::Checked { .. }
+            | Event::Stopped {} => Level::INFO,
+        }
+    }
+
+    /// The line for humans.
+    fn text(&self) -> String {
         match self {
             Event::Started {
                 services,
                 once,
                 failures,
-            } => (
-                Level::INFO,
-                format!(
-                    "watching {} ({}; a container is stuck after {failures} failed probes in a row)",
-                    if services.is_empty() {
-                        "no service yet".to_string()
-                    } else {
-                        services.join(", ")
-                    },
-                    if *once { "one round" } else { "until stopped" }
-                ),
-            ),
-            Event::Unwatched { service, reason } => {
-                (Level::INFO, format!("{service}: not watched: {reason}"))
+            } => started_text(services, *once, *failures),
+            Event::Unwatched { service, reason } => format!("{service}: not watched: {reason}"),
+            Event::SpecInvalid { path, error } => {
+                format!("{path}: {error} (the previous version stays in force)")
             }
-            Event::SpecInvalid { path, error } => (
-                Level::ERROR,
-                format!("{path}: {error} (the previous version stays in force)"),
-            ),
             Event::Watching {
                 service,
                 container,
                 revision,
                 ..
-            } => (
-                Level::INFO,
-                format!("{service}: watching {container} (revision {revision})"),
-            ),
+            } => format!("{service}: watching {container} (revision {revision})"),
             Event::ProbeFailed {
                 service,
                 container,
                 streak,
                 failures,
                 reason,
-            } => (
-                Level::WARN,
-                format!("{service}: probe {streak}/{failures} of {container} failed: {reason}"),
-            ),
+            } => format!("{service}: probe {streak}/{failures} of {container} failed: {reason}"),
             Event::Recovered {
                 service,
                 container,
                 after,
-            } => (
-                Level::INFO,
-                format!("{service}: {container} answers again after {after} failed probe(s)"),
-            ),
+            } => format!("{service}: {container} answers again after {after} failed probe(s)"),
             Event::Replacing {
                 service,
                 container,
                 failures,
                 ..
-            } => (
-                Level::WARN,
-                format!("{service}: {container} failed {failures} probes in a row: replacing it"),
-            ),
+            } => format!("{service}: {container} failed {failures} probes in a row: replacing it"),
             Event::Replaced {
                 service,
                 old,
                 new,
-                first_failure_to_serving_ms,
+                first_failure_to_serving_ms: ms,
                 ..
-            } => (
-                Level::INFO,
-                format!(
-                    "{service}: {new} serves in place of {old} (removed), {first_failure_to_serving_ms} ms after the first failed probe"
-                ),
+            } => format!(
+                "{service}: {new} serves in place of {old} (removed), {ms} ms after the first failed probe"
             ),
             Event::ReplaceFailed {
                 service,
                 container,
                 message,
                 ..
-            } => (
-                Level::ERROR,
-                format!("{service}: replacing {container} failed: {message}"),
-            ),
+            } => format!("{service}: replacing {container} failed: {message}"),
             Event::Backoff {
                 service,
                 container,
                 retry_in_ms,
                 replacements,
-            } => (
-                Level::WARN,
-                format!(
-                    "{service}: {container} is stuck, but it was replaced {replacements} time(s) recently: next replacement in {} s at the earliest",
-                    retry_in_ms.div_ceil(1000)
-                ),
-            ),
+            } => backoff_text(service, container, *retry_in_ms, *replacements),
             Event::Capped {
                 service, message, ..
-            } => (Level::ERROR, format!("{service}: CAPPED: {message}")),
+            } => format!("{service}: CAPPED: {message}"),
             Event::LockHeld {
                 service,
                 owner,
                 since,
                 ..
-            } => (
-                Level::WARN,
-                format!(
-                    "{service}: the deploy lock is held by {owner} (since {since}): not probing or replacing it until the lock is released"
-                ),
+            } => format!(
+                "{service}: the deploy lock is held by {owner} (since {since}): not probing or replacing it until the lock is released"
             ),
             Event::NotServing {
                 service,
                 container,
                 serving,
-            } => (
-                Level::INFO,
-                format!(
-                    "{service}: {container} no longer serves ({}); nothing to replace",
-                    serving
-                        .as_deref()
-                        .map_or("nothing routed".to_string(), |s| format!("{s} does"))
-                ),
-            ),
-            Event::EngineLost { error } => (
-                Level::ERROR,
-                format!("the Docker engine is unreachable ({error}); reconnecting with backoff"),
-            ),
-            Event::EngineBack { down_ms } => (
-                Level::INFO,
-                format!("the Docker engine answers again after {down_ms} ms"),
-            ),
-            Event::Checked { service, result } => (Level::INFO, format!("{service}: {result}")),
-            Event::Stopped {} => (Level::INFO, "stopped".into()),
+            } => not_serving_text(service, container, serving.as_deref()),
+            Event::EngineLost { error } => {
+                format!("the Docker engine is unreachable ({error}); reconnecting with backoff")
+            }
+            Event::EngineBack { down_ms } => {
+                format!("the Docker engine answers again after {down_ms} ms")
+            }
+            Event::Checked { service, result } => format!("{service}: {result}"),
+            Event::Stopped {} => "stopped".into(),
         }
     }
+}
+
+fn started_text(services: &[String], once: bool, failures: u32) -> String {
+    let services = if services.is_empty() {
+        "no service yet".to_string()
+    } else {
+        services.join(", ")
+    };
+    let how_long = if once { "one round" } else { "until stopped" };
+    format!(
+        "watching {services} ({how_long}; a container is stuck after {failures} failed probes in a row)"
+    )
+}
+
+fn backoff_text(service: &str, container: &str, retry_in_ms: u64, replacements: usize) -> String {
+    format!(
+        "{service}: {container} is stuck, but it was replaced {replacements} time(s) recently: next replacement in {} s at the earliest",
+        retry_in_ms.div_ceil(1000)
+    )
+}
+
+fn not_serving_text(service: &str, container: &str, serving: Option<&str>) -> String {
+    let serving = serving.map_or("nothing routed".to_string(), |s| format!("{s} does"));
+    format!("{service}: {container} no longer serves ({serving}); nothing to replace")
 }
 
 #[derive(Serialize)]

@@ -67,79 +67,14 @@ pub async fn command(
     }
     let read = source.read();
     let (named, duplicates) = specs::by_name(&read.specs);
-    let mut problems: Vec<String> = read
-        .problems
-        .iter()
-        .chain(duplicates.iter())
-        .map(|(path, message)| format!("{}: {message}", path.display()))
-        .collect();
-    if args.backoff > args.max_backoff {
-        problems.push(format!(
-            "--backoff {} is above --max-backoff {}",
-            humantime::format_duration(args.backoff),
-            humantime::format_duration(args.max_backoff)
-        ));
-    }
-    if args.window.is_zero() {
-        problems.push("--window must be above 0".into());
-    }
-    if !problems.is_empty() {
-        return Err(Failure::usage(anyhow::anyhow!(
-            "{} problem(s) with what to watch:\n  - {}",
-            problems.len(),
-            problems.join("\n  - ")
-        ))
-        .with_hint("fix each one; nothing was watched or changed"));
-    }
-    let host =
-        HostAccess::new(&args.reload_image, args.host_pid, args.reload_timeout).map_err(|e| {
-            let hint = e.hint();
-            Failure::usage(anyhow::Error::new(e).context("--reload-image is not usable"))
-                .with_hint(hint)
-        })?;
+    refuse_problems(&read.problems, &duplicates, args)?;
+    let host = host_access(args)?;
     let events = Events::stdout();
-    let docker_host = global.docker_host();
-    let engine = match Engine::connect(&docker_host) {
-        Ok(engine) => engine,
-        // On the host, the watchdog may start before the engine's socket exists: it waits.
-        Err(e) if !args.once => {
-            events.emit(Event::EngineLost { error: chain(&e) });
-            let connected = until_back(|| async { Engine::connect(&docker_host) }, cancel).await;
-            let Some((engine, down)) = connected else {
-                events.emit(Event::Stopped {});
-                return Ok(Exit::Success);
-            };
-            events.emit(Event::EngineBack {
-                down_ms: down.as_millis() as u64,
-            });
-            engine
-        }
-        Err(e) => {
-            return Err(Failure::usage(e)
-                .with_hint("set --docker-host or DOCKER_HOST, e.g. unix:///var/run/docker.sock"));
-        }
+    let Some(engine) = connect(global, args, &events, cancel).await? else {
+        events.emit(Event::Stopped {});
+        return Ok(Exit::Success);
     };
-    let env: BTreeMap<String, String> = std::env::vars().collect();
-    let mut owner = Owner::current(&env);
-    if owner.run == "local" {
-        owner.run = "slipway watch".into();
-    }
-    let shared = Arc::new(Shared {
-        engine,
-        host,
-        owner,
-        failures: args.failures,
-        interval: args.interval,
-        policy: Policy {
-            backoff: args.backoff,
-            max_backoff: args.max_backoff,
-            cap: args.cap,
-            window: args.window,
-        },
-        lock_ttl: args.lock_ttl,
-        events,
-        trouble: Notify::new(),
-    });
+    let shared = Arc::new(shared_from_args(args, engine, host, events));
     let watched = watchable(&shared, &named);
     if watched.is_empty() {
         return Err(
@@ -154,21 +89,122 @@ pub async fn command(
         failures: args.failures,
     });
     if args.once {
-        if let Err(e) = shared.engine.version().await {
-            shared.events.emit(Event::EngineLost { error: chain(&e) });
-            return Err(Failure::new(Exit::Unavailable, e).with_hint(
-                "is the Docker socket reachable (--docker-host, DOCKER_HOST)? `slipway doctor` checks it; nothing was probed or changed",
-            ));
-        }
-        let mut noted: BTreeSet<String> = named
-            .keys()
-            .filter(|n| !watched.contains_key(*n))
-            .cloned()
-            .collect();
-        Ok(once(&shared, &watched, &mut noted, cancel).await)
+        run_once(&shared, &named, &watched, cancel).await
     } else {
         Ok(forever(shared, source, read.specs, watched, cancel).await)
     }
+}
+
+/// Every problem with the specs (unreadable, or a service given twice) and the options, at once.
+fn refuse_problems(
+    unreadable: &BTreeMap<PathBuf, String>,
+    duplicates: &BTreeMap<PathBuf, String>,
+    args: &WatchArgs,
+) -> Result<(), Failure> {
+    let mut problems: Vec<String> = unreadable
+        .iter()
+        .chain(duplicates.iter())
+        .map(|(path, message)| format!("{}: {message}", path.display()))
+        .collect();
+    if args.backoff > args.max_backoff {
+        problems.push(format!(
+            "--backoff {} is above --max-backoff {}",
+            humantime::format_duration(args.backoff),
+            humantime::format_duration(args.max_backoff)
+        ));
+    }
+    if args.window.is_zero() {
+        problems.push("--window must be above 0".into());
+    }
+    if problems.is_empty() {
+        return Ok(());
+    }
+    Err(Failure::usage(anyhow::anyhow!(
+        "{} problem(s) with what to watch:\n  - {}",
+        problems.len(),
+        problems.join("\n  - ")
+    ))
+    .with_hint("fix each one; nothing was watched or changed"))
+}
+
+fn host_access(args: &WatchArgs) -> Result<HostAccess, Failure> {
+    HostAccess::new(&args.reload_image, args.host_pid, args.reload_timeout).map_err(|e| {
+        let hint = e.hint();
+        Failure::usage(anyhow::Error::new(e).context("--reload-image is not usable"))
+            .with_hint(hint)
+    })
+}
+
+/// The engine. On the host the watchdog may start before the engine's socket exists: the
+/// long-running mode waits for it (`None`: stopped meanwhile).
+async fn connect(
+    global: &GlobalArgs,
+    args: &WatchArgs,
+    events: &Events,
+    cancel: &CancellationToken,
+) -> Result<Option<Engine>, Failure> {
+    let docker_host = global.docker_host();
+    match Engine::connect(&docker_host) {
+        Ok(engine) => Ok(Some(engine)),
+        Err(e) if !args.once => {
+            events.emit(Event::EngineLost { error: chain(&e) });
+            let connected = until_back(|| async { Engine::connect(&docker_host) }, cancel).await;
+            let Some((engine, down)) = connected else {
+                return Ok(None);
+            };
+            events.emit(Event::EngineBack {
+                down_ms: down.as_millis() as u64,
+            });
+            Ok(Some(engine))
+        }
+        Err(e) => Err(Failure::usage(e)
+            .with_hint("set --docker-host or DOCKER_HOST, e.g. unix:///var/run/docker.sock")),
+    }
+}
+
+fn shared_from_args(args: &WatchArgs, engine: Engine, host: HostAccess, events: Events) -> Shared {
+    let env: BTreeMap<String, String> = std::env::vars().collect();
+    let mut owner = Owner::current(&env);
+    if owner.run == "local" {
+        owner.run = "slipway watch".into();
+    }
+    Shared {
+        engine,
+        host,
+        owner,
+        failures: args.failures,
+        interval: args.interval,
+        policy: Policy {
+            backoff: args.backoff,
+            max_backoff: args.max_backoff,
+            cap: args.cap,
+            window: args.window,
+        },
+        lock_ttl: args.lock_ttl,
+        events,
+        trouble: Notify::new(),
+    }
+}
+
+/// `--once`: the engine must answer; then one round.
+async fn run_once(
+    shared: &Arc<Shared>,
+    named: &BTreeMap<String, (PathBuf, ServiceSpec)>,
+    watched: &BTreeMap<String, ServiceSpec>,
+    cancel: &CancellationToken,
+) -> Result<Exit, Failure> {
+    if let Err(e) = shared.engine.version().await {
+        shared.events.emit(Event::EngineLost { error: chain(&e) });
+        return Err(Failure::new(Exit::Unavailable, e).with_hint(
+            "is the Docker socket reachable (--docker-host, DOCKER_HOST)? `slipway doctor` checks it; nothing was probed or changed",
+        ));
+    }
+    let mut noted: BTreeSet<String> = named
+        .keys()
+        .filter(|n| !watched.contains_key(*n))
+        .cloned()
+        .collect();
+    Ok(once(shared, watched, &mut noted, cancel).await)
 }
 
 /// The specs that can be watched, by name; a note for each that cannot.
@@ -403,65 +439,129 @@ where
 async fn forever(
     shared: Arc<Shared>,
     source: SpecSource,
-    mut by_path: BTreeMap<PathBuf, ServiceSpec>,
+    by_path: BTreeMap<PathBuf, ServiceSpec>,
     watched: BTreeMap<String, ServiceSpec>,
     cancel: &CancellationToken,
 ) -> Exit {
-    let (online_tx, online) = watch::channel(true);
-    let mut tasks: BTreeMap<String, Task> = watched
-        .into_iter()
-        .map(|(name, spec)| (name, spawn(&shared, spec, &online, cancel)))
-        .collect();
-    // Services already said to be unwatched (at start: those whose spec lacks [health.http]).
-    let mut noted: BTreeSet<String> = specs::by_name(&by_path)
-        .0
-        .into_iter()
-        .filter(|(_, (_, spec))| specs::unwatchable(spec).is_some())
-        .map(|(name, _)| name)
-        .collect();
-    let mut said_invalid: BTreeMap<PathBuf, String> = BTreeMap::new();
+    let mut sup = Supervisor::start(shared, source, by_path, watched, cancel);
     let mut first = true;
     loop {
         if !first {
             tokio::select! {
                 _ = tokio::time::sleep(SUPERVISE_EVERY) => {}
-                _ = shared.trouble.notified() => {}
+                _ = sup.shared.trouble.notified() => {}
                 _ = cancel.cancelled() => break,
             }
         }
         first = false;
-        if let Err(e) = shared.engine.version().await {
-            online_tx.send_replace(false);
-            shared.events.emit(Event::EngineLost { error: chain(&e) });
-            match until_back(|| shared.engine.version(), cancel).await {
-                Some((_, down)) => shared.events.emit(Event::EngineBack {
-                    down_ms: down.as_millis() as u64,
-                }),
-                None => break,
-            }
-            online_tx.send_replace(true);
+        if !sup.engine_answers().await {
+            break;
         }
-        // The specs again: added, changed and removed services; a file that no longer parses
-        // keeps its previous version.
-        let read = source.read();
+        let now = sup.read_specs_again();
+        sup.follow(now).await;
+        sup.note_unwatched().await;
+    }
+    sup.stop().await;
+    Exit::Success
+}
+
+/// What the long-running mode keeps between its rounds.
+struct Supervisor<'a> {
+    shared: Arc<Shared>,
+    source: SpecSource,
+    /// The specs in force, by file.
+    by_path: BTreeMap<PathBuf, ServiceSpec>,
+    tasks: BTreeMap<String, Task>,
+    /// Services already said to be unwatched.
+    noted: BTreeSet<String>,
+    /// Spec files already said to be invalid, and what was said.
+    said_invalid: BTreeMap<PathBuf, String>,
+    online_tx: watch::Sender<bool>,
+    online: watch::Receiver<bool>,
+    cancel: &'a CancellationToken,
+}
+
+impl<'a> Supervisor<'a> {
+    fn start(
+        shared: Arc<Shared>,
+        source: SpecSource,
+        by_path: BTreeMap<PathBuf, ServiceSpec>,
+        watched: BTreeMap<String, ServiceSpec>,
+        cancel: &'a CancellationToken,
+    ) -> Supervisor<'a> {
+        let (online_tx, online) = watch::channel(true);
+        let tasks = watched
+            .into_iter()
+            .map(|(name, spec)| (name, spawn(&shared, spec, &online, cancel)))
+            .collect();
+        // At start: those whose spec lacks [health.http].
+        let noted = specs::by_name(&by_path)
+            .0
+            .into_iter()
+            .filter(|(_, (_, spec))| specs::unwatchable(spec).is_some())
+            .map(|(name, _)| name)
+            .collect();
+        Supervisor {
+            shared,
+            source,
+            by_path,
+            tasks,
+            noted,
+            said_invalid: BTreeMap::new(),
+            online_tx,
+            online,
+            cancel,
+        }
+    }
+
+    /// Checks the engine; if it is lost, pauses the services until it is back. False when
+    /// stopped meanwhile.
+    async fn engine_answers(&self) -> bool {
+        let Err(e) = self.shared.engine.version().await else {
+            return true;
+        };
+        self.online_tx.send_replace(false);
+        self.shared
+            .events
+            .emit(Event::EngineLost { error: chain(&e) });
+        match until_back(|| self.shared.engine.version(), self.cancel).await {
+            Some((_, down)) => self.shared.events.emit(Event::EngineBack {
+                down_ms: down.as_millis() as u64,
+            }),
+            None => return false,
+        }
+        self.online_tx.send_replace(true);
+        true
+    }
+
+    /// The specs again: added, changed and removed services; a file that no longer parses
+    /// keeps its previous version. Returns those that can be watched, by name.
+    fn read_specs_again(&mut self) -> BTreeMap<String, ServiceSpec> {
+        let read = self.source.read();
         for (path, message) in &read.problems {
-            if said_invalid.get(path) != Some(message) {
-                said_invalid.insert(path.clone(), message.clone());
-                shared.events.emit(Event::SpecInvalid {
+            if self.said_invalid.get(path) != Some(message) {
+                self.said_invalid.insert(path.clone(), message.clone());
+                self.shared.events.emit(Event::SpecInvalid {
                     path: specs::display(path),
                     error: message.clone(),
                 });
             }
         }
-        said_invalid.retain(|p, _| read.problems.contains_key(p));
+        self.said_invalid
+            .retain(|p, _| read.problems.contains_key(p));
         let mut next = read.specs;
         for path in read.problems.keys() {
-            if let Some(old) = by_path.get(path) {
+            if let Some(old) = self.by_path.get(path) {
                 next.insert(path.clone(), old.clone());
             }
         }
-        by_path = next;
-        let (named, _) = specs::by_name(&by_path);
+        self.by_path = next;
+        self.watchable_now()
+    }
+
+    /// The specs in force that can be watched, by name; the others are said unwatched once.
+    fn watchable_now(&mut self) -> BTreeMap<String, ServiceSpec> {
+        let (named, _) = specs::by_name(&self.by_path);
         let mut now: BTreeMap<String, ServiceSpec> = BTreeMap::new();
         for (name, (_, spec)) in named {
             match specs::unwatchable(&spec) {
@@ -469,8 +569,8 @@ async fn forever(
                     now.insert(name, spec);
                 }
                 Some(reason) => {
-                    if noted.insert(name.clone()) {
-                        shared.events.emit(Event::Unwatched {
+                    if self.noted.insert(name.clone()) {
+                        self.shared.events.emit(Event::Unwatched {
                             service: name,
                             reason,
                         });
@@ -479,14 +579,23 @@ async fn forever(
             }
         }
         // Watched now: if it ever becomes unwatched again, that is said again.
-        noted.retain(|n| !now.contains_key(n));
-        let before: BTreeMap<String, ServiceSpec> = tasks
+        self.noted.retain(|n| !now.contains_key(n));
+        now
+    }
+
+    fn watched(&self) -> BTreeMap<String, ServiceSpec> {
+        self.tasks
             .iter()
             .map(|(n, t)| (n.clone(), t.spec.clone()))
-            .collect();
-        let changes = specs::changes(&before, &now);
+            .collect()
+    }
+
+    /// Stops the tasks of removed and changed services, and starts those of added and
+    /// changed ones.
+    async fn follow(&mut self, now: BTreeMap<String, ServiceSpec>) {
+        let changes = specs::changes(&self.watched(), &now);
         for name in changes.removed.iter().chain(&changes.changed) {
-            if let Some(task) = tasks.remove(name) {
+            if let Some(task) = self.tasks.remove(name) {
                 task.cancel.cancel();
                 let _ = task.handle.await;
             }
@@ -500,27 +609,26 @@ async fn forever(
                     "changed"
                 }
             );
-            tasks.insert(
-                name.clone(),
-                spawn(&shared, now[name].clone(), &online, cancel),
-            );
+            let task = spawn(&self.shared, now[name].clone(), &self.online, self.cancel);
+            self.tasks.insert(name.clone(), task);
         }
         for name in &changes.removed {
             tracing::info!("{name}: spec removed; no longer watched");
         }
+    }
 
-        let watched_now: BTreeMap<String, ServiceSpec> = tasks
-            .iter()
-            .map(|(n, t)| (n.clone(), t.spec.clone()))
-            .collect();
-        note_unwatched(&shared, &watched_now, &mut noted).await;
+    async fn note_unwatched(&mut self) {
+        let watched = self.watched();
+        note_unwatched(&self.shared, &watched, &mut self.noted).await;
     }
-    for task in tasks.into_values() {
-        task.cancel.cancel();
-        let _ = task.handle.await;
+
+    async fn stop(self) {
+        for task in self.tasks.into_values() {
+            task.cancel.cancel();
+            let _ = task.handle.await;
+        }
+        self.shared.events.emit(Event::Stopped {});
     }
-    shared.events.emit(Event::Stopped {});
-    Exit::Success
 }
 
 #[cfg(test)]

@@ -20,7 +20,7 @@ use crate::host::agent::HostAgent;
 use crate::host::lock::{LABEL_OWNER, LockError, LockRequest, Owner};
 use crate::image::reference::PinnedImage;
 use crate::rollout::execute::{Context, Evidence, NoCheck};
-use crate::rollout::{self, Facts, Gate, HttpGate, Outcome, Replace, Target};
+use crate::rollout::{self, Facts, Gate, HttpGate, Outcome, Replace, Report, Target};
 use crate::spec::ServiceSpec;
 
 /// On a probe sibling: the container whose network it joined.
@@ -161,48 +161,32 @@ impl Watcher {
 
     /// Finds the serving container and probes it once.
     pub async fn probe(&mut self, sh: &Shared) -> Probe {
-        let name = self.spec.name.clone();
         // One list call: the service's running app containers, and its deploy lock if held.
         let listed = match sh
             .engine
-            .list_running(&[(LABEL_MANAGED, "true"), (rollout::LABEL_SERVICE, &name)])
+            .list_running(&[
+                (LABEL_MANAGED, "true"),
+                (rollout::LABEL_SERVICE, &self.spec.name),
+            ])
             .await
         {
             Ok(l) => l,
-            Err(e) => {
-                sh.trouble.notify_one();
-                return Probe::Inconclusive(e.to_string());
-            }
+            Err(e) => return inconclusive(sh, e.to_string()),
         };
         // A deploy (or another watchdog's replacement) is running: its own gate watches the
         // service, and the container it starts does not answer yet. Not probed meanwhile.
         if let Some(lock) = listed.iter().find(|c| c.role() == Some("lock")) {
             let owner = lock.labels.get(LABEL_OWNER).cloned().unwrap_or_default();
-            if !self.said_locked {
-                self.said_locked = true;
-                sh.events.emit(Event::LockHeld {
-                    service: name.clone(),
-                    container: self.current.as_ref().map(|c| c.info.name.clone()),
-                    owner: owner.clone(),
-                    since: since(lock.created_unix),
-                });
-            }
-            return Probe::Locked { owner };
+            return self.lock_held(sh, owner, lock.created_unix);
         }
         if std::mem::take(&mut self.said_locked) {
-            tracing::info!("{name}: the deploy lock is free again; probing");
+            tracing::info!("{}: the deploy lock is free again; probing", self.spec.name);
         }
-        let mut running = Vec::new();
-        for c in listed.iter().filter(|c| c.role() == Some("app")) {
-            match sh.engine.inspect_container(&c.id).await {
-                Ok(Some(info)) if info.running => running.push(info),
-                Ok(_) => {}
-                Err(e) => {
-                    sh.trouble.notify_one();
-                    return Probe::Inconclusive(e.to_string());
-                }
-            }
-        }
+        let apps = listed.iter().filter(|c| c.role() == Some("app"));
+        let running = match inspect_running(sh, apps.map(|c| c.id.as_str())).await {
+            Ok(running) => running,
+            Err(e) => return inconclusive(sh, e.to_string()),
+        };
         // Without the lock the snippet cannot be read: the newest running container is the one
         // serving between deploys. Before a replacement this is checked again under the lock.
         let facts = Facts {
@@ -210,93 +194,68 @@ impl Watcher {
             ..Facts::default()
         };
         let Some(active) = rollout::active(&facts).cloned() else {
-            self.remove_sibling(sh).await;
-            if let Some(gone) = self.current.take() {
-                tracing::info!(
-                    "{name}: {} no longer runs; nothing to probe",
-                    gone.info.name
-                );
-            }
+            self.forget_current(sh).await;
             return Probe::NoActive;
         };
+        self.follow(sh, active).await;
+        let cur = self.current.as_mut().expect("followed above");
+        cur.probe(sh, &self.spec.name).await
+    }
+
+    /// The deploy lock is held: said once while it stays held.
+    fn lock_held(&mut self, sh: &Shared, owner: String, created_unix: i64) -> Probe {
+        if !self.said_locked {
+            self.said_locked = true;
+            sh.events.emit(Event::LockHeld {
+                service: self.spec.name.clone(),
+                container: self.current.as_ref().map(|c| c.info.name.clone()),
+                owner: owner.clone(),
+                since: since(created_unix),
+            });
+        }
+        Probe::Locked { owner }
+    }
+
+    /// No container of the service runs: the one watched is forgotten.
+    async fn forget_current(&mut self, sh: &Shared) {
+        self.remove_sibling(sh).await;
+        if let Some(gone) = self.current.take() {
+            tracing::info!(
+                "{}: {} no longer runs; nothing to probe",
+                self.spec.name,
+                gone.info.name
+            );
+        }
+    }
+
+    /// Watches `active` from now on, unless it is already watched (the same container, not
+    /// restarted since).
+    async fn follow(&mut self, sh: &Shared, active: ContainerInfo) {
         let same = self
             .current
             .as_ref()
             .is_some_and(|c| c.info.id == active.id && c.info.started_at == active.started_at);
-        if !same {
-            if self.current.as_ref().is_some_and(|c| c.sibling.is_some()) {
-                self.remove_sibling(sh).await;
-            }
-            sh.events.emit(Event::Watching {
-                service: name.clone(),
-                container: active.name.clone(),
-                id: active.id.clone(),
-                revision: label(&active, rollout::LABEL_REVISION),
-                digest: label(&active, rollout::LABEL_DIGEST),
-            });
-            self.current = Some(Current {
-                http: self.gate(&active, sh),
-                info: active,
-                sibling: None,
-                streak: 0,
-                first_failure: None,
-                said: Said::default(),
-            });
+        if same {
+            return;
         }
-        let cur = self.current.as_mut().expect("set above");
-        if cur.sibling.is_none() {
-            match start_sibling(sh, &name, &cur.info, &cur.http).await {
-                Ok(session) => cur.sibling = Some(session),
-                Err(e) => {
-                    sh.trouble.notify_one();
-                    return Probe::Inconclusive(format!("the probe sibling: {e}"));
-                }
-            }
+        if self.current.as_ref().is_some_and(|c| c.sibling.is_some()) {
+            self.remove_sibling(sh).await;
         }
-        let session = cur.sibling.as_mut().expect("set above");
-        let started = Instant::now();
-        let attempt = session.probe(cur.http.attempt_deadline()).await;
-        if let Err(e) = &attempt {
-            // The sibling or its stream went away (removed, engine restarted, stuck): it is made
-            // again next time.
-            let id = session.id.clone();
-            cur.sibling = None;
-            let _ = sh.engine.remove_container(&id).await;
-            sh.trouble.notify_one();
-            return Probe::Inconclusive(e.to_string());
-        }
-        match cur.http.judge(attempt) {
-            Ok(()) => {
-                tracing::debug!(
-                    "{name}: {} answers ({} ms)",
-                    cur.info.name,
-                    started.elapsed().as_millis()
-                );
-                if cur.streak > 0 {
-                    sh.events.emit(Event::Recovered {
-                        service: name,
-                        container: cur.info.name.clone(),
-                        after: cur.streak,
-                    });
-                }
-                cur.streak = 0;
-                cur.first_failure = None;
-                cur.said = Said::default();
-                Probe::Healthy
-            }
-            Err(reason) => {
-                cur.streak += 1;
-                cur.first_failure.get_or_insert(started);
-                sh.events.emit(Event::ProbeFailed {
-                    service: name,
-                    container: cur.info.name.clone(),
-                    streak: cur.streak,
-                    failures: sh.failures,
-                    reason,
-                });
-                Probe::Failed { streak: cur.streak }
-            }
-        }
+        sh.events.emit(Event::Watching {
+            service: self.spec.name.clone(),
+            container: active.name.clone(),
+            id: active.id.clone(),
+            revision: label(&active, rollout::LABEL_REVISION),
+            digest: label(&active, rollout::LABEL_DIGEST),
+        });
+        self.current = Some(Current {
+            http: self.gate(&active, sh),
+            info: active,
+            sibling: None,
+            streak: 0,
+            first_failure: None,
+            said: Said::default(),
+        });
     }
 
     /// Removes this service's probe sibling (on a new target, and when the watchdog stops). It
@@ -314,7 +273,6 @@ impl Watcher {
 
     /// Replaces the stuck container, unless crash-loop protection or a held lock says not now.
     pub async fn replace(&mut self, sh: &Shared, cancel: &CancellationToken) -> Replacement {
-        let service = self.spec.name.clone();
         let Some(cur) = self.current.as_mut() else {
             return Replacement::NotServing;
         };
@@ -327,46 +285,10 @@ impl Watcher {
         let mut history = Replace::history_of(&cur.info);
         history.extend(&self.failed);
         let history = sh.policy.recent(&history, now);
-        match sh.policy.decide(&history, now) {
-            Decision::Replace => {}
-            Decision::Capped { recent } => {
-                if !cur.said.capped {
-                    cur.said.capped = true;
-                    sh.events.emit(Event::Capped {
-                        service: service.clone(),
-                        container: cur.info.name.clone(),
-                        replacements: recent,
-                        window_secs: sh.policy.window.as_secs(),
-                        message: if sh.policy.cap == 0 {
-                            format!(
-                                "{} stopped answering; not replacing it: --cap 0 only reports. Look at `docker logs {}`, then deploy a fix or run `slipway rollback`",
-                                cur.info.name, cur.info.name
-                            )
-                        } else {
-                            format!(
-                                "{} stopped answering, and {service} was replaced {recent} time(s) within {}: not replacing it again (crash-loop protection). Look at `docker logs {}`, then deploy a fix or run `slipway rollback`; replacements resume once the earlier ones age out of the window",
-                                cur.info.name,
-                                humantime::format_duration(sh.policy.window),
-                                cur.info.name
-                            )
-                        },
-                    });
-                }
-                return Replacement::Capped;
-            }
-            Decision::Backoff { wait, recent } => {
-                if !cur.said.backoff {
-                    cur.said.backoff = true;
-                    sh.events.emit(Event::Backoff {
-                        service,
-                        container: cur.info.name.clone(),
-                        retry_in_ms: wait.as_millis() as u64,
-                        replacements: recent,
-                    });
-                }
-                return Replacement::Backoff;
-            }
+        if let Some(held) = cur.held_back(sh, &self.spec.name, &history, now) {
+            return held;
         }
+        let service = self.spec.name.clone();
         let snippet_dir = self.spec.caddy.snippet_dir.clone();
         let request = LockRequest {
             service: &service,
@@ -376,19 +298,24 @@ impl Watcher {
             ttl: sh.lock_ttl,
             wait: Duration::ZERO,
         };
-        let body = async |agent: &HostAgent| self.on_locked(sh, agent, history, now, cancel).await;
-        let locked = rollout::locked::with_lock(&sh.engine, &request, cancel, body).await;
-        let e = match locked {
-            Ok(replacement) => return replacement,
-            Err(e) => e,
-        };
+        let body = async |agent: &HostAgent| self.locked(sh, agent, history, now, cancel).await;
+        match rollout::locked::with_lock(&sh.engine, &request, cancel, body).await {
+            Ok(replacement) => replacement,
+            Err(e) => self.lock_not_taken(sh, e),
+        }
+    }
+
+    /// The lock could not be taken: held by someone else (said once), interrupted, or the
+    /// engine failed.
+    fn lock_not_taken(&mut self, sh: &Shared, e: LockError) -> Replacement {
+        let service = &self.spec.name;
         let cur = self.current.as_mut().expect("replace checked it");
         match e {
             LockError::Held { owner, since, .. } => {
                 if !cur.said.lock_held {
                     cur.said.lock_held = true;
                     sh.events.emit(Event::LockHeld {
-                        service,
+                        service: service.clone(),
                         container: Some(cur.info.name.clone()),
                         owner,
                         since,
@@ -399,21 +326,15 @@ impl Watcher {
             LockError::Interrupted { .. } => Replacement::Interrupted,
             e => {
                 sh.trouble.notify_one();
-                sh.events.emit(Event::ReplaceFailed {
-                    service,
-                    container: cur.info.name.clone(),
-                    outcome: "unavailable".into(),
-                    message: format!("could not take the deploy lock: {e}"),
-                    health_log: Vec::new(),
-                    log_tail: String::new(),
-                });
+                let message = format!("could not take the deploy lock: {e}");
+                say_replace_failed(sh, service, &cur.info, "unavailable", message, None);
                 Replacement::Failed(Exit::Unavailable)
             }
         }
     }
 
-    /// With the lock held: say so, then replace.
-    async fn on_locked(
+    /// With the lock held: says so, then replaces the stuck container through a plan.
+    async fn locked(
         &mut self,
         sh: &Shared,
         agent: &HostAgent,
@@ -429,93 +350,20 @@ impl Watcher {
             revision: label(&cur.info, rollout::LABEL_REVISION),
             failures: cur.streak,
         });
-        self.locked(sh, agent, history, now, cancel).await
-    }
-
-    async fn locked(
-        &mut self,
-        sh: &Shared,
-        agent: &HostAgent,
-        history: Vec<u64>,
-        now: u64,
-        cancel: &CancellationToken,
-    ) -> Replacement {
-        let service = self.spec.name.clone();
-        let stuck = self
-            .current
-            .as_ref()
-            .expect("replace checked it")
-            .info
-            .clone();
-        let fail = |sh: &Shared, outcome: &str, message: String, evidence: Option<Evidence>| {
-            let evidence = evidence.unwrap_or_default();
-            sh.events.emit(Event::ReplaceFailed {
-                service: service.clone(),
-                container: stuck.name.clone(),
-                outcome: outcome.into(),
-                message,
-                health_log: evidence.health_log,
-                log_tail: evidence.log_tail,
-            });
-        };
-        let prepared = async {
-            let image = PinnedImage::parse(&label(&stuck, rollout::LABEL_IMAGE)).map_err(|e| {
-                (
-                    Exit::Usage,
-                    format!(
-                        "its {} label is not a pinned image: {e}",
-                        rollout::LABEL_IMAGE
-                    ),
-                )
-            })?;
-            let env = self.env_for(sh, &stuck).await?;
-            let run_url = Some(label(&stuck, rollout::LABEL_RUN))
-                .filter(|r| !r.is_empty())
-                .unwrap_or_else(|| sh.owner.run.clone());
-            let facts = rollout::locked::fresh_facts(
-                &sh.engine,
-                agent,
-                &service,
-                Some(&image),
-                env,
-                run_url,
-            )
-            .await
-            .map_err(|e| (Exit::Unavailable, e.to_string()))?;
-            Ok::<_, (Exit, String)>((image, facts))
-        };
-        let (image, facts) = match prepared.await {
-            Ok(p) => p,
+        let stuck = cur.info.clone();
+        let (image, facts) = match self.prepare(sh, agent, &stuck).await {
+            Ok(prepared) => prepared,
             Err((exit, message)) => {
-                fail(sh, "unavailable", message, None);
+                say_replace_failed(sh, &self.spec.name, &stuck, "unavailable", message, None);
                 return Replacement::Failed(exit);
             }
         };
-        // The snippet says what serves; it must still be the container that failed.
-        let serving = rollout::active(&facts);
-        if serving.map(|s| &s.id) != Some(&stuck.id) {
-            sh.events.emit(Event::NotServing {
-                service,
-                container: stuck.name.clone(),
-                serving: serving.map(|s| s.name.clone()),
-            });
-            if let Some(cur) = self.current.as_mut() {
-                cur.said.not_serving = true;
-            }
+        if !self.still_serves(sh, &stuck, &facts) {
             return Replacement::NotServing;
         }
         // The probe sibling shares the stuck container's network namespace, which is going.
         self.remove_sibling(sh).await;
-        let target = Target {
-            image,
-            revision: crate::image::revision::Revision::parse(
-                &label(&stuck, rollout::LABEL_REVISION),
-                "the stuck container's dev.slipway.revision label",
-            )
-            .ok(),
-            reuse_retained: false,
-            replace: Some(Replace { history }),
-        };
+        let target = replacement_target(&stuck, image, history);
         let plan = rollout::plan(&self.spec, &target, &facts, &self.spec.caddy.reload_command);
         let ctx = Context {
             engine: &sh.engine,
@@ -525,43 +373,87 @@ impl Watcher {
         };
         let began = Instant::now();
         let report = rollout::execute(&ctx, &plan, &NoCheck).await;
+        self.conclude(sh, &stuck, report, began, now)
+    }
+
+    /// What the replacement needs, read under the lock: the stuck container's image and env,
+    /// and fresh facts.
+    async fn prepare(
+        &self,
+        sh: &Shared,
+        agent: &HostAgent,
+        stuck: &ContainerInfo,
+    ) -> Result<(PinnedImage, Facts), (Exit, String)> {
+        let image = PinnedImage::parse(&label(stuck, rollout::LABEL_IMAGE)).map_err(|e| {
+            (
+                Exit::Usage,
+                format!(
+                    "its {} label is not a pinned image: {e}",
+                    rollout::LABEL_IMAGE
+                ),
+            )
+        })?;
+        let env = self.env_for(sh, stuck).await?;
+        let run_url = Some(label(stuck, rollout::LABEL_RUN))
+            .filter(|r| !r.is_empty())
+            .unwrap_or_else(|| sh.owner.run.clone());
+        let facts = rollout::locked::fresh_facts(
+            &sh.engine,
+            agent,
+            &self.spec.name,
+            Some(&image),
+            env,
+            run_url,
+        )
+        .await
+        .map_err(|e| (Exit::Unavailable, e.to_string()))?;
+        Ok((image, facts))
+    }
+
+    /// The snippet says what serves; it must still be the container that failed. If not, that
+    /// is said, once.
+    fn still_serves(&mut self, sh: &Shared, stuck: &ContainerInfo, facts: &Facts) -> bool {
+        let serving = rollout::active(facts);
+        if serving.map(|s| &s.id) == Some(&stuck.id) {
+            return true;
+        }
+        sh.events.emit(Event::NotServing {
+            service: self.spec.name.clone(),
+            container: stuck.name.clone(),
+            serving: serving.map(|s| s.name.clone()),
+        });
+        if let Some(cur) = self.current.as_mut() {
+            cur.said.not_serving = true;
+        }
+        false
+    }
+
+    /// Says what the replacement came to; a failed one counts for crash-loop protection.
+    fn conclude(
+        &mut self,
+        sh: &Shared,
+        stuck: &ContainerInfo,
+        report: Report,
+        began: Instant,
+        now: u64,
+    ) -> Replacement {
+        let service = &self.spec.name;
         match report.outcome {
             Outcome::Deployed => {
-                let first_failure = self
-                    .current
-                    .as_ref()
-                    .and_then(|c| c.first_failure)
-                    .unwrap_or(began);
-                let serving_at = report
-                    .steps
-                    .iter()
-                    .find(|s| s.name == rollout::StepName::Switch && s.ok)
-                    .map_or_else(Instant::now, |s| {
-                        began + Duration::from_millis(s.start_ms + s.duration_ms)
-                    });
-                sh.events.emit(Event::Replaced {
-                    service,
-                    old: stuck.name.clone(),
-                    new: report.container.clone().unwrap_or_default(),
-                    revision: report.revision.to_string(),
-                    port: report.port,
-                    first_failure_to_serving_ms: serving_at
-                        .saturating_duration_since(first_failure)
-                        .as_millis() as u64,
-                    replace_ms: report.wall_ms,
-                    start_to_healthy_ms: report.start_to_healthy_ms,
-                });
+                let first_failure = self.current.as_ref().and_then(|c| c.first_failure);
+                say_replaced(sh, service, stuck, &report, began, first_failure);
                 self.current = None;
                 Replacement::Replaced
             }
             Outcome::Interrupted => {
-                fail(sh, "interrupted", report.message, None);
+                say_replace_failed(sh, service, stuck, "interrupted", report.message, None);
                 Replacement::Interrupted
             }
             other => {
                 self.failed.push(now);
                 let outcome = other.as_str();
-                fail(sh, outcome, report.message, Some(report.evidence));
+                let evidence = Some(report.evidence);
+                say_replace_failed(sh, service, stuck, outcome, report.message, evidence);
                 Replacement::Failed(other.exit())
             }
         }
@@ -603,6 +495,204 @@ impl Watcher {
         values.sort_by_key(|(k, _)| self.spec.env.iter().position(|n| n == k));
         Ok(values)
     }
+}
+
+impl Current {
+    /// Probes through the probe sibling (started first if need be) and counts the verdict.
+    async fn probe(&mut self, sh: &Shared, service: &str) -> Probe {
+        if self.sibling.is_none() {
+            match start_sibling(sh, service, &self.info, &self.http).await {
+                Ok(session) => self.sibling = Some(session),
+                Err(e) => return inconclusive(sh, format!("the probe sibling: {e}")),
+            }
+        }
+        let session = self.sibling.as_mut().expect("set above");
+        let started = Instant::now();
+        let attempt = session.probe(self.http.attempt_deadline()).await;
+        if let Err(e) = &attempt {
+            // The sibling or its stream went away (removed, engine restarted, stuck): it is made
+            // again next time.
+            let id = session.id.clone();
+            self.sibling = None;
+            let _ = sh.engine.remove_container(&id).await;
+            return inconclusive(sh, e.to_string());
+        }
+        match self.http.judge(attempt) {
+            Ok(()) => self.answered(sh, service, started),
+            Err(reason) => self.failed(sh, service, started, reason),
+        }
+    }
+
+    fn answered(&mut self, sh: &Shared, service: &str, started: Instant) -> Probe {
+        tracing::debug!(
+            "{service}: {} answers ({} ms)",
+            self.info.name,
+            started.elapsed().as_millis()
+        );
+        if self.streak > 0 {
+            sh.events.emit(Event::Recovered {
+                service: service.into(),
+                container: self.info.name.clone(),
+                after: self.streak,
+            });
+        }
+        self.streak = 0;
+        self.first_failure = None;
+        self.said = Said::default();
+        Probe::Healthy
+    }
+
+    fn failed(&mut self, sh: &Shared, service: &str, started: Instant, reason: String) -> Probe {
+        self.streak += 1;
+        self.first_failure.get_or_insert(started);
+        sh.events.emit(Event::ProbeFailed {
+            service: service.into(),
+            container: self.info.name.clone(),
+            streak: self.streak,
+            failures: sh.failures,
+            reason,
+        });
+        Probe::Failed {
+            streak: self.streak,
+        }
+    }
+
+    /// Crash-loop protection: `Some` when the replacement must wait (backoff) or not happen
+    /// (capped), each said once.
+    fn held_back(
+        &mut self,
+        sh: &Shared,
+        service: &str,
+        history: &[u64],
+        now: u64,
+    ) -> Option<Replacement> {
+        match sh.policy.decide(history, now) {
+            Decision::Replace => None,
+            Decision::Capped { recent } => {
+                if !self.said.capped {
+                    self.said.capped = true;
+                    sh.events.emit(Event::Capped {
+                        service: service.into(),
+                        container: self.info.name.clone(),
+                        replacements: recent,
+                        window_secs: sh.policy.window.as_secs(),
+                        message: capped_message(&sh.policy, service, &self.info.name, recent),
+                    });
+                }
+                Some(Replacement::Capped)
+            }
+            Decision::Backoff { wait, recent } => {
+                if !self.said.backoff {
+                    self.said.backoff = true;
+                    sh.events.emit(Event::Backoff {
+                        service: service.into(),
+                        container: self.info.name.clone(),
+                        retry_in_ms: wait.as_millis() as u64,
+                        replacements: recent,
+                    });
+                }
+                Some(Replacement::Backoff)
+            }
+        }
+    }
+}
+
+fn capped_message(policy: &Policy, service: &str, container: &str, recent: usize) -> String {
+    if policy.cap == 0 {
+        format!(
+            "{container} stopped answering; not replacing it: --cap 0 only reports. Look at `docker logs {container}`, then deploy a fix or run `slipway rollback`"
+        )
+    } else {
+        format!(
+            "{container} stopped answering, and {service} was replaced {recent} time(s) within {}: not replacing it again (crash-loop protection). Look at `docker logs {container}`, then deploy a fix or run `slipway rollback`; replacements resume once the earlier ones age out of the window",
+            humantime::format_duration(policy.window)
+        )
+    }
+}
+
+/// No verdict this time; the supervisor is poked to check the engine.
+fn inconclusive(sh: &Shared, why: String) -> Probe {
+    sh.trouble.notify_one();
+    Probe::Inconclusive(why)
+}
+
+/// Those of the containers `ids` that still run, inspected.
+async fn inspect_running(
+    sh: &Shared,
+    ids: impl Iterator<Item = &str>,
+) -> Result<Vec<ContainerInfo>, EngineError> {
+    let mut running = Vec::new();
+    for id in ids {
+        match sh.engine.inspect_container(id).await? {
+            Some(info) if info.running => running.push(info),
+            _ => {}
+        }
+    }
+    Ok(running)
+}
+
+/// The same image and revision as the stuck container, in a free slot.
+fn replacement_target(stuck: &ContainerInfo, image: PinnedImage, history: Vec<u64>) -> Target {
+    Target {
+        image,
+        revision: crate::image::revision::Revision::parse(
+            &label(stuck, rollout::LABEL_REVISION),
+            "the stuck container's dev.slipway.revision label",
+        )
+        .ok(),
+        reuse_retained: false,
+        replace: Some(Replace { history }),
+    }
+}
+
+fn say_replaced(
+    sh: &Shared,
+    service: &str,
+    stuck: &ContainerInfo,
+    report: &Report,
+    began: Instant,
+    first_failure: Option<Instant>,
+) {
+    let first_failure = first_failure.unwrap_or(began);
+    let serving_at = report
+        .steps
+        .iter()
+        .find(|s| s.name == rollout::StepName::Switch && s.ok)
+        .map_or_else(Instant::now, |s| {
+            began + Duration::from_millis(s.start_ms + s.duration_ms)
+        });
+    sh.events.emit(Event::Replaced {
+        service: service.into(),
+        old: stuck.name.clone(),
+        new: report.container.clone().unwrap_or_default(),
+        revision: report.revision.to_string(),
+        port: report.port,
+        first_failure_to_serving_ms: serving_at
+            .saturating_duration_since(first_failure)
+            .as_millis() as u64,
+        replace_ms: report.wall_ms,
+        start_to_healthy_ms: report.start_to_healthy_ms,
+    });
+}
+
+/// `evidence`: the replacement's health log and log tail, when it got as far as starting.
+fn say_replace_failed(
+    sh: &Shared,
+    service: &str,
+    stuck: &ContainerInfo,
+    outcome: &str,
+    message: String,
+    evidence: Option<Evidence>,
+) {
+    let evidence = evidence.unwrap_or_default();
+    sh.events.emit(Event::ReplaceFailed {
+        service: service.into(),
+        container: stuck.name.clone(),
+        outcome: outcome.into(),
+        message,
+        health_log: evidence.health_log,
+        log_tail: evidence.log_tail,
+    });
 }
 
 /// A probe sibling for `target`, attached: it runs this service's probe once per request.
