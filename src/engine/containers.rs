@@ -7,12 +7,13 @@ use std::time::{Duration, Instant};
 use bollard::errors::Error as BollardError;
 use bollard::exec::{CreateExecOptions, StartExecResults};
 use bollard::models::{
-    ContainerCreateBody, ContainerInspectResponse, ContainerSummary, HealthStatusEnum, HostConfig,
-    HostConfigLogConfig, PortBinding, RestartPolicy, RestartPolicyNameEnum,
+    ContainerCreateBody, ContainerInspectResponse, ContainerSummary, HealthConfig,
+    HealthStatusEnum, HostConfig, HostConfigLogConfig, PortBinding, RestartPolicy,
+    RestartPolicyNameEnum,
 };
 use bollard::query_parameters::{
-    CreateContainerOptionsBuilder, EventsOptionsBuilder, KillContainerOptionsBuilder,
-    ListContainersOptionsBuilder, StopContainerOptionsBuilder,
+    EventsOptionsBuilder, KillContainerOptionsBuilder, ListContainersOptionsBuilder,
+    StopContainerOptionsBuilder,
 };
 use futures_util::{StreamExt, TryStreamExt};
 use tokio_util::sync::CancellationToken;
@@ -32,7 +33,15 @@ pub struct AppContainer {
     #[serde(serialize_with = "names_only")]
     pub env: Vec<(String, String)>,
     pub labels: BTreeMap<String, String>,
-    /// Published on 127.0.0.1 only.
+    /// The command, when not the image's (a worker's argv).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub cmd: Vec<String>,
+    /// Publish `container_port` on 127.0.0.1:`host_port` (the web process); workers publish
+    /// nothing.
+    pub publish: bool,
+    /// Keep the image's HEALTHCHECK; off for a worker that does not gate on it (the image's
+    /// check describes the web process).
+    pub healthcheck: bool,
     pub host_port: u16,
     pub container_port: u16,
     pub volumes: Vec<String>,
@@ -107,22 +116,31 @@ pub fn create_body(spec: &AppContainer) -> ContainerCreateBody {
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
     labels.insert(LABEL_MANAGED.into(), "true".into());
-    labels.insert(LABEL_ROLE.into(), "app".into());
+    labels
+        .entry(LABEL_ROLE.into())
+        .or_insert_with(|| "app".into());
     ContainerCreateBody {
         image: Some(spec.image.clone()),
         env: Some(spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
         labels: Some(labels),
         user: spec.user.clone(),
-        exposed_ports: Some(vec![port_key.clone()]),
+        cmd: (!spec.cmd.is_empty()).then(|| spec.cmd.clone()),
+        healthcheck: (!spec.healthcheck).then(|| HealthConfig {
+            test: Some(vec!["NONE".into()]),
+            ..Default::default()
+        }),
+        exposed_ports: spec.publish.then(|| vec![port_key.clone()]),
         stop_timeout: Some(spec.stop_grace_secs as i64),
         host_config: Some(HostConfig {
-            port_bindings: Some(HashMap::from([(
-                port_key,
-                Some(vec![PortBinding {
-                    host_ip: Some("127.0.0.1".into()),
-                    host_port: Some(spec.host_port.to_string()),
-                }]),
-            )])),
+            port_bindings: spec.publish.then(|| {
+                HashMap::from([(
+                    port_key,
+                    Some(vec![PortBinding {
+                        host_ip: Some("127.0.0.1".into()),
+                        host_port: Some(spec.host_port.to_string()),
+                    }]),
+                )])
+            }),
             binds: (!spec.volumes.is_empty()).then(|| spec.volumes.clone()),
             memory: spec.memory_bytes,
             nano_cpus: spec.nano_cpus,
@@ -288,27 +306,12 @@ impl Engine {
         app: &AppContainer,
         argv: &[String],
     ) -> Result<String, EngineError> {
-        let mut body = create_body(app);
-        body.cmd = Some(argv.to_vec());
-        body.exposed_ports = None;
-        if let Some(labels) = body.labels.as_mut() {
-            labels.insert(LABEL_ROLE.into(), "release".into());
-        }
-        if let Some(host) = body.host_config.as_mut() {
-            host.port_bindings = None;
-            host.restart_policy = None;
-        }
-        let options = CreateContainerOptionsBuilder::default()
-            .name(&app.name)
-            .build();
-        let created = self.docker.create_container(Some(options), body).await;
-        created.map(|c| c.id).map_err(|source| EngineError::Api {
-            op: format!(
-                "creating the release container {} from {}",
-                app.name, app.image
-            ),
-            source,
-        })
+        let mut one_shot = app.clone();
+        one_shot.cmd = argv.to_vec();
+        one_shot.publish = false;
+        one_shot.restart = "no".into();
+        one_shot.labels.insert(LABEL_ROLE.into(), "release".into());
+        self.create_app(&one_shot).await
     }
 
     /// Starts the release container and waits: its exit code, or `None` when the deadline
@@ -502,6 +505,9 @@ mod tests {
 
     fn spec() -> AppContainer {
         AppContainer {
+            cmd: Vec::new(),
+            publish: true,
+            healthcheck: true,
             name: "web-a".into(),
             image: "r/web@sha256:00".into(),
             env: vec![("TOKEN".into(), "hunter2".into())],

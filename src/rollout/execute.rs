@@ -96,13 +96,14 @@ async fn verify_restored(report: &mut Report, hook: &impl AfterSwitch, r: &Rollo
 }
 
 /// The steps of a rollout, in order; each may fail, and the cancellation check runs before each.
-const STEPS: [StepName; 9] = [
+const STEPS: [StepName; 10] = [
     StepName::Image,
     StepName::Reconcile,
     StepName::Release,
     StepName::Start,
     StepName::Verify,
     StepName::Health,
+    StepName::Workers,
     StepName::Switch,
     StepName::Smoke,
     StepName::Drain,
@@ -293,6 +294,7 @@ impl<'a, B: Backend> Exec<'a, B> {
             StepName::Start => self.start(r).await,
             StepName::Verify => self.verify(r).await,
             StepName::Health => self.health(r).await,
+            StepName::Workers => self.workers(r).await,
             StepName::Switch => self.switch(r).await,
             StepName::Smoke => self.smoke(hook).await,
             StepName::Drain => self.drain(r).await,
@@ -382,7 +384,8 @@ impl<'a, B: Backend> Exec<'a, B> {
                 tokio::time::sleep(r.drain).await;
             }
         }
-        for c in &r.remove_abandoned {
+        let stray_workers = r.workers.iter().flat_map(|w| &w.remove);
+        for c in r.remove_abandoned.iter().chain(stray_workers) {
             if let Err(e) = self.b.remove(&c.id).await {
                 self.record(StepName::Reconcile, t, false, e.clone());
                 return Err(failed(e, self.serving()));
@@ -558,6 +561,121 @@ impl<'a, B: Backend> Exec<'a, B> {
         }
     }
 
+    /// 5b. The new workers: started, then each gated; all before the web switch.
+    async fn workers(&mut self, r: &Rollout) -> Result<(), Stop> {
+        let mut started = Vec::new();
+        for w in &r.workers {
+            let t = Instant::now();
+            let (id, retained) = match &w.new {
+                NewContainer::Create(spec) => (self.b.create(spec).await, false),
+                NewContainer::Restart(c) => (Ok(c.id.clone()), true),
+            };
+            let id = id.map_err(|e| self.worker_failed(w, t, e))?;
+            self.done.workers.push((id.clone(), retained));
+            self.b
+                .start(&id)
+                .await
+                .map_err(|e| self.worker_failed(w, t, e))?;
+            started.push((w, id, t));
+        }
+        for (w, id, t) in started {
+            self.worker_gate(&w.gate, &id, t)
+                .await
+                .map_err(|e| match e {
+                    GateFailure::Interrupted => Stop::undo(Outcome::Interrupted, INTERRUPTED),
+                    GateFailure::Failed(why) => self.worker_failed(w, t, why),
+                })?;
+            let ms = t.elapsed().as_millis();
+            self.record(
+                StepName::Workers,
+                t,
+                true,
+                format!("{} healthy {ms} ms after start", w.new.name()),
+            );
+        }
+        Ok(())
+    }
+
+    fn worker_failed(
+        &mut self,
+        w: &super::workers::WorkerRollout,
+        t: Instant,
+        why: String,
+    ) -> Stop {
+        self.record(StepName::Workers, t, false, why.clone());
+        Stop::undo(
+            Outcome::RolledBack,
+            format!("worker {} failed its gate: {why}", w.new.name()),
+        )
+    }
+
+    /// A worker is healthy when (with `docker`) its HEALTHCHECK says so and it still runs
+    /// `min_uptime` after its start.
+    async fn worker_gate(
+        &self,
+        g: &super::workers::WorkerGate,
+        id: &str,
+        started: Instant,
+    ) -> Result<(), GateFailure> {
+        if g.docker {
+            let gate = Gate {
+                docker: true,
+                http: None,
+                deadline: g.deadline,
+            };
+            self.b.gate(&gate, id, started, self.cancel).await?;
+        }
+        // Its restart policy may bring a crashed worker back: the same start must still run.
+        let first = self.worker_running(id).await?;
+        tokio::select! {
+            _ = tokio::time::sleep_until(started + g.min_uptime) => {}
+            _ = self.cancel.cancelled() => return Err(GateFailure::Interrupted),
+        }
+        let last = self.worker_running(id).await?;
+        if last != first {
+            let why = format!(
+                "it restarted within {}",
+                humantime::format_duration(g.min_uptime)
+            );
+            return Err(GateFailure::Failed(why));
+        }
+        Ok(())
+    }
+
+    /// When the worker's current run started; a failure when it is not running.
+    async fn worker_running(&self, id: &str) -> Result<String, GateFailure> {
+        match self.b.inspect(id).await {
+            Ok(Some(c)) if c.running && c.status != "restarting" => Ok(c.started_at),
+            Ok(Some(c)) => Err(GateFailure::Failed(format!(
+                "it exited with code {}",
+                c.exit_code
+            ))),
+            Ok(None) => Err(GateFailure::Failed("the container is gone".into())),
+            Err(e) => Err(GateFailure::Failed(e)),
+        }
+    }
+
+    /// The serving release's workers stop once the new ones run; kept for rollback.
+    async fn retire_workers(&mut self, r: &Rollout) {
+        for old in r.workers.iter().flat_map(|w| &w.retire) {
+            let t = Instant::now();
+            match self.b.stop(&old.id, r.stop_grace).await {
+                Ok(()) => self.record(
+                    StepName::Retire,
+                    t,
+                    true,
+                    format!("stopped worker {} (kept for rollback)", old.name),
+                ),
+                Err(e) => self.record(
+                    StepName::Retire,
+                    t,
+                    false,
+                    format!("{e} (stop worker {} by hand)", old.name),
+                ),
+            }
+        }
+    }
+
     /// 6. Switch Caddy: snippet, reload, record what was applied.
     async fn switch(&mut self, r: &Rollout) -> Result<(), Stop> {
         let t = Instant::now();
@@ -664,8 +782,10 @@ impl<'a, B: Backend> Exec<'a, B> {
             }
         }
         let t = Instant::now();
+        self.retire_workers(r).await;
         let mut pruned = Vec::new();
-        for c in &r.prune {
+        let old_workers = r.workers.iter().flat_map(|w| &w.prune);
+        for c in r.prune.iter().chain(old_workers) {
             if self.b.remove(&c.id).await.is_ok() {
                 pruned.push(c.name.clone());
             }
@@ -716,7 +836,13 @@ impl<'a, B: Backend> Exec<'a, B> {
                 return self.restore_failed(r, t, stage, &why, &e);
             }
         }
-        let removed = undo::take_down(self.b, &id, r).await;
+        for (worker, retained) in self.done.workers.clone() {
+            if let Err(e) = undo::take_down(self.b, &worker, retained, r).await {
+                tracing::warn!("worker {worker} could not be taken down: {e}");
+            }
+        }
+        let retained = matches!(r.new, NewContainer::Restart(_));
+        let removed = undo::take_down(self.b, &id, retained, r).await;
         let detail = match &removed {
             Ok(()) => format!("removed {}; {serving}", r.new.name()),
             Err(e) => format!(

@@ -48,7 +48,10 @@ impl Fake {
             self.cancel.cancel();
         }
         let mut fail = self.fail.borrow_mut();
-        let failed = fail.iter().position(|f| *f == name).map(|i| fail.remove(i));
+        let failed = fail
+            .iter()
+            .position(|f| *f == name || *f == entry)
+            .map(|i| fail.remove(i));
         // A failed call is recorded with a `!`: it changed nothing.
         let mark = if failed.is_some() { "!" } else { "" };
         self.calls.borrow_mut().push(format!("{entry}{mark}"));
@@ -212,13 +215,17 @@ fn old_release() -> ContainerInfo {
     c
 }
 
+const SPEC: &str = "name = \"web\"\nslots = [18001, 18002]\ncontainer_port = 8080\ndrain = \"1ms\"\nenv = [\"DB_PASSWORD\"]\nrelease_command = [\"bin/migrate\"]\n[health]\n[caddy]\nsnippet_dir = \"/etc/caddy/slipway\"\n";
+
 /// v2 over a serving v1, planned as the real planner plans it.
 fn the_plan() -> Plan {
-    let spec = ServiceSpec::parse(
-        Path::new("s.toml"),
-        "name = \"web\"\nslots = [18001, 18002]\ncontainer_port = 8080\ndrain = \"1ms\"\nenv = [\"DB_PASSWORD\"]\nrelease_command = [\"bin/migrate\"]\n[health]\n[caddy]\nsnippet_dir = \"/etc/caddy/slipway\"\n",
-    )
-    .unwrap();
+    plan_for("")
+}
+
+/// The same with `extra` added to the spec (e.g. a worker).
+fn plan_for(extra: &str) -> Plan {
+    let text = format!("{SPEC}{extra}");
+    let spec = ServiceSpec::parse(Path::new("s.toml"), &text).unwrap();
     let old_snippet = "# slipway\nreverse_proxy 127.0.0.1:18001\n".to_string();
     let facts = Facts {
         containers: vec![old_release()],
@@ -302,20 +309,11 @@ async fn a_rollout_runs_its_steps_in_order_and_retires_the_old_last() {
     ];
     assert_eq!(fake.calls(), order);
     let names: Vec<StepName> = report.steps.iter().map(|s| s.name).collect();
-    assert_eq!(
-        names,
-        [
-            StepName::Image,
-            StepName::Release,
-            StepName::Start,
-            StepName::Verify,
-            StepName::Health,
-            StepName::Switch,
-            StepName::Smoke,
-            StepName::Drain,
-            StepName::Retire
-        ]
-    );
+    use StepName::*;
+    let expected = [
+        Image, Release, Start, Verify, Health, Switch, Smoke, Drain, Retire,
+    ];
+    assert_eq!(names, expected);
 }
 
 #[tokio::test(start_paused = true)]
@@ -488,4 +486,76 @@ fn a_new_release_plans_its_release_command_without_env_values() {
     assert_eq!(r.release.as_ref().unwrap().argv, ["bin/migrate"]);
     let json = serde_json::to_string(&plan).unwrap();
     assert!(!json.contains("hunter2-secret"), "{json}");
+}
+
+const WORKER: &str =
+    "[workers.jobs]\ncommand = [\"bin/jobs\"]\n[workers.jobs.health]\nmin_uptime = \"1s\"\n";
+
+#[tokio::test(start_paused = true)]
+async fn workers_start_and_pass_their_gate_before_the_switch() {
+    let plan = plan_for(WORKER);
+    let fake = Fake::new(&[], None);
+    let report = run(&fake, &fake.cancel, &plan, &Hook::passing()).await;
+    assert_eq!(report.outcome, Outcome::Deployed, "{}", report.message);
+    let calls = fake.calls();
+    let worker = calls.iter().position(|c| c == "start:web-jobs-2").unwrap();
+    let switch = calls.iter().position(|c| c == "write:new").unwrap();
+    assert!(
+        worker < switch,
+        "the worker is gated before the switch: {calls:?}"
+    );
+    assert!(
+        calls.contains(&"inspect:web-jobs-2".to_string()),
+        "{calls:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_worker_that_fails_switches_nothing_and_removes_the_new_containers() {
+    let plan = plan_for(WORKER);
+    let fake = Fake::new(&["start:web-jobs-2"], None);
+    let report = run(&fake, &fake.cancel, &plan, &Hook::passing()).await;
+    assert_eq!(report.outcome, Outcome::RolledBack, "{}", report.message);
+    assert!(
+        report.message.contains("worker web-jobs-2 failed"),
+        "{}",
+        report.message
+    );
+    assert!(
+        !fake.called("write:new"),
+        "nothing switched: {:?}",
+        fake.calls()
+    );
+    assert!(fake.called("remove:web-jobs-2"), "{:?}", fake.calls());
+    assert!(
+        fake.called(&format!("remove:{}", new_name(&plan))),
+        "{:?}",
+        fake.calls()
+    );
+    assert!(!fake.called("stop:old"), "{:?}", fake.calls());
+}
+
+#[test]
+fn a_worker_runs_its_own_argv_without_a_port_and_only_its_env() {
+    let plan = plan_for("[workers.jobs]\ncommand = [\"bin/jobs\"]\nenv = [\"QUEUE_URL\"]\n");
+    let Action::Rollout(r) = &plan.action else {
+        panic!("{:?}", plan.action)
+    };
+    let NewContainer::Create(c) = &r.workers[0].new else {
+        panic!()
+    };
+    assert_eq!(c.cmd, ["bin/jobs"]);
+    assert!(!c.publish);
+    assert_eq!(c.labels["dev.slipway.role"], "worker");
+    assert!(!c.labels.contains_key(LABEL_PORT));
+    let NewContainer::Create(web) = &r.new else {
+        panic!()
+    };
+    assert!(web.publish && web.cmd.is_empty());
+    let names: Vec<&str> = c.env.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(
+        names,
+        ["DB_PASSWORD"],
+        "the service's names and its own (QUEUE_URL unset here)"
+    );
 }

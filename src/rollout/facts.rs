@@ -9,6 +9,8 @@ use crate::image::reference::PinnedImage;
 pub struct Facts {
     /// The service's app containers, running or not.
     pub containers: Vec<ContainerInfo>,
+    /// The service's worker containers, running or not.
+    pub workers: Vec<ContainerInfo>,
     /// Helper containers (agents, probes) of this service left by a run that died.
     pub leftovers: Vec<ContainerInfo>,
     /// The target image, when the engine already has it.
@@ -31,9 +33,9 @@ pub async fn gather_facts(
     let all = engine
         .containers_with_labels(&[(LABEL_MANAGED, "true"), (LABEL_SERVICE, service)])
         .await?;
-    let (containers, helpers): (Vec<_>, Vec<_>) = all
-        .into_iter()
-        .partition(|c| c.labels.get(LABEL_ROLE).map(String::as_str) == Some("app"));
+    let role = |c: &ContainerInfo, r: &str| c.labels.get(LABEL_ROLE).map(String::as_str) == Some(r);
+    let (containers, others): (Vec<_>, Vec<_>) = all.into_iter().partition(|c| role(c, "app"));
+    let (workers, helpers): (Vec<_>, Vec<_>) = others.into_iter().partition(|c| role(c, "worker"));
     let leftovers = helpers
         .into_iter()
         .filter(|c| {
@@ -53,6 +55,7 @@ pub async fn gather_facts(
         .unwrap_or_default();
     Ok(Facts {
         containers,
+        workers,
         leftovers,
         image,
         now_unix_ms,

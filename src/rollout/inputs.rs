@@ -67,7 +67,7 @@ pub fn prepare(global: &GlobalArgs, args: &ServiceArgs) -> Result<Prepared, Fail
         Failure::usage(e).with_hint("e.g. --reload-command 'systemctl reload caddy'")
     })?;
     let env: BTreeMap<String, String> = std::env::vars().collect();
-    let values = spec::resolve_env(&spec.env, &env).map_err(|missing| {
+    let values = spec::resolve_env(&spec.all_env_names(), &env).map_err(|missing| {
         Failure::usage(anyhow::anyhow!(
             "the spec passes {} from the job's environment, but {} not set",
             missing.join(", "),

@@ -10,6 +10,7 @@ mod plan;
 pub mod render;
 mod report;
 mod undo;
+pub mod workers;
 
 pub mod execute;
 pub use backend::Backend;

@@ -111,6 +111,9 @@ pub struct Rollout {
     /// Older releases still running though not serving: stopped and kept.
     pub stop_stale: Vec<ContainerRef>,
     pub leftovers: Vec<String>,
+    /// The new release's workers, started and gated before the web switch.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub workers: Vec<super::workers::WorkerRollout>,
     /// The spec's release command, run once before any new container starts.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub release: Option<Release>,
@@ -169,11 +172,11 @@ pub struct SnippetChange {
     pub previous: Option<Option<String>>,
 }
 
-fn label(info: &ContainerInfo, key: &str) -> String {
+pub(crate) fn label(info: &ContainerInfo, key: &str) -> String {
     info.labels.get(key).cloned().unwrap_or_default()
 }
 
-fn released(info: &ContainerInfo) -> u64 {
+pub(crate) fn released(info: &ContainerInfo) -> u64 {
     label(info, LABEL_RELEASED).parse().unwrap_or(0)
 }
 
@@ -252,7 +255,7 @@ pub fn plan(spec: &ServiceSpec, target: &Target, facts: &Facts, reload_command: 
     if let Some((reason, hint)) = host_contract(spec, facts) {
         return stop(revision, Action::HostContract { reason, hint });
     }
-    if let Some(a) = active.filter(|a| serves_target(a, target)) {
+    if let Some(a) = active.filter(|a| serves_target(spec, facts, a, target)) {
         let container = container_ref(a);
         return stop(revision, Action::AlreadyServing { container });
     }
@@ -271,8 +274,14 @@ pub fn plan(spec: &ServiceSpec, target: &Target, facts: &Facts, reload_command: 
 }
 
 /// The serving container already runs the target, healthy: nothing to do.
-fn serves_target(active: &ContainerInfo, target: &Target) -> bool {
+fn serves_target(
+    spec: &ServiceSpec,
+    facts: &Facts,
+    active: &ContainerInfo,
+    target: &Target,
+) -> bool {
     target.replace.is_none()
+        && super::workers::workers_current(spec, facts, target.image.digest())
         && label(active, LABEL_DIGEST) == target.image.digest()
         && active.health.as_deref() != Some("unhealthy")
         && !active.paused
@@ -318,6 +327,14 @@ impl Planning<'_> {
                 .map(|c| c.name.clone())
                 .collect(),
             release: self.release(slot, port),
+            workers: super::workers::plan_workers(
+                self.spec,
+                self.target,
+                self.revision,
+                self.facts,
+                self.active
+                    .map(|a| a.labels.get(LABEL_DIGEST).map_or("", String::as_str)),
+            ),
             new,
             slot,
             port,
@@ -358,15 +375,20 @@ impl Planning<'_> {
             .filter(|_| self.target.reuse_retained)
         {
             Some(c) => NewContainer::Restart(container_ref(c)),
-            None => NewContainer::Create(Box::new(app_container(
-                self.spec,
-                self.target,
-                self.revision,
-                self.facts,
-                slot,
-                port,
-            ))),
+            None => NewContainer::Create(Box::new(self.app_in(slot, port))),
         }
+    }
+
+    /// The target's app container for `slot`, published on `port`.
+    fn app_in(&self, slot: usize, port: u16) -> AppContainer {
+        app_container(
+            self.spec,
+            self.target,
+            self.revision,
+            self.facts,
+            slot,
+            port,
+        )
     }
 
     /// The release command of a new release (not of a rollback or a replacement, which run an
@@ -376,14 +398,7 @@ impl Planning<'_> {
         if self.target.reuse_retained || self.target.replace.is_some() {
             return None;
         }
-        let mut container = app_container(
-            self.spec,
-            self.target,
-            self.revision,
-            self.facts,
-            slot,
-            port,
-        );
+        let mut container = self.app_in(slot, port);
         container.name = format!("{}-release-{}", self.spec.name, self.facts.now_unix_ms);
         Some(Release {
             argv,
@@ -535,7 +550,17 @@ pub fn revision_of(
     }
 }
 
-fn app_container(
+/// The values of `names` from the facts' env.
+pub(crate) fn env_for(names: &[String], facts: &Facts) -> Vec<(String, String)> {
+    facts
+        .env
+        .iter()
+        .filter(|(k, _)| names.contains(k))
+        .cloned()
+        .collect()
+}
+
+pub(crate) fn app_container(
     spec: &ServiceSpec,
     target: &Target,
     revision: &Revision,
@@ -568,9 +593,12 @@ fn app_container(
     }
     let res = spec.resources();
     AppContainer {
+        cmd: Vec::new(),
+        publish: true,
+        healthcheck: true,
         name: format!("{}-{}-{}", spec.name, ["a", "b"][slot], facts.now_unix_ms),
         image: target.image.to_string(),
-        env: facts.env.clone(),
+        env: env_for(&spec.env, facts),
         labels,
         host_port: port,
         container_port: spec.container_port,

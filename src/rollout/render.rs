@@ -70,6 +70,14 @@ pub(crate) fn render_rollout(s: &mut String, r: &rollout::Rollout, image: &str) 
             format!("stop {} (an older release still running)", c.name),
         );
     }
+    for w in &r.workers {
+        for c in &w.remove {
+            step(
+                s,
+                format!("remove worker {} (not the serving release's)", c.name),
+            );
+        }
+    }
     if let Some(rel) = &r.release {
         step(
             s,
@@ -142,6 +150,35 @@ pub(crate) fn render_rollout(s: &mut String, r: &rollout::Rollout, image: &str) 
                 .map_or(String::new(), |n| format!(" ({n})"))
         ),
     );
+    for w in &r.workers {
+        let what = match &w.new {
+            rollout::NewContainer::Create(c) => format!(
+                "start worker {} (`{}`, no port; env: [{}])",
+                c.name,
+                c.cmd.join(" "),
+                c.env
+                    .iter()
+                    .map(|(k, _)| k.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            rollout::NewContainer::Restart(c) => format!("start the retained worker {}", c.name),
+        };
+        let gate = format!(
+            "{}still running {} after its start, within {}",
+            if w.gate.docker {
+                "HEALTHCHECK healthy, "
+            } else {
+                ""
+            },
+            humantime::format_duration(w.gate.min_uptime),
+            humantime::format_duration(w.gate.deadline)
+        );
+        step(
+            s,
+            format!("{what}; gate: {gate}; a failure switches nothing"),
+        );
+    }
     step(
         s,
         format!(

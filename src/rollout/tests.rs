@@ -73,6 +73,7 @@ fn app(id: &str, slot: usize, digest: &str, released: u64, running: bool) -> Con
 fn facts(containers: Vec<ContainerInfo>, snippet_port: Option<u16>) -> Facts {
     Facts {
         containers,
+        workers: Vec::new(),
         leftovers: Vec::new(),
         image: None,
         snippet: Some(crate::host::agent::SnippetState {

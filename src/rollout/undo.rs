@@ -2,7 +2,7 @@
 //! snippet written, Caddy reloaded, the new container created), never by which step it was.
 
 use super::backend::Backend;
-use super::{ContainerRef, NewContainer, Rollout};
+use super::{ContainerRef, Rollout};
 
 /// How far a rollout got: what an undo must take back.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -13,6 +13,8 @@ pub struct Progress {
     pub written: bool,
     /// Caddy reloaded with it.
     pub reloaded: bool,
+    /// New workers started: (id, a retained one restarted).
+    pub workers: Vec<(String, bool)>,
 }
 
 /// Which part of putting a snippet back failed.
@@ -40,14 +42,18 @@ pub async fn put_back(
 /// Removes (or, for a retained release, stops) the new container for real: retried while the
 /// engine does not answer (a dockerd restart brings it back under its restart policy), then
 /// checked.
-pub async fn take_down(b: &impl Backend, id: &str, r: &Rollout) -> Result<(), String> {
+pub async fn take_down(
+    b: &impl Backend,
+    id: &str,
+    retained: bool,
+    r: &Rollout,
+) -> Result<(), String> {
     let mut last = String::new();
     for attempt in 0..10u64 {
         if attempt > 0 {
             let wait = std::time::Duration::from_millis(500 * attempt.min(4));
             tokio::time::sleep(wait).await;
         }
-        let retained = matches!(r.new, NewContainer::Restart(_));
         let done = if retained {
             b.stop(id, r.stop_grace).await
         } else {

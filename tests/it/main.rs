@@ -16,3 +16,4 @@ mod service;
 mod static_binary;
 mod support;
 mod watch;
+mod workers;

@@ -1,9 +1,11 @@
 //! The service spec: what a service is on a host (slots, port, env names, limits, health probe),
 //! read from TOML and validated all at once. Pure: no I/O beyond `load`, no clock.
 
+mod workers;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+pub use workers::{Worker, WorkerHealth};
 
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
@@ -53,6 +55,9 @@ pub struct ServiceSpec {
     /// How long the release command may run before it is killed.
     #[serde(default = "default_release_timeout", with = "humantime_serde")]
     pub release_timeout: Duration,
+    /// Processes of the same image without a proxy route, by name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub workers: BTreeMap<String, Worker>,
     pub caddy: Caddy,
     #[serde(default)]
     pub quota: Option<Quota>,
@@ -66,6 +71,17 @@ pub struct Limits {
     /// e.g. 0.5
     pub cpus: Option<f64>,
     pub pids: Option<i64>,
+}
+
+impl Limits {
+    /// The figures the engine takes.
+    pub fn resources(&self) -> Resources {
+        Resources {
+            memory_bytes: self.memory.as_deref().and_then(parse_bytes),
+            nano_cpus: self.cpus.map(|c| (c * 1e9) as i64),
+            pids: self.pids,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
@@ -209,7 +225,7 @@ fn default_reload_command() -> String {
 }
 
 /// serde glue for durations written as "10s", "1m30s", "500ms".
-mod humantime_serde {
+pub(crate) mod humantime_serde {
     use serde::{Deserialize, Deserializer, Serializer};
     use std::time::Duration;
 
@@ -312,6 +328,9 @@ impl ServiceSpec {
         self.health_problems(&mut p);
         self.caddy_problems(&mut p);
         self.release_problems(&mut p);
+        for (name, w) in &self.workers {
+            workers::worker_problems(name, w, &mut p);
+        }
         self.quota_problems(&mut p);
         p
     }
@@ -532,12 +551,19 @@ impl ServiceSpec {
         d
     }
 
-    pub fn resources(&self) -> Resources {
-        Resources {
-            memory_bytes: self.limits.memory.as_deref().and_then(parse_bytes),
-            nano_cpus: self.limits.cpus.map(|c| (c * 1e9) as i64),
-            pids: self.limits.pids,
+    /// The env names a deploy needs values for: the service's and every worker's.
+    pub fn all_env_names(&self) -> Vec<String> {
+        let mut names = self.env.clone();
+        for w in self.workers.values() {
+            names.extend(w.env.iter().cloned());
         }
+        names.sort();
+        names.dedup();
+        names
+    }
+
+    pub fn resources(&self) -> Resources {
+        self.limits.resources()
     }
 
     /// Limits above the quota, as messages; empty when within it.
@@ -578,7 +604,7 @@ fn valid_cpus(c: f64) -> bool {
 /// any engine's API socket (which is root on the host).
 const FORBIDDEN_SOURCES: &[&str] = &["/", "/proc", "/sys", "/dev", "/boot", "/etc", "/root"];
 
-fn check_volume(v: &str) -> Result<(), String> {
+pub(crate) fn check_volume(v: &str) -> Result<(), String> {
     let parts: Vec<&str> = v.split(':').collect();
     let ok = matches!(parts.len(), 2 | 3)
         && !parts[0].is_empty()
@@ -689,7 +715,7 @@ fn valid_name(name: &str) -> bool {
         && !name.starts_with('-')
 }
 
-fn valid_env_name(name: &str) -> bool {
+pub(crate) fn valid_env_name(name: &str) -> bool {
     let mut chars = name.chars();
     chars
         .next()
