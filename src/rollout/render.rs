@@ -52,36 +52,44 @@ pub fn render_plan_as(plan: &Plan, image: &str) -> String {
 
 /// The steps of a rollout, numbered, then what happens on failure.
 pub(crate) fn render_rollout(s: &mut String, r: &rollout::Rollout, image: &str) {
-    let mut n = 0;
-    let mut step = |s: &mut String, text: String| {
-        n += 1;
-        let _ = writeln!(s, "  {n}. {text}");
-    };
-    step(s, "take the deploy lock".into());
+    let steps = [
+        steps_before_start(r, image),
+        steps_gate(r),
+        steps_workers_and_switch(r),
+        steps_after_switch(r),
+    ];
+    for (n, text) in steps.iter().flatten().enumerate() {
+        let _ = writeln!(s, "  {}. {text}", n + 1);
+    }
+    s.push_str("  on failure:\n");
+    for f in &r.on_failure {
+        let _ = writeln!(s, "    - {f}");
+    }
+}
+
+/// Taking the lock, reconciling, the release command, the new container.
+fn steps_before_start(r: &rollout::Rollout, image: &str) -> Vec<String> {
+    let mut v = Vec::new();
+    v.push("take the deploy lock".into());
     if r.pull {
-        step(s, format!("pull {image} by digest"));
+        v.push(format!("pull {image} by digest"));
     }
     for c in &r.remove_abandoned {
-        step(s, format!("remove {} (left by a run that died)", c.name));
+        v.push(format!("remove {} (left by a run that died)", c.name));
     }
     for c in &r.stop_stale {
-        step(
-            s,
-            format!("stop {} (an older release still running)", c.name),
-        );
+        v.push(format!("stop {} (an older release still running)", c.name));
     }
     for w in &r.workers {
         for c in &w.remove {
-            step(
-                s,
-                format!("remove worker {} (not the serving release's)", c.name),
-            );
+            v.push(format!(
+                "remove worker {} (not the serving release's)",
+                c.name
+            ));
         }
     }
     if let Some(rel) = &r.release {
-        step(
-            s,
-            format!(
+        v.push(format!(
                 "run the release command `{}` once in a one-shot container of {image} (same env names, network and volumes; killed after {}); anything but exit 0 stops here, nothing switched",
                 rel.argv.join(" "),
                 humantime::format_duration(rel.deadline)
@@ -91,9 +99,7 @@ pub(crate) fn render_rollout(s: &mut String, r: &rollout::Rollout, image: &str) 
     match &r.new {
         rollout::NewContainer::Create(c) => {
             let env: Vec<&str> = c.env.iter().map(|(k, _)| k.as_str()).collect();
-            step(
-                s,
-                format!(
+            v.push(format!(
                     "create {} on 127.0.0.1:{} -> :{} (slot {}); env: [{}]; volumes: [{}]; memory: {}; cpus: {}; pids: {}; restart: {}; read-only: {}",
                     c.name,
                     r.port,
@@ -111,15 +117,18 @@ pub(crate) fn render_rollout(s: &mut String, r: &rollout::Rollout, image: &str) 
                 ),
             );
         }
-        rollout::NewContainer::Restart(c) => step(
-            s,
-            format!("start the retained {} on 127.0.0.1:{}", c.name, r.port),
-        ),
+        rollout::NewContainer::Restart(c) => v.push(format!(
+            "start the retained {} on 127.0.0.1:{}",
+            c.name, r.port
+        )),
     }
-    step(
-        s,
-        "check the running container's image is that digest".into(),
-    );
+    v
+}
+
+/// Checking the digest, then the health gate.
+fn steps_gate(r: &rollout::Rollout) -> Vec<String> {
+    let mut v = Vec::new();
+    v.push("check the running container's image is that digest".into());
     let mut gate = Vec::new();
     if r.gate.docker {
         gate.push("Docker HEALTHCHECK healthy".to_string());
@@ -139,17 +148,20 @@ pub(crate) fn render_rollout(s: &mut String, r: &rollout::Rollout, image: &str) 
             h.successes
         ));
     }
-    step(
-        s,
-        format!(
-            "gate: {} within {}{}",
-            gate.join(", then "),
-            humantime::format_duration(r.gate.deadline),
-            r.health_note
-                .as_ref()
-                .map_or(String::new(), |n| format!(" ({n})"))
-        ),
-    );
+    v.push(format!(
+        "gate: {} within {}{}",
+        gate.join(", then "),
+        humantime::format_duration(r.gate.deadline),
+        r.health_note
+            .as_ref()
+            .map_or(String::new(), |n| format!(" ({n})"))
+    ));
+    v
+}
+
+/// The workers, then the switch.
+fn steps_workers_and_switch(r: &rollout::Rollout) -> Vec<String> {
+    let mut v = Vec::new();
     for w in &r.workers {
         let what = match &w.new {
             rollout::NewContainer::Create(c) => format!(
@@ -174,42 +186,37 @@ pub(crate) fn render_rollout(s: &mut String, r: &rollout::Rollout, image: &str) 
             humantime::format_duration(w.gate.min_uptime),
             humantime::format_duration(w.gate.deadline)
         );
-        step(
-            s,
-            format!("{what}; gate: {gate}; a failure switches nothing"),
-        );
+        v.push(format!("{what}; gate: {gate}; a failure switches nothing"));
     }
-    step(
-        s,
-        format!(
+    v.push(format!(
             "write {} -> reverse_proxy 127.0.0.1:{} and run `{}` on the host via the privileged sibling",
             r.snippet.path, r.port, r.reload_command
         ),
     );
-    step(s, format!("drain {}", humantime::format_duration(r.drain)));
+    v
+}
+
+/// The drain, the old release, pruning, the lock.
+fn steps_after_switch(r: &rollout::Rollout) -> Vec<String> {
+    let mut v = Vec::new();
+    v.push(format!("drain {}", humantime::format_duration(r.drain)));
     if let Some(old) = r.retire.as_ref().filter(|_| r.remove_retired) {
-        step(
-            s,
-            format!("remove {} (it stopped answering; not kept)", old.name),
-        );
+        v.push(format!(
+            "remove {} (it stopped answering; not kept)",
+            old.name
+        ));
     } else if let Some(old) = &r.retire {
-        step(
-            s,
-            format!(
-                "stop {} (SIGTERM, {} grace) and keep it for rollback",
-                old.name,
-                humantime::format_duration(r.stop_grace)
-            ),
-        );
+        v.push(format!(
+            "stop {} (SIGTERM, {} grace) and keep it for rollback",
+            old.name,
+            humantime::format_duration(r.stop_grace)
+        ));
     }
     for c in &r.prune {
-        step(s, format!("remove {} (beyond `retain`)", c.name));
+        v.push(format!("remove {} (beyond `retain`)", c.name));
     }
-    step(s, "release the deploy lock".into());
-    s.push_str("  on failure:\n");
-    for f in &r.on_failure {
-        let _ = writeln!(s, "    - {f}");
-    }
+    v.push("release the deploy lock".into());
+    v
 }
 
 pub fn render_report(r: &Report) -> String {
