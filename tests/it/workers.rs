@@ -41,7 +41,8 @@ fn running_workers(svc: &Svc) -> Vec<String> {
         .collect()
 }
 
-const LOOP: &str = r#"["sh", "-c", "while true; do sleep 1; done"]"#;
+/// A worker that stops on SIGTERM, as a real one does.
+const LOOP: &str = r#"["sh", "-c", "trap 'exit 0' TERM; while :; do sleep 0.2; done"]"#;
 
 #[test]
 fn a_web_and_worker_app_deploys_twice_and_rolls_back_together() {
