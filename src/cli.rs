@@ -1,9 +1,12 @@
 //! The command line: flags are data. Every flag can also be set from a `SLIPWAY_*` variable.
 
+use std::collections::BTreeMap;
+use std::ffi::OsString;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::parser::ValueSource;
+use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 
 use crate::exit::{
     BUILD_EXIT_CODES_HELP, EXIT_CODES_HELP, LINT_EXIT_CODES_HELP, WATCH_EXIT_CODES_HELP,
@@ -40,6 +43,84 @@ pub struct GlobalArgs {
     /// More detail on stderr (-v: debug, -vv: trace)
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     pub verbose: u8,
+}
+
+impl Cli {
+    /// Parses the command line as `Cli::parse` does (a bad one exits 2 with clap's message), and
+    /// keeps where each of a deploy's values came from (`DeployArgs::sources`).
+    pub fn parse_with_sources() -> Cli {
+        Self::try_parse_with_sources(std::env::args_os()).unwrap_or_else(|e| e.exit())
+    }
+
+    pub fn try_parse_with_sources<I, T>(args: I) -> Result<Cli, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<OsString> + Clone,
+    {
+        let mut command = Cli::command();
+        let matches = command.clone().try_get_matches_from(args)?;
+        let mut cli = Cli::from_arg_matches(&matches).map_err(|e| e.format(&mut command))?;
+        if let (Command::Deploy(args) | Command::Plan(args), Some((name, sub))) =
+            (&mut cli.command, matches.subcommand())
+            && let Some(def) = command.find_subcommand(name)
+        {
+            args.sources = ArgSources::of(def, sub);
+        }
+        Ok(cli)
+    }
+}
+
+/// Where a flag's value came from, when it did not come from clap's default.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Given {
+    /// On the command line, as this flag (`--repository`).
+    CommandLine(String),
+    /// From this variable (`SLIPWAY_REPOSITORY`).
+    Env(String),
+}
+
+/// By argument id (the field's name): where each value given on the command line or in the
+/// environment came from. An id that is missing had no value, or clap's default.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ArgSources(BTreeMap<String, Given>);
+
+impl ArgSources {
+    fn of(def: &clap::Command, matches: &ArgMatches) -> ArgSources {
+        let mut sources = ArgSources::default();
+        for arg in def.get_arguments() {
+            let id = arg.get_id().as_str();
+            let given = match matches.value_source(id) {
+                Some(ValueSource::CommandLine) => arg
+                    .get_long()
+                    .map(|long| Given::CommandLine(format!("--{long}"))),
+                Some(ValueSource::EnvVariable) => arg
+                    .get_env()
+                    .map(|var| Given::Env(var.to_string_lossy().into_owned())),
+                _ => None,
+            };
+            if let Some(given) = given {
+                sources.set(id, given);
+            }
+        }
+        sources
+    }
+
+    pub fn set(&mut self, id: &str, given: Given) {
+        self.0.insert(id.to_string(), given);
+    }
+
+    /// Where the value of argument `id` came from; `None` for clap's default, or no value.
+    pub fn get(&self, id: &str) -> Option<&Given> {
+        self.0.get(id)
+    }
+
+    /// The flag, when argument `id` was given on the command line.
+    pub fn on_command_line(&self, id: &str) -> Option<&str> {
+        match self.0.get(id) {
+            Some(Given::CommandLine(flag)) => Some(flag),
+            _ => None,
+        }
+    }
 }
 
 impl GlobalArgs {
@@ -97,6 +178,9 @@ pub enum Command {
     /// one round with --once
     #[command(after_help = WATCH_EXIT_CODES_HELP)]
     Watch(WatchArgs),
+    /// Print the JSON Schema of the service spec, generated from the types slipway reads it
+    /// with, for an editor to complete and check a spec
+    Schema,
 }
 
 #[derive(Debug, Args)]
@@ -205,10 +289,10 @@ pub struct SmokeCmd {
     pub format: Format,
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct DeployArgs {
     /// Deploy this already-built image (REGISTRY/REPO@sha256:...) instead of building one
-    #[arg(long, env = "SLIPWAY_IMAGE", conflicts_with = "repository")]
+    #[arg(long, env = "SLIPWAY_IMAGE")]
     pub image: Option<String>,
     /// After the first passing smoke test, keep checking for this long before the old
     /// release is stopped; a failure inside the window rolls back
@@ -223,9 +307,12 @@ pub struct DeployArgs {
     pub smoke: SmokeArgs,
     #[command(flatten)]
     pub service: ServiceArgs,
+    /// Where each value came from; filled by `Cli::parse_with_sources`.
+    #[arg(skip)]
+    pub sources: ArgSources,
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct ServiceArgs {
     /// The service spec (TOML)
     #[arg(long, env = "SLIPWAY_CONFIG", value_name = "PATH")]
@@ -311,7 +398,7 @@ pub struct LockTarget {
 }
 
 /// What is built, and how it is linted: shared by `build` and `lint`.
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct ImageArgs {
     /// Build context directory
     #[arg(long, env = "SLIPWAY_CONTEXT", default_value = ".", value_name = "DIR")]
@@ -363,7 +450,7 @@ pub struct BuildArgs {
 }
 
 /// What to build and where to push it: shared by `build` and `deploy`.
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct BuildOptions {
     #[command(flatten)]
     pub image: ImageArgs,
@@ -422,7 +509,7 @@ pub struct DoctorArgs {
     pub format: Format,
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct RegistryArgs {
     /// Registry, as HOST[:PORT]
     #[arg(long, env = "SLIPWAY_REGISTRY")]

@@ -2,7 +2,6 @@
 
 use std::process::ExitCode;
 
-use clap::Parser as _;
 use tokio_util::sync::CancellationToken;
 
 use slipway::cli::{Cli, LogFormat};
@@ -10,7 +9,7 @@ use slipway::commands;
 use slipway::exit::Exit;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::parse_with_sources();
     init_logging(cli.global.log_format, cli.global.verbose);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -7,9 +7,9 @@ pub mod smoke;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::{Cli, Command};
+use crate::cli::{Cli, Command, Format};
 use crate::exit::{Exit, Failure};
-use crate::{deploy, rollout, watch};
+use crate::{deploy, output, rollout, watch};
 
 /// Runs one parsed command line.
 pub async fn run(cli: Cli, cancel: &CancellationToken) -> Result<Exit, Failure> {
@@ -47,5 +47,10 @@ pub async fn run(cli: Cli, cancel: &CancellationToken) -> Result<Exit, Failure> 
         Command::Build(args) => image::build(&cli.global, args, cancel).await,
         Command::Lint(args) => image::lint(args),
         Command::Watch(args) => watch::command(&cli.global, &args, cancel).await,
+        Command::Schema => {
+            let schema = crate::spec::json_schema();
+            output::print(Format::Json, &schema, |_| String::new())?;
+            Ok(Exit::Success)
+        }
     }
 }

@@ -10,6 +10,7 @@ use crate::image::revision::Revision;
 use crate::rollout::{self};
 
 use super::public::*;
+use super::settings::{Conflict, Effective, Setting, build_flags_on_command_line, effective};
 
 /// Values of the spec's env masked in CI logs: under a secret-looking name (the lint's rule,
 /// `lint::looks_secret_name`), or anything long whatever its name.
@@ -28,13 +29,27 @@ pub(crate) enum Source {
     ),
 }
 
-/// Everything checked before anything changes; usage errors exit 2 here.
+/// What the checks found: the host's inputs, the image's source, and the flags after
+/// precedence (`settings::effective`) with where each value came from.
+pub(crate) struct Checked {
+    pub(crate) p: rollout::Prepared,
+    pub(crate) source: Source,
+    pub(crate) args: DeployArgs,
+    pub(crate) settings: Vec<Setting>,
+}
+
+/// Everything checked before anything changes; usage errors exit 2 here. `url` is the public
+/// URL as soon as it is known, for a report of an early end.
 pub(crate) async fn check_inputs(
     global: &GlobalArgs,
-    args: &DeployArgs,
+    given: &DeployArgs,
     ci: &Ci,
-) -> Result<(rollout::Prepared, Source), Failure> {
-    let p = rollout::prepare(global, &args.service)?;
+    url: &mut Option<String>,
+) -> Result<Checked, Failure> {
+    build_flags_on_command_line(given).map_err(Conflict::failure)?;
+    let p = rollout::prepare(global, &given.service)?;
+    let Effective { args, settings } = effective(&p.spec, given).map_err(Conflict::failure)?;
+    *url = args.smoke.urls.first().cloned();
     for (name, value) in &p.values {
         if looks_secret(name, value) {
             ci.mask(value);
@@ -72,7 +87,12 @@ pub(crate) async fn check_inputs(
         )),
     };
     rollout::reachable(&p.engine).await?;
-    Ok((p, source))
+    Ok(Checked {
+        p,
+        source,
+        args,
+        settings,
+    })
 }
 
 /// The revision given for the job: --revision (SLIPWAY_REVISION), else GITHUB_SHA; checked.

@@ -7,6 +7,7 @@ mod inputs;
 mod plan;
 pub(crate) mod public;
 mod report;
+mod settings;
 pub mod smoke;
 
 use std::time::SystemTime;
@@ -32,38 +33,44 @@ pub async fn deploy(
     cancel: &CancellationToken,
 ) -> Result<Exit, Failure> {
     // The steps before the rollout (the build), reported on every path, a failed one included.
-    let mut before: Vec<PreStep> = Vec::new();
-    let result = deploy_inner(global, args, cancel, &mut before).await;
+    let mut early = Early::default();
+    let result = deploy_inner(global, args, cancel, &mut early).await;
     if let Err(f) = &result
         && !args.service.dry_run
     {
-        record_early_failure(&Ci::from_env(), args, f, &before);
+        record_early_failure(&Ci::from_env(), args, f, &early);
     }
     result
 }
 
 pub(crate) async fn deploy_inner(
     global: &GlobalArgs,
-    args: &DeployArgs,
+    given: &DeployArgs,
     cancel: &CancellationToken,
-    before: &mut Vec<PreStep>,
+    early: &mut Early,
 ) -> Result<Exit, Failure> {
     let ci = Ci::from_env();
     let started = SystemTime::now();
     ci.group("slipway: check inputs");
-    let checked = check_inputs(global, args, &ci).await;
+    let checked = check_inputs(global, given, &ci, &mut early.url).await;
     ci.end_group();
-    let (p, source) = checked?;
+    let Checked {
+        p,
+        source,
+        args,
+        settings,
+    } = checked?;
+    let args = &args;
 
     let given_revision = given_revision(args)?;
     if args.service.dry_run {
-        return dry_run(args, &p, &source, given_revision).await;
+        return dry_run(args, &p, &source, given_revision, settings).await;
     }
 
     // The image: built, pushed and proven, or given.
     let (image, revision) = match source {
         Source::Given(image) => (image, given_revision),
-        Source::Build(b) => build_step(&ci, &p, *b, cancel, before).await?,
+        Source::Build(b) => build_step(&ci, &p, *b, cancel, &mut early.steps).await?,
     };
     let choice = Choice::Image {
         image: image.to_string(),
@@ -91,7 +98,7 @@ pub(crate) async fn deploy_inner(
     let report = rollout::execute_locked(&p, &args.service, &choice, &hook, cancel).await;
     ci.end_group();
     let report = report?;
-    finish(&ci, args, &p.spec.name, &report, started, before)
+    finish(&ci, args, &p.spec.name, &report, started, &early.steps)
 }
 
 /// Builds, pushes and proves the image; the step, failed or not, goes into `before`.
@@ -217,14 +224,17 @@ mod tests {
             output: Some(dir.path().join("output")),
             summary: Some(dir.path().join("summary.md")),
         };
-        let before = [PreStep::new(
-            StepName::Build,
-            SystemTime::now(),
-            false,
-            "the build failed: RUN exit 1".into(),
-        )];
+        let early = Early {
+            steps: vec![PreStep::new(
+                StepName::Build,
+                SystemTime::now(),
+                false,
+                "the build failed: RUN exit 1".into(),
+            )],
+            url: None,
+        };
         let failure = Failure::usage(anyhow::anyhow!("the build failed: RUN exit 1"));
-        record_early_failure(&ci, &args, &failure, &before);
+        record_early_failure(&ci, &args, &failure, &early);
         let json: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
         assert_eq!(json["outcome"], "usage-error", "{json:#}");
@@ -289,6 +299,11 @@ mod tests {
             },
             watch: "5s".into(),
             on_failure: Vec::new(),
+            settings: vec![settings::Setting {
+                key: "registry".into(),
+                value: Some("127.0.0.1:5000".into()),
+                from: settings::Origin::Spec,
+            }],
         }
     }
 
@@ -307,6 +322,11 @@ mod tests {
             );
         }
         assert!(text.starts_with("build: lint and build app (app/Dockerfile), push 127.0.0.1:5000/team/web:c0ffee1, prove the registry's digest\nplan for web: 127.0.0.1:5000/team/web@<built by this deploy> (revision c0ffee1)\n"), "{text}");
+        assert!(
+            text.ends_with("\n    registry: 127.0.0.1:5000 (from the spec)\n"),
+            "{text}"
+        );
+        assert_eq!(json["settings"]["registry"]["from"], "spec", "{json:#}");
         assert_eq!(json["image_source"], "built", "{json:#}");
         assert_eq!(json["repository"], "127.0.0.1:5000/team/web");
         assert_eq!(json["build"]["tags"][0], "127.0.0.1:5000/team/web:c0ffee1");

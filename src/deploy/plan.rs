@@ -17,6 +17,7 @@ use crate::rollout::{self, Plan};
 
 use super::inputs::*;
 use super::public::*;
+use super::settings::{Setting, as_map};
 
 /// What `slipway plan` shows: one value, printed as text (`render_deploy_plan`) or as JSON.
 #[derive(Debug, Serialize)]
@@ -32,6 +33,9 @@ pub(crate) struct DeployPlan {
     pub(crate) smoke: Smoke,
     pub(crate) watch: String,
     pub(crate) on_failure: Vec<String>,
+    /// Each value the flags and the spec decide, with where it came from.
+    #[serde(serialize_with = "as_map")]
+    pub(crate) settings: Vec<Setting>,
 }
 
 /// Where the deployed image comes from.
@@ -119,6 +123,7 @@ pub(crate) async fn dry_run(
     p: &rollout::Prepared,
     source: &Source,
     revision: Option<Revision>,
+    settings: Vec<Setting>,
 ) -> Result<Exit, Failure> {
     let (image, revision) = match source {
         Source::Given(image) => (
@@ -174,6 +179,7 @@ pub(crate) async fn dry_run(
             "after the switch (smoke test or watch window fails): restore the previous snippet, reload Caddy, check the previous version is served again, remove the new container".into(),
             "if that restore fails: exit 3 with the state of the host and what to run".into(),
         ],
+        settings,
     };
     output::print(args.service.format, &dp, render_deploy_plan)?;
     Ok(Exit::Success)
@@ -212,6 +218,17 @@ pub(crate) fn render_deploy_plan(dp: &DeployPlan) -> String {
             humantime::format_duration(dp.smoke.deadline),
             dp.watch
         );
+    }
+    if !dp.settings.is_empty() {
+        s.push_str("  settings (a flag wins, then a SLIPWAY_* variable, then the spec, then the default):\n");
+    }
+    for setting in &dp.settings {
+        let value = setting
+            .value
+            .as_ref()
+            .map(|v| format!(": {v}"))
+            .unwrap_or_default();
+        let _ = writeln!(s, "    {}{value} ({})", setting.key, setting.from);
     }
     s
 }

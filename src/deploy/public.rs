@@ -17,7 +17,7 @@ pub fn smoke_from_args(args: &SmokeArgs, version: &str) -> Result<Smoke, Failure
     if args.urls.is_empty() {
         return Err(usage(
             "no public URL to check".into(),
-            "pass --url https://app.example.com/health (or SLIPWAY_URL)",
+            "pass --url https://app.example.com/health (or SLIPWAY_URL; for a deploy, [smoke] url in the spec)",
         ));
     }
     for url in &args.urls {

@@ -43,9 +43,18 @@ pub(crate) fn unix_ms(t: SystemTime) -> u128 {
         .unwrap_or(0)
 }
 
+/// What a deploy that ends early still reports: the steps that ran (the build), and the public
+/// URL once the settings are known.
+#[derive(Default)]
+pub(crate) struct Early {
+    pub(crate) steps: Vec<PreStep>,
+    pub(crate) url: Option<String>,
+}
+
 /// A deploy that ended before the rollout report existed still tells CI how it ended, and
 /// which steps ran (a failed build among them).
-pub(crate) fn record_early_failure(ci: &Ci, args: &DeployArgs, f: &Failure, before: &[PreStep]) {
+pub(crate) fn record_early_failure(ci: &Ci, args: &DeployArgs, f: &Failure, early: &Early) {
+    let before = &early.steps;
     let outcome = match f.exit {
         Exit::Usage => "usage-error",
         Exit::Unavailable => "unavailable",
@@ -58,7 +67,14 @@ pub(crate) fn record_early_failure(ci: &Ci, args: &DeployArgs, f: &Failure, befo
     let message = f.error.to_string();
     let _ = ci.outputs(&[
         ("outcome", outcome.to_string()),
-        ("url", args.smoke.urls.first().cloned().unwrap_or_default()),
+        (
+            "url",
+            early
+                .url
+                .clone()
+                .or_else(|| args.smoke.urls.first().cloned())
+                .unwrap_or_default(),
+        ),
     ]);
     let mut summary = format!(
         "### ❌ slipway deploy: {outcome}\n\n{message}\n\nNothing was changed on the host.\n\n"

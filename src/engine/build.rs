@@ -23,11 +23,11 @@ use crate::image::credentials::Credentials;
 pub struct ImageBuild {
     /// The Dockerfile's path inside the context tar.
     pub dockerfile: String,
-    /// The full reference to tag the result with, `REGISTRY/REPO:TAG`.
-    pub tag: String,
     pub target: Option<String>,
     pub build_args: Vec<(String, String)>,
     pub labels: Vec<(String, String)>,
+    /// The full reference to tag the result with, `REGISTRY/REPO:TAG`.
+    pub tag: String,
 }
 
 /// An image in the engine's store.

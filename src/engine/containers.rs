@@ -22,6 +22,7 @@ use super::{
     Engine, EngineError, LABEL_MANAGED, LABEL_ROLE, OneShotExit, push_output, unless_already,
     within,
 };
+use crate::spec::Resources;
 
 /// Everything the engine needs to create one app container. Plain data: built by the planner,
 /// mapped to the API body by `create_body`.
@@ -45,9 +46,8 @@ pub struct AppContainer {
     pub host_port: u16,
     pub container_port: u16,
     pub volumes: Vec<String>,
-    pub memory_bytes: Option<i64>,
-    pub nano_cpus: Option<i64>,
-    pub pids: Option<i64>,
+    #[serde(flatten)]
+    pub resources: Resources,
     pub restart: String,
     pub log_max_size: String,
     pub log_max_file: u32,
@@ -142,9 +142,9 @@ pub fn create_body(spec: &AppContainer) -> ContainerCreateBody {
                 )])
             }),
             binds: (!spec.volumes.is_empty()).then(|| spec.volumes.clone()),
-            memory: spec.memory_bytes,
-            nano_cpus: spec.nano_cpus,
-            pids_limit: spec.pids,
+            memory: spec.resources.memory_bytes,
+            nano_cpus: spec.resources.nano_cpus,
+            pids_limit: spec.resources.pids,
             restart_policy: Some(RestartPolicy {
                 name: Some(restart),
                 maximum_retry_count: None,
@@ -515,9 +515,11 @@ mod tests {
             host_port: 18001,
             container_port: 8080,
             volumes: vec!["data:/data".into()],
-            memory_bytes: Some(256 << 20),
-            nano_cpus: Some(500_000_000),
-            pids: Some(128),
+            resources: Resources {
+                memory_bytes: Some(256 << 20),
+                nano_cpus: Some(500_000_000),
+                pids: Some(128),
+            },
             restart: "unless-stopped".into(),
             log_max_size: "10m".into(),
             log_max_file: 3,

@@ -106,12 +106,12 @@ const CONFIG_LIMIT: usize = 16 * 1024 * 1024;
 /// A manifest exactly as the registry served it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Manifest {
-    pub url: String,
     /// The bytes as served: the digest is computed over these, never a re-serialisation.
     pub bytes: Vec<u8>,
     pub content_type: Option<String>,
     /// The registry's `Docker-Content-Digest` header.
     pub digest_header: Option<String>,
+    pub url: String,
 }
 
 pub struct Registry {
@@ -191,10 +191,10 @@ impl Registry {
         let digest_header = header("Docker-Content-Digest");
         let bytes = self.read_limited(response, &url, MANIFEST_LIMIT).await?;
         Ok(Manifest {
-            url,
             bytes,
             content_type,
             digest_header,
+            url,
         })
     }
 

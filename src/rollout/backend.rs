@@ -3,10 +3,9 @@
 
 use std::time::Duration;
 
-use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::gate::{self, Gate, GateFailure};
+use super::gate::{self, GateFailure, GateRun};
 use crate::engine::{AppContainer, ContainerInfo, Engine, ImageInfo, ReleaseExit};
 use crate::host::agent::HostAgent;
 
@@ -22,13 +21,7 @@ pub trait Backend {
     async fn stop(&self, id: &str, grace: Duration) -> Result<(), String>;
     async fn remove(&self, id: &str) -> Result<(), String>;
     async fn log_tail(&self, id: &str) -> String;
-    async fn gate(
-        &self,
-        gate: &Gate,
-        id: &str,
-        started: Instant,
-        cancel: &CancellationToken,
-    ) -> Result<(), GateFailure>;
+    async fn gate(&self, run: GateRun<'_>, cancel: &CancellationToken) -> Result<(), GateFailure>;
     async fn write_snippet(&self, file: &str, content: Option<&str>) -> Result<(), String>;
     /// The reload's output.
     async fn reload(&self) -> Result<String, String>;
@@ -92,14 +85,8 @@ impl Backend for Live<'_> {
     async fn log_tail(&self, id: &str) -> String {
         self.engine.log_tail(id, 20).await
     }
-    async fn gate(
-        &self,
-        gate: &Gate,
-        id: &str,
-        started: Instant,
-        cancel: &CancellationToken,
-    ) -> Result<(), GateFailure> {
-        gate::pass(self.engine, gate, id, self.agent, started, cancel).await
+    async fn gate(&self, run: GateRun<'_>, cancel: &CancellationToken) -> Result<(), GateFailure> {
+        gate::pass(self.engine, self.agent, run, cancel).await
     }
     async fn write_snippet(&self, file: &str, content: Option<&str>) -> Result<(), String> {
         self.agent

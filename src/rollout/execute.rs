@@ -6,7 +6,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::backend::{Backend, Live};
-use super::gate::{Gate, GateFailure};
+use super::gate::{Gate, GateFailure, GateRun};
 use super::undo::{self, Progress, PutBack};
 use super::{Action, ContainerRef, NewContainer, Plan, Rollout};
 use crate::engine::Engine;
@@ -533,11 +533,13 @@ impl<'a, B: Backend> Exec<'a, B> {
         let t = Instant::now();
         let started = self.started.unwrap_or(t);
         let gate = self.gate.clone().unwrap_or_else(|| r.gate.clone());
-        match self
-            .b
-            .gate(&gate, &self.new_id(), started, self.cancel)
-            .await
-        {
+        let id = self.new_id();
+        let run = GateRun {
+            gate: &gate,
+            id: &id,
+            started,
+        };
+        match self.b.gate(run, self.cancel).await {
             Ok(()) => {
                 let ms = started.elapsed().as_millis() as u64;
                 self.report.start_to_healthy_ms = Some(ms);
@@ -596,12 +598,7 @@ impl<'a, B: Backend> Exec<'a, B> {
         Ok(())
     }
 
-    fn worker_failed(
-        &mut self,
-        w: &super::workers::WorkerRollout,
-        t: Instant,
-        why: String,
-    ) -> Stop {
+    fn worker_failed(&mut self, w: &super::WorkerRollout, t: Instant, why: String) -> Stop {
         self.record(StepName::Workers, t, false, why.clone());
         Stop::undo(
             Outcome::RolledBack,
@@ -613,7 +610,7 @@ impl<'a, B: Backend> Exec<'a, B> {
     /// `min_uptime` after its start.
     async fn worker_gate(
         &self,
-        g: &super::workers::WorkerGate,
+        g: &super::WorkerGate,
         id: &str,
         started: Instant,
     ) -> Result<(), GateFailure> {
@@ -623,7 +620,12 @@ impl<'a, B: Backend> Exec<'a, B> {
                 http: None,
                 deadline: g.deadline,
             };
-            self.b.gate(&gate, id, started, self.cancel).await?;
+            let run = GateRun {
+                gate: &gate,
+                id,
+                started,
+            };
+            self.b.gate(run, self.cancel).await?;
         }
         // Its restart policy may bring a crashed worker back: the same start must still run.
         let first = self.worker_running(id).await?;

@@ -124,13 +124,7 @@ impl Backend for Fake {
     async fn log_tail(&self, _: &str) -> String {
         "app log".into()
     }
-    async fn gate(
-        &self,
-        _: &Gate,
-        _: &str,
-        _: Instant,
-        cancel: &CancellationToken,
-    ) -> Result<(), GateFailure> {
+    async fn gate(&self, _: GateRun<'_>, cancel: &CancellationToken) -> Result<(), GateFailure> {
         match self.call("gate", "") {
             Err(e) => Err(GateFailure::Failed(e)),
             Ok(()) if cancel.is_cancelled() => Err(GateFailure::Interrupted),

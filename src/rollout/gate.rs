@@ -93,15 +93,23 @@ pub enum GateFailure {
     Interrupted,
 }
 
-/// Runs the gate against container `id`, started at `started`.
+/// One gate to pass: the gate, the container it watches, and when that container was started
+/// (the deadline counts from then).
+#[derive(Debug, Clone, Copy)]
+pub struct GateRun<'a> {
+    pub gate: &'a Gate,
+    pub id: &'a str,
+    pub started: Instant,
+}
+
+/// Runs the gate against the run's container.
 pub async fn pass(
     engine: &Engine,
-    gate: &Gate,
-    id: &str,
     agent: &HostAgent,
-    started: Instant,
+    run: GateRun<'_>,
     cancel: &CancellationToken,
 ) -> Result<(), GateFailure> {
+    let GateRun { gate, id, started } = run;
     let Some(deadline) = started.checked_add(gate.deadline) else {
         return Err(GateFailure::Failed(
             "the health deadline is out of range".into(),

@@ -2,10 +2,12 @@
 //! executor (`execute.rs`) that carries the plan out and undoes it on failure.
 
 mod backend;
+mod containers;
 mod facts;
 mod gate;
 pub mod inputs;
 pub mod locked;
+mod model;
 mod plan;
 pub mod render;
 mod report;
@@ -14,11 +16,13 @@ pub mod workers;
 
 pub mod execute;
 pub use backend::Backend;
+pub use containers::container_ref;
 pub use execute::{Outcome, Report, StepName, execute};
 pub use facts::{Facts, gather_facts};
 pub use gate::{Gate, HttpGate};
 pub use inputs::{Choice, Prepared, connect, prepare, reachable, revision_arg};
 pub use locked::{execute_locked, plan_only};
+pub use model::*;
 pub use plan::*;
 pub use render::{render_plan, render_plan_as, render_report};
 

@@ -107,11 +107,13 @@ fn steps_before_start(r: &rollout::Rollout, image: &str) -> Vec<String> {
                     r.slot,
                     env.join(", "),
                     c.volumes.join(", "),
-                    c.memory_bytes
+                    c.resources
+                        .memory_bytes
                         .map_or("unlimited".into(), |b| format!("{} MiB", b >> 20)),
-                    c.nano_cpus
+                    c.resources
+                        .nano_cpus
                         .map_or("unlimited".into(), |n| format!("{:.2}", n as f64 / 1e9)),
-                    c.pids.map_or("unlimited".into(), |p| p.to_string()),
+                    c.resources.pids.map_or("unlimited".into(), |p| p.to_string()),
                     c.restart,
                     c.read_only
                 ),

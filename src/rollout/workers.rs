@@ -2,40 +2,14 @@
 //! (or, for a rollback, the retained one), gated before the web switch; the old ones stopped
 //! after the drain and kept like the web release.
 
-use std::time::Duration;
-
-use serde::Serialize;
-
-use super::plan::{app_container, env_for, label, released};
-use super::{ContainerRef, Facts, NewContainer, Target, container_ref};
+use super::containers::{app_container, env_for, label, released};
+use super::{Facts, NewContainer, Target, WorkerGate, WorkerRollout, container_ref};
 use super::{LABEL_DIGEST, LABEL_PORT, LABEL_SLOT};
 use crate::engine::ContainerInfo;
 use crate::image::revision::Revision;
 use crate::spec::{ServiceSpec, Worker};
 
 pub const LABEL_WORKER: &str = "dev.slipway.worker";
-
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct WorkerRollout {
-    pub name: String,
-    pub new: NewContainer,
-    pub gate: WorkerGate,
-    /// Running workers of this name that are not the serving release's: removed first.
-    pub remove: Vec<ContainerRef>,
-    /// The serving release's workers: stopped after the drain and kept for rollback.
-    pub retire: Vec<ContainerRef>,
-    /// Stopped workers of this name beyond `retain`.
-    pub prune: Vec<ContainerRef>,
-}
-
-/// Healthy: (with `docker`) the image's HEALTHCHECK says so, and still running `min_uptime`
-/// after the start, within `deadline`.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct WorkerGate {
-    pub docker: bool,
-    pub min_uptime: Duration,
-    pub deadline: Duration,
-}
 
 /// The workers of a new release (none for a watchdog's replacement of the web container).
 pub fn plan_workers(
@@ -123,8 +97,7 @@ fn worker_container(
     let names: Vec<String> = spec.env.iter().chain(&w.env).cloned().collect();
     c.env = env_for(&names, facts);
     c.volumes = w.volumes.clone();
-    let res = w.limits.resources();
-    (c.memory_bytes, c.nano_cpus, c.pids) = (res.memory_bytes, res.nano_cpus, res.pids);
+    c.resources = w.limits.resources();
     c.labels.remove(LABEL_SLOT);
     c.labels.remove(LABEL_PORT);
     c.labels.insert(LABEL_WORKER.into(), name.into());

@@ -1,16 +1,21 @@
 //! The service spec: what a service is on a host (slots, port, env names, limits, health probe),
 //! read from TOML and validated all at once. Pure: no I/O beyond `load`, no clock.
 
+mod one_file;
+mod schema;
 mod workers;
+pub use one_file::{BuildSpec, SmokeSpec};
+pub use schema::json_schema;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 pub use workers::{Worker, WorkerHealth};
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ServiceSpec {
     /// Names containers, snippets and the lock: `[a-z0-9][a-z0-9-]*`.
@@ -40,9 +45,11 @@ pub struct ServiceSpec {
     #[serde(default)]
     pub read_only: bool,
     #[serde(default = "default_grace", with = "humantime_serde")]
+    #[schemars(schema_with = "schema::duration")]
     pub stop_grace_period: Duration,
     /// How long the old container keeps running after the switch, for in-flight requests.
     #[serde(default = "default_drain", with = "humantime_serde")]
+    #[schemars(schema_with = "schema::duration")]
     pub drain: Duration,
     /// Stopped previous releases kept for `slipway rollback`.
     #[serde(default = "default_retain")]
@@ -51,9 +58,11 @@ pub struct ServiceSpec {
     /// Run once per deploy in a one-shot container of the new image (argv), after the image is
     /// proven and before any new container starts; a non-zero exit stops the deploy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<Vec<String>>")]
     pub release_command: Option<ReleaseCommand>,
     /// How long the release command may run before it is killed.
     #[serde(default = "default_release_timeout", with = "humantime_serde")]
+    #[schemars(schema_with = "schema::duration")]
     pub release_timeout: Duration,
     /// Processes of the same image without a proxy route, by name.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -61,9 +70,19 @@ pub struct ServiceSpec {
     pub caddy: Caddy,
     #[serde(default)]
     pub quota: Option<Quota>,
+    /// Where a deploy pushes the image it builds: HOST[:PORT] (`--registry` overrides it).
+    pub registry: Option<String>,
+    /// The repository within the registry, e.g. "team/web" (`--repository` overrides it).
+    pub repository: Option<String>,
+    /// What a deploy builds; each key has a flag that overrides it.
+    #[serde(default)]
+    pub build: BuildSpec,
+    /// The public smoke test; each key has a flag that overrides it.
+    #[serde(default)]
+    pub smoke: SmokeSpec,
 }
 
-#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Limits {
     /// e.g. "256m", "1g"
@@ -84,7 +103,7 @@ impl Limits {
     }
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Logging {
     #[serde(default = "default_log_size")]
@@ -103,14 +122,14 @@ impl Default for Logging {
 }
 
 /// The ceiling a host allows one service; a spec above it needs `--approve-over-quota`.
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Quota {
     pub memory: Option<String>,
     pub cpus: Option<f64>,
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Health {
     /// Wait for the image's Docker HEALTHCHECK to report healthy.
@@ -119,10 +138,11 @@ pub struct Health {
     pub http: Option<HttpProbe>,
     /// Everything must pass within this time of the container's start.
     #[serde(default = "default_health_deadline", with = "humantime_serde")]
+    #[schemars(schema_with = "schema::duration")]
     pub deadline: Duration,
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HttpProbe {
     #[serde(default = "default_health_path")]
@@ -141,12 +161,14 @@ pub struct HttpProbe {
     #[serde(default = "default_successes")]
     pub successes: u32,
     #[serde(default = "default_interval", with = "humantime_serde")]
+    #[schemars(schema_with = "schema::duration")]
     pub interval: Duration,
     #[serde(default = "default_try_timeout", with = "humantime_serde")]
+    #[schemars(schema_with = "schema::duration")]
     pub timeout: Duration,
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Caddy {
     /// Host directory the Caddyfile imports; slipway writes `<name>.caddy` there and nothing else.
@@ -332,6 +354,7 @@ impl ServiceSpec {
             workers::worker_problems(name, w, &mut p);
         }
         self.quota_problems(&mut p);
+        one_file::problems(self, &mut p);
         p
     }
 

@@ -3,11 +3,12 @@
 
 use std::time::Duration;
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::{Limits, MAX_WAIT, check_volume, humantime_serde, parse_bytes, valid_env_name};
 
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Worker {
     /// What the worker runs, as argv (the image's entrypoint applies).
@@ -26,14 +27,16 @@ pub struct Worker {
 
 /// A worker is healthy when (with `docker`) the image's HEALTHCHECK says so and it is still
 /// running `min_uptime` after its start.
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WorkerHealth {
     #[serde(default)]
     pub docker: bool,
     #[serde(default = "default_min_uptime", with = "humantime_serde")]
+    #[schemars(schema_with = "super::schema::duration")]
     pub min_uptime: Duration,
     #[serde(default = "default_worker_deadline", with = "humantime_serde")]
+    #[schemars(schema_with = "super::schema::duration")]
     pub deadline: Duration,
 }
 

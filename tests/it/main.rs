@@ -8,6 +8,7 @@ mod ci_files;
 mod deploy;
 mod doctor;
 mod lint;
+mod one_file;
 mod release;
 mod release_publish;
 mod rollout;

@@ -27,32 +27,32 @@ use thiserror::Error;
 
 #[derive(Debug, Error)]
 pub enum DockerIgnoreError {
-    #[error(".dockerignore line {line}: `{pattern}` is not a valid pattern ({reason})")]
-    BadPattern {
-        line: usize,
-        pattern: String,
-        reason: String,
-    },
-    #[error(".dockerignore line {line} is 64 KiB or longer: Docker cannot read the file")]
-    LineTooLong { line: usize },
     #[error("cannot read {}", path.display())]
     Unreadable {
         path: std::path::PathBuf,
         #[source]
         source: std::io::Error,
     },
+    #[error(".dockerignore line {line} is 64 KiB or longer: Docker cannot read the file")]
+    LineTooLong { line: usize },
+    #[error(".dockerignore line {line}: `{pattern}` is not a valid pattern ({reason})")]
+    BadPattern {
+        line: usize,
+        pattern: String,
+        reason: String,
+    },
 }
 
 impl DockerIgnoreError {
     pub fn hint(&self) -> &'static str {
         match self {
-            DockerIgnoreError::BadPattern { .. } => {
-                "patterns follow Go's filepath.Match: close every `[`, escape a literal `[`, `*`, `?` or `\\` with `\\`"
-            }
+            DockerIgnoreError::Unreadable { .. } => "check the file's permissions",
             DockerIgnoreError::LineTooLong { .. } => {
                 "shorten the line: Docker's reader (Go's bufio.Scanner) stops at 64 KiB"
             }
-            DockerIgnoreError::Unreadable { .. } => "check the file's permissions",
+            DockerIgnoreError::BadPattern { .. } => {
+                "patterns follow Go's filepath.Match: close every `[`, escape a literal `[`, `*`, `?` or `\\` with `\\`"
+            }
         }
     }
 }

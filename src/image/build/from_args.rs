@@ -17,13 +17,13 @@ pub async fn from_args(
     let Some(registry_name) = args.registry.registry.clone() else {
         return Err(
             Failure::usage(anyhow::anyhow!("building needs a registry to push to"))
-                .with_hint("pass --registry HOST[:PORT] (or set SLIPWAY_REGISTRY)"),
+                .with_hint("pass --registry HOST[:PORT] (or set SLIPWAY_REGISTRY; for a deploy, `registry` in the spec)"),
         );
     };
     let Some(repository) = args.repository.clone() else {
         return Err(
             Failure::usage(anyhow::anyhow!("building needs a repository name"))
-                .with_hint("pass --repository team/app (or SLIPWAY_REPOSITORY); to deploy an image built elsewhere, pass --image REPO@sha256:..."),
+                .with_hint("pass --repository team/app (or SLIPWAY_REPOSITORY; for a deploy, `repository` in the spec); to deploy an image built elsewhere, pass --image REPO@sha256:..."),
         );
     };
     let credentials = credentials::Credentials::resolve(

@@ -26,7 +26,9 @@ use crate::image::reference::PinnedImage;
 use crate::image::registry::{Registry, RegistryError};
 use context::{Context, ContextError, ContextStats};
 use progress::{BuildLog, PushLog};
-pub use request::{BuildRequest, created_now, key_values, resolve_revision, resolve_source};
+pub use request::{
+    BuildRequest, created_now, key_values, resolve_revision, resolve_source, valid_repository,
+};
 use verify::VerifyError;
 
 /// What `build_and_push` made: the pinned image and how it came about.

@@ -42,6 +42,11 @@ static REPOSITORY: LazyLock<Regex> = LazyLock::new(|| {
     )
     .expect("a valid regex")
 });
+/// A repository name the registry takes, e.g. `team/app`.
+pub fn valid_repository(name: &str) -> bool {
+    REPOSITORY.is_match(name)
+}
+
 static TAG: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$").expect("a valid regex"));
 static SHA: LazyLock<Regex> =
