@@ -581,7 +581,7 @@ impl<'a, B: Backend> Exec<'a, B> {
             started.push((w, id, t));
         }
         for (w, id, t) in started {
-            self.worker_gate(&w.gate, &id, t)
+            super::worker_gate::gate(self.b, self.cancel, &w.gate, &id, t)
                 .await
                 .map_err(|e| match e {
                     GateFailure::Interrupted => Stop::undo(Outcome::Interrupted, INTERRUPTED),
@@ -604,57 +604,6 @@ impl<'a, B: Backend> Exec<'a, B> {
             Outcome::RolledBack,
             format!("worker {} failed its gate: {why}", w.new.name()),
         )
-    }
-
-    /// A worker is healthy when (with `docker`) its HEALTHCHECK says so and it still runs
-    /// `min_uptime` after its start.
-    async fn worker_gate(
-        &self,
-        g: &super::WorkerGate,
-        id: &str,
-        started: Instant,
-    ) -> Result<(), GateFailure> {
-        if g.docker {
-            let gate = Gate {
-                docker: true,
-                http: None,
-                deadline: g.deadline,
-            };
-            let run = GateRun {
-                gate: &gate,
-                id,
-                started,
-            };
-            self.b.gate(run, self.cancel).await?;
-        }
-        // Its restart policy may bring a crashed worker back: the same start must still run.
-        let first = self.worker_running(id).await?;
-        tokio::select! {
-            _ = tokio::time::sleep_until(started + g.min_uptime) => {}
-            _ = self.cancel.cancelled() => return Err(GateFailure::Interrupted),
-        }
-        let last = self.worker_running(id).await?;
-        if last != first {
-            let why = format!(
-                "it restarted within {}",
-                humantime::format_duration(g.min_uptime)
-            );
-            return Err(GateFailure::Failed(why));
-        }
-        Ok(())
-    }
-
-    /// When the worker's current run started; a failure when it is not running.
-    async fn worker_running(&self, id: &str) -> Result<String, GateFailure> {
-        match self.b.inspect(id).await {
-            Ok(Some(c)) if c.running && c.status != "restarting" => Ok(c.started_at),
-            Ok(Some(c)) => Err(GateFailure::Failed(format!(
-                "it exited with code {}",
-                c.exit_code
-            ))),
-            Ok(None) => Err(GateFailure::Failed("the container is gone".into())),
-            Err(e) => Err(GateFailure::Failed(e)),
-        }
     }
 
     /// The serving release's workers stop once the new ones run; kept for rollback.

@@ -12,10 +12,11 @@ mod plan;
 pub mod render;
 mod report;
 mod undo;
+pub mod worker_gate;
 pub mod workers;
 
 pub mod execute;
-pub use backend::Backend;
+pub use backend::{Backend, Live};
 pub use containers::container_ref;
 pub use execute::{Outcome, Report, StepName, execute};
 pub use facts::{Facts, gather_facts};

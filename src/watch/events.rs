@@ -65,6 +65,13 @@ pub enum Event {
         /// From the replacement's start to its health gate passing.
         start_to_healthy_ms: Option<u64>,
     },
+    /// Workers of the serving release that stopped (or reported unhealthy) were replaced.
+    WorkersReplaced {
+        service: String,
+        old: Vec<String>,
+        new: Vec<String>,
+        revision: String,
+    },
     ReplaceFailed {
         service: String,
         container: String,
@@ -141,6 +148,7 @@ impl Event {
             | Event::Watching { .. }
             | Event::Recovered { .. }
             | Event::Replaced { .. }
+            | Event::WorkersReplaced { .. }
             | Event::NotServing { .. }
             | Event::EngineBack { .. }
             | Event::Checked { .. }
@@ -192,6 +200,17 @@ impl Event {
                 ..
             } => format!(
                 "{service}: {new} serves in place of {old} (removed), {ms} ms after the first failed probe"
+            ),
+            Event::WorkersReplaced {
+                service, old, new, ..
+            } => format!(
+                "{service}: worker(s) {} serve in place of {} (removed)",
+                new.join(", "),
+                if old.is_empty() {
+                    "none running".to_string()
+                } else {
+                    old.join(", ")
+                }
             ),
             Event::ReplaceFailed {
                 service,

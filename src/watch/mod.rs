@@ -9,6 +9,7 @@ mod events;
 mod policy;
 mod specs;
 mod watcher;
+mod workers;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -337,7 +338,12 @@ async fn check_once(shared: &Shared, w: &mut Watcher, cancel: &CancellationToken
             }
         }
         match w.probe(shared).await {
-            Probe::Healthy => return Checked::Healthy,
+            Probe::Healthy => {
+                return match workers::check(&w.spec, shared, cancel).await {
+                    Some(replacement) => Checked::Replacement(replacement),
+                    None => Checked::Healthy,
+                };
+            }
             Probe::NoActive => return Checked::NoActive,
             Probe::Inconclusive(why) => return Checked::Unavailable(why),
             Probe::Locked { .. } => return Checked::Replacement(Replacement::LockHeld),
@@ -372,6 +378,11 @@ async fn watch_service(
         let probe = w.probe(&shared).await;
         if let Probe::Inconclusive(why) = &probe {
             tracing::debug!("{}: no verdict this time: {why}", w.spec.name);
+        }
+        if matches!(probe, Probe::Healthy)
+            && workers::check(&w.spec, &shared, &cancel).await == Some(Replacement::Interrupted)
+        {
+            break;
         }
         if matches!(probe, Probe::Failed { streak } if streak >= shared.failures)
             && w.replace(&shared, &cancel).await == Replacement::Interrupted

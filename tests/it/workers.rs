@@ -109,3 +109,36 @@ fn a_worker_with_a_port_is_exit_2() {
     assert!(stderr.contains("port"), "{stderr}");
     assert!(svc.containers().is_empty());
 }
+
+#[test]
+fn watch_replaces_a_worker_that_stopped() {
+    let img = images();
+    let svc = svc_with_worker("wrk-watch", LOOP);
+    let out = svc.run(&["rollout", &img.v1], &[]);
+    assert_eq!(code(&out), 0, "{:?}", text(&out));
+    let id = docker_ok(&[
+        "ps",
+        "-q",
+        "--filter",
+        &format!("label=dev.slipway.service={}", svc.name),
+        "--filter",
+        "label=dev.slipway.role=worker",
+    ]);
+    docker_ok(&["kill", id.trim()]);
+    assert!(running_workers(&svc).is_empty(), "{:?}", workers(&svc));
+
+    let out = svc.run(&["watch", "--once"], &[]);
+    let (stdout, stderr) = text(&out);
+    assert_eq!(code(&out), 0, "{stdout}\n{stderr}");
+    assert!(stdout.contains("\"workers_replaced\""), "{stdout}");
+    assert_eq!(workers(&svc), ["v1 running"], "the stopped one is removed");
+    svc.assert_serves("v1");
+    // All well now: nothing to do.
+    let out = svc.run(&["watch", "--once"], &[]);
+    assert_eq!(code(&out), 0, "{:?}", text(&out));
+    assert!(
+        !text(&out).0.contains("workers_replaced"),
+        "{:?}",
+        text(&out)
+    );
+}
