@@ -1,30 +1,21 @@
 //! `slipway doctor`.
 
+use crate::rollout::inputs::{host_access, reload_argv};
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::{self};
 use crate::exit::{Exit, Failure};
 use crate::image::credentials;
-use crate::{doctor, host, output};
+use crate::{doctor, output};
 
 pub async fn doctor(
     global: &cli::GlobalArgs,
     args: cli::DoctorArgs,
     cancel: &CancellationToken,
 ) -> Result<Exit, Failure> {
-    let host = host::HostAccess::new(
-        &args.reload.reload_image,
-        args.reload.host_pid,
-        args.reload.reload_timeout,
-    )
-    .map_err(|e| {
-        let hint = e.hint();
-        Failure::usage(anyhow::Error::new(e).context("--reload-image is not usable"))
-            .with_hint(hint)
-    })?;
-    let reload_argv = host::split_command(&args.reload.reload_command).map_err(|e| {
-        Failure::usage(e).with_hint("e.g. --reload-command 'systemctl reload caddy'")
-    })?;
+    let reload = &args.reload;
+    let host = host_access(&reload.reload_image, reload.host_pid, reload.reload_timeout)?;
+    let reload_argv = reload_argv(&reload.reload_command)?;
     let registry = match &args.registry.registry {
         Some(name) => Some(doctor::RegistryTarget {
             name: name.clone(),

@@ -6,7 +6,7 @@ use crate::cli::{self};
 use crate::exit::{Exit, Failure};
 use crate::image::build::{self};
 use crate::image::lint;
-use crate::{engine, output};
+use crate::output;
 
 pub async fn build(
     global: &cli::GlobalArgs,
@@ -15,11 +15,7 @@ pub async fn build(
 ) -> Result<Exit, Failure> {
     let (prepared, registry) =
         crate::image::build::from_args::from_args(&args.options, None).await?;
-    let engine = engine::Engine::connect(&global.docker_host()).map_err(|e| {
-        Failure::new(Exit::Unavailable, e).with_hint(
-            "is dockerd running, and is this the right socket? Set --docker-host or DOCKER_HOST",
-        )
-    })?;
+    let engine = crate::rollout::connect(global)?;
     let pushed = prepared
         .build_and_push(&engine, &registry, cancel)
         .await

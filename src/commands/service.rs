@@ -7,9 +7,8 @@ use crate::cli::{GlobalArgs, LockAction, LockArgs, ReloadArgs, ServiceArgs};
 use crate::exit::{Exit, Failure};
 use crate::host::agent::{self};
 use crate::host::lock::{self, LockState};
-use crate::host::{self};
 use crate::output;
-use crate::rollout::inputs::host_access;
+use crate::rollout::inputs::{host_access, reload_argv};
 use crate::rollout::locked::resolve_target;
 use crate::rollout::{
     self, Choice, Facts, connect, execute_locked, plan_only, prepare, reachable, render_plan,
@@ -57,9 +56,7 @@ pub async fn reload(
     cancel: &CancellationToken,
 ) -> Result<Exit, Failure> {
     let host = host_access(&args.reload_image, args.host_pid, args.reload_timeout)?;
-    let argv = host::split_command(&args.reload_command).map_err(|e| {
-        Failure::usage(e).with_hint("e.g. --reload-command 'systemctl reload caddy'")
-    })?;
+    let argv = reload_argv(&args.reload_command)?;
     let engine = connect(global)?;
     reachable(&engine).await?;
     match agent::reload_once(&engine, &host, &argv, cancel).await {

@@ -8,7 +8,8 @@ use crate::engine::{AppContainer, ContainerInfo};
 use crate::image::revision::Revision;
 use crate::spec::ServiceSpec;
 
-pub(crate) fn label(info: &ContainerInfo, key: &str) -> String {
+/// A label's value, empty when the container has none.
+pub fn label(info: &ContainerInfo, key: &str) -> String {
     info.labels.get(key).cloned().unwrap_or_default()
 }
 

@@ -788,12 +788,12 @@ impl<'a, B: Backend> Exec<'a, B> {
             }
         }
         for (worker, retained) in self.done.workers.clone() {
-            if let Err(e) = undo::take_down(self.b, &worker, retained, r).await {
+            if let Err(e) = undo::take_down(self.b, &worker, retained, r.stop_grace).await {
                 tracing::warn!("worker {worker} could not be taken down: {e}");
             }
         }
         let retained = matches!(r.new, NewContainer::Restart(_));
-        let removed = undo::take_down(self.b, &id, retained, r).await;
+        let removed = undo::take_down(self.b, &id, retained, r.stop_grace).await;
         let detail = match &removed {
             Ok(()) => format!("removed {}; {serving}", r.new.name()),
             Err(e) => format!(

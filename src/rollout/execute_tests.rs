@@ -25,6 +25,8 @@ struct Fake {
     cancel_at: Option<&'static str>,
     cancel: CancellationToken,
     removed: RefCell<Vec<String>>,
+    /// The engine cannot run the release command at all.
+    release_unrunnable: bool,
 }
 
 impl Fake {
@@ -35,6 +37,7 @@ impl Fake {
             cancel_at,
             cancel: CancellationToken::new(),
             removed: RefCell::new(Vec::new()),
+            release_unrunnable: false,
         }
     }
 
@@ -153,6 +156,9 @@ impl Backend for Fake {
         let failed = self.call("release", "").is_err();
         if cancel.is_cancelled() {
             return Err(None);
+        }
+        if self.release_unrunnable {
+            return Err(Some("the Docker engine did not answer".into()));
         }
         let secret = &release.container.env[0].1;
         Ok(crate::engine::ReleaseExit {
@@ -551,5 +557,25 @@ fn a_worker_runs_its_own_argv_without_a_port_and_only_its_env() {
         names,
         ["DB_PASSWORD"],
         "the service's names and its own (QUEUE_URL unset here)"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_release_command_the_engine_cannot_run_is_unavailable_and_starts_nothing() {
+    let fake = Fake {
+        release_unrunnable: true,
+        ..Fake::new(&[], None)
+    };
+    let (report, _) = run_with(&fake, &Hook::passing()).await;
+    assert_eq!(report.outcome, Outcome::Unavailable, "{}", report.message);
+    assert!(
+        report.message.contains("could not run the release command: the Docker engine did not answer; nothing was switched"),
+        "{}",
+        report.message
+    );
+    assert_eq!(
+        fake.calls(),
+        ["inspect_image", "release"],
+        "nothing started"
     );
 }

@@ -32,7 +32,7 @@ pub struct Prepared {
 }
 
 /// The privileged sibling's settings; an unpinned image is a usage error before anything runs.
-pub(crate) fn host_access(
+pub fn host_access(
     image: &str,
     pid: u32,
     deadline: std::time::Duration,
@@ -42,6 +42,12 @@ pub(crate) fn host_access(
         Failure::usage(anyhow::Error::new(e).context("--reload-image is not usable"))
             .with_hint(hint)
     })
+}
+
+/// The reload command as argv; unbalanced quotes or nothing at all are a usage error.
+pub fn reload_argv(line: &str) -> Result<Vec<String>, Failure> {
+    host::split_command(line)
+        .map_err(|e| Failure::usage(e).with_hint("e.g. --reload-command 'systemctl reload caddy'"))
 }
 
 pub fn prepare(global: &GlobalArgs, args: &ServiceArgs) -> Result<Prepared, Failure> {
@@ -63,9 +69,7 @@ pub fn prepare(global: &GlobalArgs, args: &ServiceArgs) -> Result<Prepared, Fail
         .reload_command
         .clone()
         .unwrap_or_else(|| spec.caddy.reload_command.clone());
-    let reload = host::split_command(&reload_text).map_err(|e| {
-        Failure::usage(e).with_hint("e.g. --reload-command 'systemctl reload caddy'")
-    })?;
+    let reload = reload_argv(&reload_text)?;
     let env: BTreeMap<String, String> = std::env::vars().collect();
     let values = spec::resolve_env(&spec.all_env_names(), &env).map_err(|missing| {
         Failure::usage(anyhow::anyhow!(

@@ -17,7 +17,7 @@ pub mod workers;
 
 pub mod execute;
 pub use backend::{Backend, Live};
-pub use containers::container_ref;
+pub use containers::{container_ref, label};
 pub use execute::{Outcome, Report, StepName, execute};
 pub use facts::{Facts, gather_facts};
 pub use gate::{Gate, HttpGate};

@@ -46,7 +46,7 @@ pub async fn take_down(
     b: &impl Backend,
     id: &str,
     retained: bool,
-    r: &Rollout,
+    grace: std::time::Duration,
 ) -> Result<(), String> {
     let mut last = String::new();
     for attempt in 0..10u64 {
@@ -55,7 +55,7 @@ pub async fn take_down(
             tokio::time::sleep(wait).await;
         }
         let done = if retained {
-            b.stop(id, r.stop_grace).await
+            b.stop(id, grace).await
         } else {
             b.remove(id).await
         };

@@ -69,7 +69,11 @@ pub async fn command(
     let read = source.read();
     let (named, duplicates) = specs::by_name(&read.specs);
     refuse_problems(&read.problems, &duplicates, args)?;
-    let host = host_access(args)?;
+    let host = crate::rollout::inputs::host_access(
+        &args.reload_image,
+        args.host_pid,
+        args.reload_timeout,
+    )?;
     let events = Events::stdout();
     let Some(engine) = connect(global, args, &events, cancel).await? else {
         events.emit(Event::Stopped {});
@@ -126,14 +130,6 @@ fn refuse_problems(
         problems.join("\n  - ")
     ))
     .with_hint("fix each one; nothing was watched or changed"))
-}
-
-fn host_access(args: &WatchArgs) -> Result<HostAccess, Failure> {
-    HostAccess::new(&args.reload_image, args.host_pid, args.reload_timeout).map_err(|e| {
-        let hint = e.hint();
-        Failure::usage(anyhow::Error::new(e).context("--reload-image is not usable"))
-            .with_hint(hint)
-    })
 }
 
 /// The engine. On the host the watchdog may start before the engine's socket exists: the

@@ -20,6 +20,7 @@ use crate::host::agent::HostAgent;
 use crate::host::lock::{LABEL_OWNER, LockError, LockRequest, Owner};
 use crate::image::reference::PinnedImage;
 use crate::rollout::execute::{Context, Evidence, NoCheck};
+use crate::rollout::label;
 use crate::rollout::{self, Facts, Gate, HttpGate, Outcome, Replace, Report, Target};
 use crate::spec::ServiceSpec;
 
@@ -59,10 +60,6 @@ fn now_ms() -> u64 {
 fn since(unix: i64) -> String {
     let at = std::time::UNIX_EPOCH + Duration::from_secs(unix.max(0) as u64);
     humantime::format_rfc3339_seconds(at).to_string()
-}
-
-fn label(info: &ContainerInfo, key: &str) -> String {
-    info.labels.get(key).cloned().unwrap_or_default()
 }
 
 /// One probe's result.

@@ -15,12 +15,8 @@ use crate::host::lock::{LockError, LockRequest};
 use crate::image::reference::PinnedImage;
 use crate::image::revision::Revision;
 use crate::rollout::workers::{LABEL_WORKER, plan_workers};
-use crate::rollout::{self, LABEL_DIGEST, LABEL_IMAGE, LABEL_REVISION, LABEL_RUN, Target};
+use crate::rollout::{self, LABEL_DIGEST, LABEL_IMAGE, LABEL_REVISION, LABEL_RUN, Target, label};
 use crate::spec::ServiceSpec;
-
-fn label(c: &ContainerInfo, key: &str) -> String {
-    c.labels.get(key).cloned().unwrap_or_default()
-}
 
 /// Replaces the serving release's stuck workers; `None` when all are well (or nothing serves).
 pub async fn check(

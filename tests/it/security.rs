@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::service::{Svc, images};
-use crate::support::{code, docker_ok, sandbox, signal, text};
+use crate::service::{Svc, images, push_fixture};
+use crate::support::{code, signal, text};
 
 const HEALTH: &str =
     "docker = true\n[health.http]\njson_field = \".version\"\ninterval = \"200ms\"";
@@ -50,25 +50,8 @@ fn assert_untouched(svc: &Svc, config: &str, snippet: &str) {
 
 /// The fixture as v3 with `revision` as its OCI revision label, pushed and pinned.
 fn image_labelled(revision: &str) -> String {
-    let s = sandbox();
-    let tag = format!("{}/fixture/hostile:v3", s.registry);
-    docker_ok(&[
-        "build",
-        "-q",
-        "--build-arg",
-        &format!("BASE_IMAGE={}", s.base_image),
-        "--build-arg",
-        "VERSION=v3",
-        "--label",
-        &format!("org.opencontainers.image.revision={revision}"),
-        "-t",
-        &tag,
-        concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/app"),
-    ]);
-    docker_ok(&["push", "-q", &tag]);
-    docker_ok(&["inspect", "--format", "{{index .RepoDigests 0}}", &tag])
-        .trim()
-        .to_string()
+    let label = format!("org.opencontainers.image.revision={revision}");
+    push_fixture("fixture/hostile:v3", "v3", &["--label", &label])
 }
 
 #[test]

@@ -21,32 +21,31 @@ pub fn images() -> &'static Images {
     static IMAGES: OnceLock<Images> = OnceLock::new();
     static BUILD: Mutex<()> = Mutex::new(());
     let _guard = BUILD.lock().unwrap_or_else(|e| e.into_inner());
-    IMAGES.get_or_init(|| {
-        let s = sandbox();
-        let fixture = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/app");
-        let mut pinned = Vec::new();
-        for v in ["v1", "v2"] {
-            let tag = format!("{}/fixture/rollout:{v}", s.registry);
-            docker_ok(&[
-                "build",
-                "-q",
-                "--build-arg",
-                &format!("BASE_IMAGE={}", s.base_image),
-                "--build-arg",
-                &format!("VERSION={v}"),
-                "-t",
-                &tag,
-                fixture,
-            ]);
-            docker_ok(&["push", "-q", &tag]);
-            let digest = docker_ok(&["inspect", "--format", "{{index .RepoDigests 0}}", &tag]);
-            pinned.push(digest.trim().to_string());
-        }
-        Images {
-            v2: pinned.pop().unwrap(),
-            v1: pinned.pop().unwrap(),
-        }
+    IMAGES.get_or_init(|| Images {
+        v1: push_fixture("fixture/rollout:v1", "v1", &[]),
+        v2: push_fixture("fixture/rollout:v2", "v2", &[]),
     })
+}
+
+/// The fixture app built as `version` (with `extra` docker build flags), pushed to the sandbox
+/// registry as `name`, pinned by its digest.
+pub fn push_fixture(name: &str, version: &str, extra: &[&str]) -> String {
+    let s = sandbox();
+    let tag = format!("{}/{name}", s.registry);
+    let base = format!("BASE_IMAGE={}", s.base_image);
+    let version = format!("VERSION={version}");
+    let mut args = vec!["build", "-q", "--build-arg", &base, "--build-arg", &version];
+    args.extend_from_slice(extra);
+    args.extend([
+        "-t",
+        &tag,
+        concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/app"),
+    ]);
+    docker_ok(&args);
+    docker_ok(&["push", "-q", &tag]);
+    docker_ok(&["inspect", "--format", "{{index .RepoDigests 0}}", &tag])
+        .trim()
+        .to_string()
 }
 
 pub fn free_port() -> u16 {
