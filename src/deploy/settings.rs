@@ -181,14 +181,14 @@ struct Resolver<'a> {
 
 impl Resolver<'_> {
     /// The flag's value when it was given (command line or variable), else the spec's, else
-    /// the flag's default; recorded under `key`.
+    /// the flag's default; recorded under `key`, whose last part is the flag's clap id.
     fn pick<T: Shown + Clone>(
         &mut self,
         key: &str,
-        id: &str,
         flag: Option<&T>,
         file: Option<&T>,
     ) -> Option<T> {
+        let id = key.rsplit('.').next().unwrap_or(key);
         let (value, from) = match (self.sources.get(id), flag, file) {
             (Some(given), Some(value), _) => (value, Origin::of(given)),
             (_, _, Some(value)) => (value, Origin::Spec),
@@ -206,43 +206,20 @@ impl Resolver<'_> {
     /// Registry, repository and `[build]` into the build's flags.
     fn build(&mut self, spec: &ServiceSpec, args: &mut DeployArgs) {
         let (file, b) = (&spec.build, &mut args.build);
-        b.registry.registry = self.pick(
-            "registry",
-            "registry",
-            b.registry.registry.as_ref(),
-            spec.registry.as_ref(),
-        );
-        b.repository = self.pick(
-            "repository",
-            "repository",
-            b.repository.as_ref(),
-            spec.repository.as_ref(),
-        );
+        let registry = b.registry.registry.as_ref();
+        b.registry.registry = self.pick("registry", registry, spec.registry.as_ref());
+        let repository = b.repository.as_ref();
+        b.repository = self.pick("repository", repository, spec.repository.as_ref());
         let image = &mut b.image;
-        let context = self.pick(
-            "build.context",
-            "context",
-            Some(&image.context),
-            file.context.as_ref(),
-        );
+        let context = self.pick("build.context", Some(&image.context), file.context.as_ref());
         image.context = context.unwrap_or_default();
-        image.file = self.pick(
-            "build.file",
-            "file",
-            image.file.as_ref(),
-            file.file.as_ref(),
-        );
-        image.target = self.pick(
-            "build.target",
-            "target",
-            image.target.as_ref(),
-            file.target.as_ref(),
-        );
+        image.file = self.pick("build.file", image.file.as_ref(), file.file.as_ref());
+        image.target = self.pick("build.target", image.target.as_ref(), file.target.as_ref());
         image.build_args = self.build_args(&file.args, &image.build_args);
+        let revision_arg = b.revision_arg.as_ref();
         b.revision_arg = self.pick(
             "build.revision_arg",
-            "revision_arg",
-            b.revision_arg.as_ref(),
+            revision_arg,
             file.revision_arg.as_ref(),
         );
     }

@@ -45,10 +45,13 @@ pub struct AppContainer {
     pub healthcheck: bool,
     pub host_port: u16,
     pub container_port: u16,
+    /// `docker run -v` form (SOURCE:TARGET[:ro]).
     pub volumes: Vec<String>,
     #[serde(flatten)]
     pub resources: Resources,
+    /// The restart policy's name, e.g. `unless-stopped`.
     pub restart: String,
+    /// json-file log rotation: size of one file and how many are kept.
     pub log_max_size: String,
     pub log_max_file: u32,
     pub network: Option<String>,

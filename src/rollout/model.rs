@@ -86,9 +86,13 @@ pub enum Action {
 pub struct ContainerRef {
     pub id: String,
     pub name: String,
+    /// Which of the two slots it holds (`None`: a worker or a container outside the slots).
     pub slot: Option<usize>,
+    /// The 127.0.0.1 host port it publishes, if any.
     pub port: Option<u16>,
+    /// The image's `sha256:` manifest digest.
     pub digest: String,
+    /// The revision label it was deployed with.
     pub revision: String,
     /// `REPO@sha256:…`, as the container was created from.
     pub image: String,

@@ -13,16 +13,17 @@ use super::{Limits, MAX_WAIT, check_volume, humantime_serde, parse_bytes, valid_
 pub struct Worker {
     /// What the worker runs, as argv (the image's entrypoint applies).
     pub command: Vec<String>,
+    #[serde(default)]
+    pub health: WorkerHealth,
+    /// The worker's own limits (the service's do not apply).
+    #[serde(default)]
+    pub limits: Limits,
     /// Env names besides the service's own.
     #[serde(default)]
     pub env: Vec<String>,
     /// The worker's own volumes, in `docker run -v` form.
     #[serde(default)]
     pub volumes: Vec<String>,
-    #[serde(default)]
-    pub limits: Limits,
-    #[serde(default)]
-    pub health: WorkerHealth,
 }
 
 /// A worker is healthy when (with `docker`) the image's HEALTHCHECK says so and it is still
