@@ -268,7 +268,9 @@ mod tests {
             },
         };
         let target = rollout::Target {
-            image: image.rollout_target(),
+            image: rollout::TargetImage::Unbuilt {
+                repository: "127.0.0.1:5000/team/web".into(),
+            },
             revision: Some(Revision::parse("c0ffee1", "test").unwrap()),
             reuse_retained: false,
             replace: None,
@@ -308,14 +310,13 @@ mod tests {
     }
 
     #[test]
-    fn a_plan_for_an_image_this_deploy_builds_says_so_and_never_shows_the_stand_in_digest() {
+    fn a_plan_for_an_image_this_deploy_builds_says_so_and_names_no_digest() {
         let dp = built_plan();
         let text = render_deploy_plan(&dp);
         let json = serde_json::to_value(&dp).unwrap();
         let json_text = json.to_string();
         for out in [&text, &json_text] {
             assert!(!out.contains("0000000000"), "{out}");
-            assert!(!out.contains(PENDING_DIGEST), "{out}");
             assert!(
                 out.contains("127.0.0.1:5000/team/web@<built by this deploy>"),
                 "{out}"
@@ -349,6 +350,7 @@ mod tests {
         dp.image = DeployImage::Given {
             image: given.clone(),
         };
+        dp.rollout.target.image = given.clone().into();
         let json = serde_json::to_value(&dp).unwrap();
         assert_eq!(json["image_source"], "given");
         assert_eq!(json["image"], given.to_string());

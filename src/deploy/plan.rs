@@ -26,7 +26,6 @@ pub(crate) struct DeployPlan {
     #[serde(flatten)]
     pub(crate) image: DeployImage,
     pub(crate) revision: String,
-    #[serde(serialize_with = "stand_in_shown")]
     pub(crate) rollout: Plan,
     pub(crate) reload_image: String,
     pub(crate) lock: String,
@@ -64,58 +63,8 @@ pub(crate) struct BuildSteps {
     pub(crate) tags: Vec<String>,
 }
 
-/// How a plan names an image that this deploy builds.
-pub(crate) const BUILT: &str = "<built by this deploy>";
-
-/// The digest the rollout planner is given for an image this deploy builds: the planner needs
-/// a pinned target. It never reaches the plan's output (see `stand_in_shown`).
-pub(crate) const PENDING_DIGEST: &str =
-    "sha256:0000000000000000000000000000000000000000000000000000000000000000";
-
-impl DeployImage {
-    /// How the plan names the image: its pinned reference, or `REPOSITORY@<built by this deploy>`.
-    fn reference(&self) -> String {
-        match self {
-            DeployImage::Given { image } => image.to_string(),
-            DeployImage::Built { repository, .. } => format!("{repository}@{BUILT}"),
-        }
-    }
-
-    /// The target the rollout planner is given.
-    pub(crate) fn rollout_target(&self) -> PinnedImage {
-        match self {
-            DeployImage::Given { image } => image.clone(),
-            DeployImage::Built { repository, .. } => {
-                PinnedImage::parse(&format!("{repository}@{PENDING_DIGEST}"))
-                    .expect("a repository checked by the build's request, with a sha256 digest")
-            }
-        }
-    }
-}
-
 pub(crate) fn as_text<S: serde::Serializer>(image: &PinnedImage, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&image.to_string())
-}
-
-/// The rollout's plan as data; planned for an image this deploy builds, every value that
-/// carries the stand-in digest says `<built by this deploy>` instead.
-pub(crate) fn stand_in_shown<S: serde::Serializer>(plan: &Plan, s: S) -> Result<S::Ok, S::Error> {
-    if plan.target.image.digest() != PENDING_DIGEST {
-        return plan.serialize(s);
-    }
-    fn show(value: &mut serde_json::Value) {
-        match value {
-            serde_json::Value::String(text) if text.contains(PENDING_DIGEST) => {
-                *text = text.replace(PENDING_DIGEST, BUILT);
-            }
-            serde_json::Value::Array(items) => items.iter_mut().for_each(show),
-            serde_json::Value::Object(map) => map.values_mut().for_each(show),
-            _ => {}
-        }
-    }
-    let mut value = serde_json::to_value(plan).map_err(serde::ser::Error::custom)?;
-    show(&mut value);
-    value.serialize(s)
 }
 
 pub(crate) async fn dry_run(
@@ -125,13 +74,15 @@ pub(crate) async fn dry_run(
     revision: Option<Revision>,
     settings: Vec<Setting>,
 ) -> Result<Exit, Failure> {
-    let (image, revision) = match source {
-        Source::Given(image) => (
-            DeployImage::Given {
-                image: image.clone(),
-            },
-            revision,
-        ),
+    let (image, choice) = match source {
+        Source::Given(image) => {
+            let choice = Choice::Image {
+                image: image.to_string(),
+                revision,
+            };
+            let image = image.clone();
+            (DeployImage::Given { image }, choice)
+        }
         Source::Build(b) => {
             let (prepared, registry) = &**b;
             let req = prepared.request();
@@ -147,12 +98,12 @@ pub(crate) async fn dry_run(
                 tags,
             };
             let revision = rollout::revision_arg(&req.revision, "the build's revision")?;
-            (DeployImage::Built { repository, build }, Some(revision))
+            let choice = Choice::Unbuilt {
+                repository: repository.clone(),
+                revision,
+            };
+            (DeployImage::Built { repository, build }, choice)
         }
-    };
-    let choice = Choice::Image {
-        image: image.rollout_target().to_string(),
-        revision,
     };
     let plan = rollout::plan_only(p, &choice).await?;
     let version = args
@@ -196,7 +147,7 @@ pub(crate) fn render_deploy_plan(dp: &DeployPlan) -> String {
             build.tags.join(", ")
         );
     }
-    s.push_str(&rollout::render_plan_as(&dp.rollout, &dp.image.reference()));
+    s.push_str(&rollout::render_plan(&dp.rollout));
     let _ = writeln!(s, "  reload image: {}", dp.reload_image);
     let _ = writeln!(s, "  lock: {}", dp.lock);
     for url in &dp.smoke.urls {

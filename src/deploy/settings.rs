@@ -127,7 +127,7 @@ pub(crate) fn effective(spec: &ServiceSpec, given: &DeployArgs) -> Result<Effect
         settings: Vec::new(),
     };
     args.image = if image_on_command_line || build_flags.is_empty() {
-        r.pick("image", "image", given.image.as_ref(), None)
+        r.pick("image", given.image.as_ref(), None)
     } else {
         None
     };
@@ -137,20 +137,16 @@ pub(crate) fn effective(spec: &ServiceSpec, given: &DeployArgs) -> Result<Effect
     let (flags, file) = (&given.smoke, &spec.smoke);
     let urls = (!flags.urls.is_empty()).then_some(&flags.urls);
     let file_urls = (!file.url.is_empty()).then_some(&file.url);
-    args.smoke.urls = r
-        .pick("smoke.url", "urls", urls, file_urls)
-        .unwrap_or_default();
+    args.smoke.urls = r.pick("smoke.url", urls, file_urls).unwrap_or_default();
     args.smoke.expect_json_field = r
         .pick(
             "smoke.expect_json_field",
-            "expect_json_field",
             Some(&flags.expect_json_field),
             file.expect_json_field.as_ref(),
         )
         .unwrap_or_default();
     args.smoke.expect_version = r.pick(
         "smoke.expect_version",
-        "expect_version",
         flags.expect_version.as_ref(),
         file.expect_version.as_ref(),
     );
@@ -181,14 +177,17 @@ struct Resolver<'a> {
 
 impl Resolver<'_> {
     /// The flag's value when it was given (command line or variable), else the spec's, else
-    /// the flag's default; recorded under `key`, whose last part is the flag's clap id.
+    /// the flag's default; recorded under `key`, whose last part is the flag's clap id (`--url`'s is `urls`).
     fn pick<T: Shown + Clone>(
         &mut self,
         key: &str,
         flag: Option<&T>,
         file: Option<&T>,
     ) -> Option<T> {
-        let id = key.rsplit('.').next().unwrap_or(key);
+        let id = match key {
+            "smoke.url" => "urls",
+            _ => key.rsplit('.').next().unwrap_or(key),
+        };
         let (value, from) = match (self.sources.get(id), flag, file) {
             (Some(given), Some(value), _) => (value, Origin::of(given)),
             (_, _, Some(value)) => (value, Origin::Spec),

@@ -47,7 +47,7 @@ pub(crate) fn app_container(
     slot: usize,
     port: u16,
 ) -> AppContainer {
-    let digest = target.image.digest();
+    let digest = target.image.digest_shown();
     let mut labels: BTreeMap<String, String> = spec.labels.clone();
     for (k, v) in [
         (LABEL_SERVICE, spec.name.clone()),

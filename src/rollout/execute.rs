@@ -150,6 +150,14 @@ pub async fn run<B: Backend>(
 ) -> Report {
     let mut exec = Exec::new(backend, cancel, plan);
     let began = exec.began;
+    if plan.target.image.pinned().is_none() {
+        let why = format!(
+            "{} is not built yet: this plan can only be shown",
+            plan.target.image
+        );
+        exec.record(StepName::Plan, began, false, why.clone());
+        return exec.end(Outcome::Refused, why);
+    }
     match &plan.action {
         Action::AlreadyServing { container } => {
             let detail = format!("{} already serves {}", container.name, plan.target.image);
@@ -333,7 +341,7 @@ impl<'a, B: Backend> Exec<'a, B> {
                 return Err(unavailable(format!("{e}; nothing was changed")));
             }
         };
-        let digest = self.plan.target.image.digest();
+        let digest = self.plan.target.image.digest_shown();
         if !info
             .repo_digests
             .iter()
@@ -502,7 +510,7 @@ impl<'a, B: Backend> Exec<'a, B> {
     /// 4. The running container must be the requested digest.
     async fn verify(&mut self, r: &Rollout) -> Result<(), Stop> {
         let t = Instant::now();
-        let digest = self.plan.target.image.digest();
+        let digest = self.plan.target.image.digest_shown();
         let seen = match self.b.inspect(&self.new_id()).await {
             Ok(Some(c)) if c.image_id == self.image_id => {
                 self.record(
@@ -630,11 +638,11 @@ impl<'a, B: Backend> Exec<'a, B> {
     /// 6. Switch Caddy: snippet, reload, record what was applied.
     async fn switch(&mut self, r: &Rollout) -> Result<(), Stop> {
         let t = Instant::now();
-        if let Err(e) = self
-            .b
-            .write_snippet(&r.snippet.file, Some(&r.snippet.content))
-            .await
-        {
+        let Some(content) = r.snippet.content.as_deref() else {
+            let why = "the plan has no snippet: it was made before the image was built";
+            return Err(Stop::undo(Outcome::Refused, why.to_string()));
+        };
+        if let Err(e) = self.b.write_snippet(&r.snippet.file, Some(content)).await {
             self.record(StepName::Switch, t, false, e.clone());
             return Err(Stop::undo(
                 Outcome::RolledBack,

@@ -244,7 +244,9 @@ fn plan_for(extra: &str) -> Plan {
         ..Facts::default()
     };
     let target = Target {
-        image: PinnedImage::parse(&format!("127.0.0.1:5000/web@{NEW}")).unwrap(),
+        image: PinnedImage::parse(&format!("127.0.0.1:5000/web@{NEW}"))
+            .unwrap()
+            .into(),
         revision: Some(Revision::parse("v2", "test").unwrap()),
         reuse_retained: false,
         replace: None,
@@ -578,4 +580,23 @@ async fn a_release_command_the_engine_cannot_run_is_unavailable_and_starts_nothi
         ["inspect_image", "release"],
         "nothing started"
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_plan_for_an_image_not_built_yet_is_refused_before_any_call() {
+    let fake = Fake::new(&[], None);
+    let mut plan = the_plan();
+    plan.target.image = crate::rollout::TargetImage::Unbuilt {
+        repository: "127.0.0.1:5000/web".into(),
+    };
+    let report = run(&fake, &fake.cancel, &plan, &Hook::passing()).await;
+    assert_eq!(report.outcome, Outcome::Refused, "{}", report.message);
+    assert!(
+        report
+            .message
+            .contains("127.0.0.1:5000/web@<built by this deploy> is not built yet"),
+        "{}",
+        report.message
+    );
+    assert!(fake.calls().is_empty(), "{:?}", fake.calls());
 }

@@ -18,6 +18,12 @@ pub enum Choice {
         revision: Option<Revision>,
     },
     LastGood,
+    /// An image the deploy builds after planning: a plan to show, never to execute.
+    Unbuilt {
+        /// `REGISTRY/REPOSITORY`.
+        repository: String,
+        revision: Revision,
+    },
 }
 
 /// Everything a service command needs, checked before the engine is touched.

@@ -6,7 +6,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::inputs::{Choice, Prepared, revision_arg};
 use super::render::render_plan;
-use super::{Facts, Plan, Report, Target};
+use super::{Facts, Plan, Report, Target, TargetImage};
 use crate::cli::ServiceArgs;
 use crate::engine::{Engine, EngineError};
 use crate::exit::{Exit, Failure};
@@ -82,12 +82,23 @@ pub(crate) fn resolve_target(choice: &Choice, facts: &Facts) -> Result<Target, F
                 .with_hint(hint)
             })?;
             Ok(Target {
-                image,
+                image: image.into(),
                 revision: revision.clone(),
                 reuse_retained: false,
                 replace: None,
             })
         }
+        Choice::Unbuilt {
+            repository,
+            revision,
+        } => Ok(Target {
+            image: TargetImage::Unbuilt {
+                repository: repository.clone(),
+            },
+            revision: Some(revision.clone()),
+            reuse_retained: false,
+            replace: None,
+        }),
         Choice::LastGood => {
             let back = rollout::rollback_target(facts).ok_or_else(|| {
                 Failure::usage(anyhow::anyhow!(
@@ -99,7 +110,8 @@ pub(crate) fn resolve_target(choice: &Choice, facts: &Facts) -> Result<Target, F
             let source = format!("the dev.slipway.revision label of {}", r.name);
             Ok(Target {
                 image: PinnedImage::parse(&back.labels[rollout::LABEL_IMAGE])
-                    .expect("rollback_target only returns pinned images"),
+                    .expect("rollback_target only returns pinned images")
+                    .into(),
                 revision: Some(revision_arg(&r.revision, &source)?),
                 reuse_retained: true,
                 replace: None,
@@ -112,7 +124,7 @@ pub(crate) fn resolve_target(choice: &Choice, facts: &Facts) -> Result<Target, F
 pub async fn plan_only(p: &Prepared, choice: &Choice) -> Result<Plan, Failure> {
     let facts = gather(p, None).await?;
     let target = resolve_target(choice, &facts)?;
-    let facts = gather(p, Some(&target.image)).await?;
+    let facts = gather(p, target.image.pinned()).await?;
     Ok(rollout::plan(&p.spec, &target, &facts, &p.reload_text))
 }
 
@@ -163,7 +175,7 @@ async fn plan_locked(p: &Prepared, agent: &HostAgent, choice: &Choice) -> Result
         &p.engine,
         agent,
         &p.spec.name,
-        Some(&target.image),
+        target.image.pinned(),
         p.values.clone(),
         p.owner.run.clone(),
     )

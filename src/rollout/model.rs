@@ -10,11 +10,64 @@ use crate::engine::{AppContainer, ContainerInfo};
 use crate::image::reference::PinnedImage;
 use crate::image::revision::Revision;
 
+/// How a plan names an image that the deploy builds after planning.
+pub const BUILT: &str = "<built by this deploy>";
+
+/// The image a rollout runs: pinned by digest, or built by the deploy after this plan was made
+/// (a dry run plans before the digest exists; such a plan is shown, never executed).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TargetImage {
+    Pinned(PinnedImage),
+    Unbuilt {
+        /// `REGISTRY/REPOSITORY`.
+        repository: String,
+    },
+}
+
+impl TargetImage {
+    pub fn pinned(&self) -> Option<&PinnedImage> {
+        match self {
+            TargetImage::Pinned(image) => Some(image),
+            TargetImage::Unbuilt { .. } => None,
+        }
+    }
+
+    /// The `sha256:` digest; `None` until the deploy has built the image.
+    pub fn digest(&self) -> Option<&str> {
+        self.pinned().map(PinnedImage::digest)
+    }
+
+    /// The digest as a plan shows it: the digest, or `<built by this deploy>`.
+    pub fn digest_shown(&self) -> &str {
+        self.digest().unwrap_or(BUILT)
+    }
+}
+
+impl From<PinnedImage> for TargetImage {
+    fn from(image: PinnedImage) -> Self {
+        TargetImage::Pinned(image)
+    }
+}
+
+impl std::fmt::Display for TargetImage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TargetImage::Pinned(image) => write!(f, "{image}"),
+            TargetImage::Unbuilt { repository } => write!(f, "{repository}@{BUILT}"),
+        }
+    }
+}
+
+impl Serialize for TargetImage {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
 /// What to roll out.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Target {
-    #[serde(serialize_with = "as_text")]
-    pub image: PinnedImage,
+    pub image: TargetImage,
     /// The git SHA it was built from; read from the image's OCI label when not given.
     pub revision: Option<Revision>,
     /// Restart a retained container of this digest in the free slot instead of creating one
@@ -45,10 +98,6 @@ impl Replace {
             .map(|v| v.split(',').filter_map(|t| t.trim().parse().ok()).collect())
             .unwrap_or_default()
     }
-}
-
-fn as_text<S: serde::Serializer>(image: &PinnedImage, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(&image.to_string())
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -167,7 +216,8 @@ impl NewContainer {
 pub struct SnippetChange {
     pub file: String,
     pub path: String,
-    pub content: String,
+    /// The new content; `None` in a plan for an image not built yet (it names the digest).
+    pub content: Option<String>,
     /// What is there now: restored on failure. `None` in a plan made without reading it.
     pub previous: Option<Option<String>>,
 }

@@ -66,8 +66,8 @@ pub fn plan(spec: &ServiceSpec, target: &Target, facts: &Facts, reload_command: 
         Ok(r) => r,
         Err(e) => {
             let (reason, hint) = (e.to_string(), e.hint());
-            let digest = Revision::of_digest(target.image.digest());
-            return stop(digest, Action::Refuse { reason, hint });
+            let revision = Revision::of_digest(target.image.digest_shown());
+            return stop(revision, Action::Refuse { reason, hint });
         }
     };
     if let Some((reason, hint)) = host_contract(spec, facts) {
@@ -98,9 +98,12 @@ fn serves_target(
     active: &ContainerInfo,
     target: &Target,
 ) -> bool {
+    let Some(digest) = target.image.digest() else {
+        return false;
+    };
     target.replace.is_none()
-        && super::workers::workers_current(spec, facts, target.image.digest())
-        && label(active, LABEL_DIGEST) == target.image.digest()
+        && super::workers::workers_current(spec, facts, digest)
+        && label(active, LABEL_DIGEST) == digest
         && active.health.as_deref() != Some("unhealthy")
         && !active.paused
 }
@@ -185,7 +188,7 @@ impl Planning<'_> {
         let digest = self.target.image.digest();
         let retained = self.facts.containers.iter().filter(|c| {
             !c.running
-                && label(c, LABEL_DIGEST) == digest
+                && Some(label(c, LABEL_DIGEST).as_str()) == digest
                 && label(c, LABEL_SLOT) == slot.to_string()
         });
         match retained
@@ -245,18 +248,21 @@ impl Planning<'_> {
     }
 
     fn snippet(&self, port: u16) -> Result<SnippetChange, Refusal> {
-        let content = caddy::render_snippet(&caddy::SnippetValues {
-            service: &self.spec.name,
-            port,
-            digest: self.target.image.digest(),
-            revision: self.revision,
-            options: &self.spec.caddy.upstream_options,
-        })
-        .map_err(|e| {
-            let hint =
-                "fix the value in the spec; docs/operator-guide.md lists what may be written";
-            (e.to_string(), hint.to_string())
-        })?;
+        let render = |digest| {
+            caddy::render_snippet(&caddy::SnippetValues {
+                service: &self.spec.name,
+                port,
+                digest,
+                revision: self.revision,
+                options: &self.spec.caddy.upstream_options,
+            })
+            .map_err(|e| {
+                let hint =
+                    "fix the value in the spec; docs/operator-guide.md lists what may be written";
+                (e.to_string(), hint.to_string())
+            })
+        };
+        let content = self.target.image.digest().map(render).transpose()?;
         let previous = self
             .facts
             .snippet
@@ -364,6 +370,6 @@ pub fn revision_of(
         Some(label) => {
             Revision::parse(label, "the image's org.opencontainers.image.revision label")
         }
-        None => Ok(Revision::of_digest(target.image.digest())),
+        None => Ok(Revision::of_digest(target.image.digest_shown())),
     }
 }

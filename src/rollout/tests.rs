@@ -32,7 +32,9 @@ snippet_dir = "/etc/caddy/slipway"
 
 fn target(digest: &str) -> Target {
     Target {
-        image: PinnedImage::parse(&format!("127.0.0.1:5000/web@{digest}")).unwrap(),
+        image: PinnedImage::parse(&format!("127.0.0.1:5000/web@{digest}"))
+            .unwrap()
+            .into(),
         revision: Some(Revision::parse(&format!("rev-{}", &digest[7..9]), "test").unwrap()),
         reuse_retained: false,
         replace: None,
@@ -117,7 +119,13 @@ fn first_rollout_takes_slot_a_and_writes_a_new_snippet() {
     assert!(r.pull);
     assert_eq!(r.retire, None);
     assert_eq!(r.snippet.previous, Some(None));
-    assert!(r.snippet.content.contains("reverse_proxy 127.0.0.1:18001"));
+    assert!(
+        r.snippet
+            .content
+            .as_deref()
+            .unwrap()
+            .contains("reverse_proxy 127.0.0.1:18001")
+    );
     let NewContainer::Create(c) = &r.new else {
         panic!()
     };
@@ -289,7 +297,13 @@ fn replacing_the_same_digest_starts_a_fresh_container_and_removes_the_stuck_one(
     );
     // retain = 1 and the stuck one is removed, so the retained release stays.
     assert!(r.prune.is_empty(), "{:?}", r.prune);
-    assert!(r.snippet.content.contains("reverse_proxy 127.0.0.1:18001"));
+    assert!(
+        r.snippet
+            .content
+            .as_deref()
+            .unwrap()
+            .contains("reverse_proxy 127.0.0.1:18001")
+    );
     // A plain rollout keeps the retired container and carries no history.
     let normal = plan_for_d2(&f);
     assert!(!normal.remove_retired);

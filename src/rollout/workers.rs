@@ -47,7 +47,7 @@ fn plan_one(
         mine.iter().filter(|c| c.running).partition(serving);
     let retained = mine
         .iter()
-        .filter(|c| !c.running && label(c, LABEL_DIGEST) == target.image.digest())
+        .filter(|c| !c.running && Some(label(c, LABEL_DIGEST).as_str()) == target.image.digest())
         .max_by_key(|c| released(c))
         .filter(|_| target.reuse_retained);
     let new = match retained {

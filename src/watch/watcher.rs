@@ -631,7 +631,7 @@ async fn inspect_running(
 /// The same image and revision as the stuck container, in a free slot.
 fn replacement_target(stuck: &ContainerInfo, image: PinnedImage, history: Vec<u64>) -> Target {
     Target {
-        image,
+        image: image.into(),
         revision: crate::image::revision::Revision::parse(
             &label(stuck, rollout::LABEL_REVISION),
             "the stuck container's dev.slipway.revision label",

@@ -153,7 +153,7 @@ fn target_of(active: &ContainerInfo) -> Result<Target, String> {
     )
     .unwrap_or_else(|_| Revision::of_digest(image.digest()));
     Ok(Target {
-        image,
+        image: image.into(),
         revision: Some(revision),
         reuse_retained: false,
         replace: None,
@@ -169,7 +169,7 @@ async fn fresh_plan(
     active: &ContainerInfo,
     target: &Target,
 ) -> Result<(Vec<rollout::WorkerRollout>, Vec<ContainerInfo>), String> {
-    let mut facts = rollout::gather_facts(&sh.engine, &spec.name, Some(&target.image))
+    let mut facts = rollout::gather_facts(&sh.engine, &spec.name, target.image.pinned())
         .await
         .map_err(|e| e.to_string())?;
     let names = spec.all_env_names();
@@ -192,7 +192,7 @@ async fn fresh_plan(
         .map(|d| d.as_millis() as u64)
         .unwrap_or_default();
     let revision = target.revision.clone().expect("target_of sets it");
-    let digest = target.image.digest().to_string();
+    let digest = target.image.digest_shown().to_string();
     let exited = facts
         .workers
         .iter()
