@@ -19,7 +19,7 @@ use serde::Serialize;
 use thiserror::Error;
 use tokio_util::sync::CancellationToken;
 
-use crate::engine::{Engine, EngineError, ImageBuild};
+use crate::engine::{Builder, Engine, EngineError, ImageBuild};
 use crate::exit::Exit;
 use crate::image::lint::{self, LintError, Report};
 use crate::image::reference::PinnedImage;
@@ -267,6 +267,7 @@ impl PreparedBuild {
         let repository = format!("{}/{}", registry.name(), request.repository);
         let tags = request.tags();
         let spec = ImageBuild {
+            builder: request.builder,
             dockerfile: context.dockerfile().to_string(),
             tag: format!("{repository}:{}", request.revision),
             target: request.target.clone(),
@@ -322,16 +323,24 @@ async fn build(
     cancel: &CancellationToken,
 ) -> Result<(String, ContextStats, BuildLog), BuildError> {
     let started = Instant::now();
-    tracing::info!("building {} from {}", spec.tag, spec.dockerfile);
+    tracing::info!(
+        "building {} from {} with {}",
+        spec.tag,
+        spec.dockerfile,
+        match spec.builder {
+            Builder::BuildKit => "BuildKit",
+            Builder::Classic => "the classic builder",
+        }
+    );
     let stream = context.stream();
     let mut log = BuildLog::default();
-    let mut on_output = |chunk: &str| {
-        for line in log.feed(chunk) {
+    let mut on_event = |event| {
+        for line in log.event(event) {
             tracing::info!("{line}");
         }
     };
     let built = engine
-        .build_image(spec, stream.body, &mut on_output, cancel)
+        .build_image(spec, stream.body, &mut on_event, cancel)
         .await;
     for line in log.finish() {
         tracing::info!("{line}");
