@@ -190,7 +190,10 @@ pub fn parse(text: &str) -> Vec<Instruction> {
             None => pending = Some((index + 1, content.to_string())),
         }
         if !continues {
-            heredocs = pending.as_ref().map(|(_, t)| heredocs_in(t)).unwrap_or_default();
+            heredocs = pending
+                .as_ref()
+                .map(|(_, t)| heredocs_in(t))
+                .unwrap_or_default();
             if heredocs.is_empty() {
                 out.extend(pending.take().map(instruction));
             }
@@ -237,6 +240,15 @@ fn heredocs_in(text: &str) -> std::collections::VecDeque<Heredoc> {
             })
         })
         .collect()
+}
+
+/// The frontend image a `# syntax=IMAGE` parser directive names, if the Dockerfile has one.
+pub fn syntax_directive(text: &str) -> Option<String> {
+    text.lines()
+        .map_while(directive)
+        .find(|(name, _)| name.eq_ignore_ascii_case("syntax"))
+        .map(|(_, value)| value.to_string())
+        .filter(|value| !value.is_empty())
 }
 
 fn directive(line: &str) -> Option<(&str, &str)> {
@@ -417,12 +429,32 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_syntax_directive_names_the_frontend() {
+        let text = "# syntax=docker/dockerfile:1\n# escape=\\\nFROM a\n";
+        assert_eq!(
+            syntax_directive(text).as_deref(),
+            Some("docker/dockerfile:1")
+        );
+        assert_eq!(
+            syntax_directive("# escape=`\n# syntax = x/y:2\nFROM a\n").as_deref(),
+            Some("x/y:2")
+        );
+        assert_eq!(
+            syntax_directive("FROM a\n# syntax=docker/dockerfile:1\n"),
+            None
+        );
+    }
+
+    #[test]
     fn a_heredoc_belongs_to_its_instruction() {
         let text = "FROM a\nRUN <<EOF\n# not a comment\nset -eu\n\necho \"$X\"\nEOF\nCOPY <<-\"ONE\" /one <<TWO /two\n\tone\n\tONE\ntwo\nTWO\nUSER 10001\n";
         let ins = parse(text);
         let keywords: Vec<&str> = ins.iter().map(|i| i.keyword.as_str()).collect();
         assert_eq!(keywords, ["FROM", "RUN", "COPY", "USER"]);
-        assert_eq!(ins[1].args, "<<EOF\n# not a comment\nset -eu\n\necho \"$X\"\nEOF");
+        assert_eq!(
+            ins[1].args,
+            "<<EOF\n# not a comment\nset -eu\n\necho \"$X\"\nEOF"
+        );
         assert_eq!(ins[2].line, 8);
         assert!(ins[2].args.ends_with("two\nTWO"), "{}", ins[2].args);
         assert_eq!(ins[3].line, 13);

@@ -51,11 +51,14 @@ impl BuildLog {
 
     fn kit_step(&mut self, update: StepUpdate) -> Vec<String> {
         let next = self.kit.len() + 1;
-        let step = self.kit.entry(update.id.clone()).or_insert_with(|| KitStep {
-            number: next,
-            name: update.name.clone(),
-            ..KitStep::default()
-        });
+        let step = self
+            .kit
+            .entry(update.id.clone())
+            .or_insert_with(|| KitStep {
+                number: next,
+                name: short_name(&update.name),
+                ..KitStep::default()
+            });
         let mut lines = Vec::new();
         if step.ended {
             return lines;
@@ -160,6 +163,17 @@ impl BuildLog {
     }
 }
 
+/// How much of a step's name a line shows (a long RUN is cut, its whitespace runs collapsed).
+const STEP_NAME_MAX: usize = 100;
+
+fn short_name(name: &str) -> String {
+    let name = name.split_whitespace().collect::<Vec<_>>().join(" ");
+    match name.char_indices().nth(STEP_NAME_MAX) {
+        Some((cut, _)) => format!("{}...", name[..cut].trim_end()),
+        None => name,
+    }
+}
+
 /// A line as a terminal would show it last, or `None` when nothing would show.
 fn visible(raw: &str) -> Option<String> {
     // Colours (the builder paints a step's stderr red) are for terminals, not CI logs.
@@ -237,6 +251,82 @@ mod tests {
             ["building...", "progress 100%", "error: it broke"]
         );
         assert_eq!((log.steps, log.cached), (3, 1));
+    }
+
+    fn step(
+        id: &str,
+        name: &str,
+        times: (Option<u64>, Option<u64>),
+        cached: bool,
+        error: &str,
+    ) -> BuildEvent {
+        let at = |ms: Option<u64>| ms.map(std::time::Duration::from_millis);
+        BuildEvent::Step(StepUpdate {
+            id: id.into(),
+            name: name.into(),
+            cached,
+            started: at(times.0),
+            completed: at(times.1),
+            error: error.into(),
+        })
+    }
+
+    #[test]
+    fn buildkit_steps_start_and_end_once_and_the_failing_one_keeps_its_output() {
+        let mut log = BuildLog::default();
+        let long = format!("[builder 3/4] RUN {}", "x ".repeat(100));
+        let output = |step: &str, text: &str| BuildEvent::StepOutput {
+            step: step.into(),
+            text: text.into(),
+        };
+        let lines: Vec<String> = [
+            step(
+                "a",
+                "[internal] load build context",
+                (Some(0), None),
+                false,
+                "",
+            ),
+            step(
+                "a",
+                "[internal] load build context",
+                (Some(0), Some(40)),
+                false,
+                "",
+            ),
+            step(
+                "b",
+                "[builder 2/4] WORKDIR /build",
+                (Some(0), Some(1)),
+                true,
+                "",
+            ),
+            step("c", &long, (Some(1000), None), false, ""),
+            step("c", &long, (Some(1000), None), false, ""),
+            output("c", "downloading\rdownloaded: x 1\nhalf"),
+            output("c", " a line\n"),
+            step("c", &long, (Some(1000), Some(3500)), false, "exit code: 3"),
+            step("c", &long, (Some(1000), Some(3500)), false, "exit code: 3"),
+        ]
+        .into_iter()
+        .flat_map(|e| log.event(e))
+        .collect();
+        let short = format!("#3 {}...", long[..STEP_NAME_MAX].trim_end());
+        assert_eq!(
+            lines,
+            [
+                "#1 [internal] load build context".to_string(),
+                "#1 [internal] load build context: DONE 0.0s".into(),
+                "#2 [builder 2/4] WORKDIR /build: CACHED".into(),
+                short.clone(),
+                "#3 downloaded: x 1".into(),
+                "#3 half a line".into(),
+                format!("{short}: ERROR: exit code: 3"),
+            ]
+        );
+        assert_eq!(log.step(), Some(&short[3..]));
+        assert_eq!(log.step_output(), ["downloaded: x 1", "half a line"]);
+        assert_eq!((log.steps, log.cached), (2, 1));
     }
 
     #[test]
