@@ -136,6 +136,13 @@ fn step_failure(step: &Option<String>, message: &str, output: &[String]) -> Stri
         }
         None => message,
     };
+    // BuildKit wraps the frontend's own words in its layers' names.
+    let message = [
+        "failed to solve with frontend dockerfile.v0: ",
+        "failed to create LLB definition: ",
+    ]
+    .iter()
+    .fold(message, |m, wrapper| m.strip_prefix(wrapper).unwrap_or(m));
     let mut text = match step {
         Some(step) => format!("the build failed at {step}\n  {message}"),
         None => format!("the build failed: {message}"),
@@ -186,11 +193,11 @@ impl BuildError {
             BuildError::Preflight { source, .. } | BuildError::ReadBack { source, .. } => {
                 source.hint()
             }
+            BuildError::Step { message, .. } if message.contains("requires BuildKit") => {
+                "this Dockerfile needs BuildKit (RUN --mount): drop --builder classic (SLIPWAY_BUILDER) to build with BuildKit".into()
+            }
             BuildError::Step { step: Some(_), .. } => {
                 "the step's output says what went wrong; `docker build` on the same context reproduces it".into()
-            }
-            BuildError::Step { step: None, message, .. } if message.contains("requires BuildKit") => {
-                "this Dockerfile needs BuildKit (RUN --mount): drop --builder classic (SLIPWAY_BUILDER) to build with BuildKit".into()
             }
             BuildError::Frontend { image, .. } => format!(
                 "drop the `# syntax=` line to build with the engine's built-in Dockerfile frontend (it handles RUN --mount cache, bind and from=), or make {image} available to the engine (a registry it reaches, or `docker load` it there)"
