@@ -485,6 +485,10 @@ pub struct BuildOptions {
     /// the context's git remote `origin`, credentials removed]
     #[arg(long, env = "SLIPWAY_SOURCE", value_name = "URL")]
     pub source: Option<String>,
+    /// The engine's builder: buildkit (cache and bind mounts), or classic for an engine
+    /// without BuildKit
+    #[arg(long, env = "SLIPWAY_BUILDER", value_enum, default_value_t = crate::engine::Builder::BuildKit)]
+    pub builder: crate::engine::Builder,
     #[command(flatten)]
     pub registry: RegistryArgs,
 }

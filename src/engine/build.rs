@@ -1,4 +1,5 @@
-//! Images: build (classic builder, context streamed as the request body), tag, push, inspect.
+//! Images: build (BuildKit with a session on the same socket, or the classic builder; the
+//! context streamed as the request body either way), tag, push, inspect.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io;
@@ -6,8 +7,10 @@ use std::sync::LazyLock;
 
 use bollard::auth::DockerCredentials;
 use bollard::errors::Error as BollardError;
+use bollard::models::BuildInfoAux;
 use bollard::query_parameters::{
-    BuildImageOptionsBuilder, PushImageOptionsBuilder, TagImageOptionsBuilder,
+    BuildImageOptions, BuildImageOptionsBuilder, BuilderVersion, PushImageOptionsBuilder,
+    TagImageOptionsBuilder,
 };
 use bytes::Bytes;
 use futures_util::{Stream, TryStreamExt};
@@ -18,9 +21,46 @@ use tokio_util::sync::CancellationToken;
 use super::{Engine, EngineError};
 use crate::image::credentials::Credentials;
 
+/// Which of the engine's builders runs the build.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Builder {
+    /// BuildKit (`version=2` plus a session): cache and bind mounts, parallel stages.
+    #[default]
+    #[value(name = "buildkit")]
+    BuildKit,
+    /// The classic builder, for engines without BuildKit; refuses `RUN --mount`.
+    Classic,
+}
+
+/// What the engine reports while it builds, in plain types.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BuildEvent {
+    /// A piece of the classic builder's text output.
+    Text(String),
+    /// A BuildKit step started, finished, came from the cache or failed.
+    Step(StepUpdate),
+    /// Output a BuildKit step printed (`step` is the step's id).
+    StepOutput { step: String, text: String },
+}
+
+/// One BuildKit step (a vertex of the build graph) as last reported.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StepUpdate {
+    pub id: String,
+    /// `[builder 2/5] RUN ...`, `[internal] load build context`, ...
+    pub name: String,
+    pub cached: bool,
+    pub started: Option<std::time::Duration>,
+    pub completed: Option<std::time::Duration>,
+    /// Non-empty when the step failed.
+    pub error: String,
+}
+
 /// What to build. Maps one to one onto the engine's `POST /build` query.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ImageBuild {
+    pub builder: Builder,
     /// The Dockerfile's path inside the context tar.
     pub dockerfile: String,
     pub target: Option<String>,
@@ -48,29 +88,18 @@ static PUSHED_DIGEST: LazyLock<Regex> = LazyLock::new(|| {
 });
 
 impl Engine {
-    /// Builds with the classic builder from `context` (a tar stream), calling `on_output` with
-    /// each piece of the builder's output as it arrives. Returns the image ID.
+    /// Builds from `context` (a tar stream) with `spec.builder`, calling `on_event` with what
+    /// the builder reports as it arrives. Returns the image ID.
     pub async fn build_image(
         &self,
         spec: &ImageBuild,
         context: impl Stream<Item = io::Result<Bytes>> + Send + 'static,
-        on_output: &mut (dyn FnMut(&str) + Send),
+        on_event: &mut (dyn FnMut(BuildEvent) + Send),
         cancel: &CancellationToken,
     ) -> Result<String, EngineError> {
-        let build_args: HashMap<String, String> = spec.build_args.iter().cloned().collect();
-        let labels: HashMap<String, String> = spec.labels.iter().cloned().collect();
-        let mut options = BuildImageOptionsBuilder::default()
-            .dockerfile(&spec.dockerfile)
-            .t(&spec.tag)
-            .rm(true)
-            .forcerm(true)
-            .buildargs(&build_args)
-            .labels(&labels);
-        if let Some(target) = &spec.target {
-            options = options.target(target);
-        }
+        let session = session_id();
         let stream = self.docker.build_image(
-            options.build(),
+            build_options(spec, &session),
             None,
             Some(bollard::body_try_stream(context)),
         );
@@ -81,26 +110,10 @@ impl Engine {
             cancel,
             "building",
             |built, info: bollard::models::BuildInfo| {
-                if let Some(text) = info.stream.as_deref().or(info.status.as_deref()) {
-                    on_output(text);
-                    if let Some(id) = text.trim().strip_prefix("Successfully built ") {
-                        built.get_or_insert_with(|| id.to_string());
-                    }
-                }
-                if let Some(id) = info.aux.and_then(|aux| aux.id) {
-                    *built = Some(id);
-                }
+                on_build_info(info, built, on_event);
                 Ok(())
             },
-            |source| match source {
-                BollardError::DockerStreamError { error } => {
-                    EngineError::BuildFailed { message: error }
-                }
-                BollardError::DockerResponseServerError { message, .. } => {
-                    EngineError::BuildFailed { message }
-                }
-                source => self.classify("building", source),
-            },
+            |source| self.build_error(spec.builder, source),
             |built| built.is_some(),
         )
         .await?;
@@ -109,26 +122,38 @@ impl Engine {
                 message: "the engine ended the build without an image ID".into(),
             });
         };
-        // The image the tag now names is the one this build made.
-        let info =
-            self.inspect_image(&spec.tag)
-                .await?
-                .ok_or_else(|| EngineError::BuildFailed {
-                    message: format!(
-                        "the build reported {built}, but {} does not exist",
-                        spec.tag
-                    ),
-                })?;
+        self.check_built(&spec.tag, &built).await
+    }
+
+    /// The image the tag now names is the one this build made.
+    async fn check_built(&self, tag: &str, built: &str) -> Result<String, EngineError> {
+        let info = self
+            .inspect_image(tag)
+            .await?
+            .ok_or_else(|| EngineError::BuildFailed {
+                message: format!("the build reported {built}, but {tag} does not exist"),
+            })?;
         let short = built.trim_start_matches("sha256:");
         if !info.id.trim_start_matches("sha256:").starts_with(short) {
             return Err(EngineError::BuildFailed {
-                message: format!(
-                    "the build reported {built}, but {} is {}",
-                    spec.tag, info.id
-                ),
+                message: format!("the build reported {built}, but {tag} is {}", info.id),
             });
         }
         Ok(info.id)
+    }
+
+    /// A failed build: the input's fault (`BuildFailed`), an engine without BuildKit
+    /// (`NoBuildKit`), or the engine itself.
+    fn build_error(&self, builder: Builder, source: BollardError) -> EngineError {
+        let message = match source {
+            BollardError::DockerStreamError { error } => error,
+            BollardError::DockerResponseServerError { message, .. } => message,
+            source => return self.classify("building", source),
+        };
+        if builder == Builder::BuildKit && lacks_buildkit(&message) {
+            return EngineError::NoBuildKit { message };
+        }
+        EngineError::BuildFailed { message }
     }
 
     /// `docker tag SOURCE REPO:TAG`.
@@ -228,6 +253,94 @@ impl Engine {
             Err(source) => Err(self.classify(&format!("inspecting image {reference}"), source)),
         }
     }
+}
+
+fn build_options(spec: &ImageBuild, session: &str) -> BuildImageOptions {
+    let build_args: HashMap<String, String> = spec.build_args.iter().cloned().collect();
+    let labels: HashMap<String, String> = spec.labels.iter().cloned().collect();
+    let mut options = BuildImageOptionsBuilder::default()
+        .dockerfile(&spec.dockerfile)
+        .t(&spec.tag)
+        .rm(true)
+        .forcerm(true)
+        .buildargs(&build_args)
+        .labels(&labels);
+    if let Some(target) = &spec.target {
+        options = options.target(target);
+    }
+    if spec.builder == Builder::BuildKit {
+        // bollard opens the session (`/session` on the same socket) for the build's lifetime.
+        options = options
+            .version(BuilderVersion::BuilderBuildKit)
+            .session(session);
+    }
+    options.build()
+}
+
+/// A session ID unique to this build.
+fn session_id() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos();
+    format!("slipway-{}-{nanos:x}", std::process::id())
+}
+
+/// One item of the build stream: the classic builder's text, BuildKit's status, the image ID.
+fn on_build_info(
+    info: bollard::models::BuildInfo,
+    built: &mut Option<String>,
+    on_event: &mut (dyn FnMut(BuildEvent) + Send),
+) {
+    if let Some(text) = info.stream.as_deref().or(info.status.as_deref()) {
+        on_event(BuildEvent::Text(text.to_string()));
+        if let Some(id) = text.trim().strip_prefix("Successfully built ") {
+            built.get_or_insert_with(|| id.to_string());
+        }
+    }
+    match info.aux {
+        Some(BuildInfoAux::Default(image)) => {
+            if let Some(id) = image.id {
+                *built = Some(id);
+            }
+        }
+        Some(BuildInfoAux::BuildKit(status)) => {
+            for vertex in status.vertexes {
+                on_event(BuildEvent::Step(StepUpdate {
+                    id: vertex.digest,
+                    name: vertex.name,
+                    cached: vertex.cached,
+                    started: vertex.started.map(|t| since_epoch(t.seconds, t.nanos)),
+                    completed: vertex.completed.map(|t| since_epoch(t.seconds, t.nanos)),
+                    error: vertex.error,
+                }));
+            }
+            for log in status.logs {
+                on_event(BuildEvent::StepOutput {
+                    step: log.vertex,
+                    text: String::from_utf8_lossy(&log.msg).into_owned(),
+                });
+            }
+        }
+        None => {}
+    }
+}
+
+/// A protobuf timestamp (seconds, nanos) as the time since the epoch.
+fn since_epoch(seconds: i64, nanos: i32) -> std::time::Duration {
+    std::time::Duration::new(
+        u64::try_from(seconds).unwrap_or_default(),
+        u32::try_from(nanos).unwrap_or_default(),
+    )
+}
+
+/// The engine's words for "this engine cannot build with BuildKit" (BuildKit turned off in
+/// dockerd, an engine that does not implement it, no session endpoint).
+fn lacks_buildkit(message: &str) -> bool {
+    let m = message.to_ascii_lowercase();
+    (m.contains("buildkit") && (m.contains("not supported") || m.contains("not enabled")))
+        || m.contains("session not supported")
+        || m.contains("page not found")
 }
 
 /// Runs an engine stream to its end: each item to `on_item`; cancellation; and bollard

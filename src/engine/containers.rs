@@ -183,7 +183,11 @@ fn info_from(r: ContainerInspectResponse) -> ContainerInfo {
             .map(|s| s.to_string()),
         exit_code: state.exit_code.unwrap_or_default(),
         pid: state.pid.unwrap_or_default(),
-        created: r.created.unwrap_or_default(),
+        // bollard's `time` feature (BuildKit needs it) parses the date: written back as RFC 3339.
+        created: r
+            .created
+            .map(|t| humantime::format_rfc3339_nanos(std::time::SystemTime::from(t)).to_string())
+            .unwrap_or_default(),
         started_at: state.started_at.unwrap_or_default(),
         finished_at: state.finished_at.unwrap_or_default(),
         labels: r

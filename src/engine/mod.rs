@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 
 mod containers;
 mod watch;
-pub use build::{ImageBuild, ImageInfo};
+pub use build::{BuildEvent, Builder, ImageBuild, ImageInfo, StepUpdate};
 pub use containers::*;
 pub use watch::{ProbeSession, ProbeSibling};
 
@@ -59,6 +59,9 @@ pub enum EngineError {
     /// The builder refused the Dockerfile or a step failed: the input's fault, not the engine's.
     #[error("the build failed: {message}")]
     BuildFailed { message: String },
+    /// The engine cannot build with BuildKit (turned off, or not implemented).
+    #[error("the engine cannot build with BuildKit: {message}")]
+    NoBuildKit { message: String },
     #[error("pushing {image} failed: {message}")]
     PushFailed { image: String, message: String },
     #[error("{} does not exist on the host", .paths.join(", "))]

@@ -144,13 +144,28 @@ fn csv_fields(line: &str) -> Vec<String> {
     fields
 }
 
-/// Splits a Dockerfile into instructions.
+/// Splits a Dockerfile into instructions. A heredoc (`RUN <<EOF` ... `EOF`, BuildKit) is part
+/// of its instruction: its lines are joined to the arguments with newlines.
 pub fn parse(text: &str) -> Vec<Instruction> {
     let mut escape = '\\';
     let mut in_directives = true;
     let mut out = Vec::new();
     let mut pending: Option<(usize, String)> = None;
+    let mut heredocs: std::collections::VecDeque<Heredoc> = Default::default();
     for (index, raw) in text.lines().enumerate() {
+        if let Some(doc) = heredocs.front() {
+            if let Some((_, joined)) = &mut pending {
+                joined.push('\n');
+                joined.push_str(raw);
+            }
+            if doc.ends_at(raw) {
+                heredocs.pop_front();
+                if heredocs.is_empty() {
+                    out.extend(pending.take().map(instruction));
+                }
+            }
+            continue;
+        }
         if in_directives {
             if let Some((name, value)) = directive(raw) {
                 if name.eq_ignore_ascii_case("escape") && (value == "`" || value == "\\") {
@@ -175,11 +190,65 @@ pub fn parse(text: &str) -> Vec<Instruction> {
             None => pending = Some((index + 1, content.to_string())),
         }
         if !continues {
-            out.extend(pending.take().map(instruction));
+            heredocs = pending
+                .as_ref()
+                .map(|(_, t)| heredocs_in(t))
+                .unwrap_or_default();
+            if heredocs.is_empty() {
+                out.extend(pending.take().map(instruction));
+            }
         }
     }
     out.extend(pending.map(instruction));
     out
+}
+
+/// A heredoc opened by `<<WORD` (or `<<-WORD`: leading tabs of its lines are not part of them).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Heredoc {
+    word: String,
+    strip_tabs: bool,
+}
+
+impl Heredoc {
+    fn ends_at(&self, line: &str) -> bool {
+        let line = if self.strip_tabs {
+            line.trim_start_matches('\t')
+        } else {
+            line
+        };
+        line == self.word
+    }
+}
+
+/// The heredocs an instruction opens, in order (only RUN, COPY and ADD take them).
+fn heredocs_in(text: &str) -> std::collections::VecDeque<Heredoc> {
+    static OPEN: LazyLock<Regex> = LazyLock::new(|| {
+        Regex::new(r#"<<(-?)(?:"([A-Za-z_][A-Za-z0-9_]*)"|'([A-Za-z_][A-Za-z0-9_]*)'|([A-Za-z_][A-Za-z0-9_]*))"#)
+            .expect("a valid regex")
+    });
+    let keyword = text.split_whitespace().next().unwrap_or("");
+    if !["RUN", "COPY", "ADD"].contains(&keyword.to_ascii_uppercase().as_str()) {
+        return Default::default();
+    }
+    OPEN.captures_iter(text)
+        .filter_map(|caps| {
+            let word = caps.get(2).or(caps.get(3)).or(caps.get(4))?;
+            Some(Heredoc {
+                word: word.as_str().to_string(),
+                strip_tabs: &caps[1] == "-",
+            })
+        })
+        .collect()
+}
+
+/// The frontend image a `# syntax=IMAGE` parser directive names, if the Dockerfile has one.
+pub fn syntax_directive(text: &str) -> Option<String> {
+    text.lines()
+        .map_while(directive)
+        .find(|(name, _)| name.eq_ignore_ascii_case("syntax"))
+        .map(|(_, value)| value.to_string())
+        .filter(|value| !value.is_empty())
 }
 
 fn directive(line: &str) -> Option<(&str, &str)> {
@@ -358,6 +427,40 @@ pub fn substitute(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_syntax_directive_names_the_frontend() {
+        let text = "# syntax=docker/dockerfile:1\n# escape=\\\nFROM a\n";
+        assert_eq!(
+            syntax_directive(text).as_deref(),
+            Some("docker/dockerfile:1")
+        );
+        assert_eq!(
+            syntax_directive("# escape=`\n# syntax = x/y:2\nFROM a\n").as_deref(),
+            Some("x/y:2")
+        );
+        assert_eq!(
+            syntax_directive("FROM a\n# syntax=docker/dockerfile:1\n"),
+            None
+        );
+    }
+
+    #[test]
+    fn a_heredoc_belongs_to_its_instruction() {
+        let text = "FROM a\nRUN <<EOF\n# not a comment\nset -eu\n\necho \"$X\"\nEOF\nCOPY <<-\"ONE\" /one <<TWO /two\n\tone\n\tONE\ntwo\nTWO\nUSER 10001\n";
+        let ins = parse(text);
+        let keywords: Vec<&str> = ins.iter().map(|i| i.keyword.as_str()).collect();
+        assert_eq!(keywords, ["FROM", "RUN", "COPY", "USER"]);
+        assert_eq!(
+            ins[1].args,
+            "<<EOF\n# not a comment\nset -eu\n\necho \"$X\"\nEOF"
+        );
+        assert_eq!(ins[2].line, 8);
+        assert!(ins[2].args.ends_with("two\nTWO"), "{}", ins[2].args);
+        assert_eq!(ins[3].line, 13);
+        // `<<` inside a shell command of another instruction is not a heredoc.
+        assert_eq!(parse("FROM a\nENV X=<<Y\nUSER 1\n").len(), 3);
+    }
 
     #[test]
     fn instructions_keep_their_first_line() {

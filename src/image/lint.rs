@@ -611,6 +611,37 @@ mod tests {
         );
     }
 
+    /// BuildKit syntax: mount flags, `COPY --link`, `--chmod` and heredocs are read as the
+    /// builder reads them, and every rule still applies around them.
+    #[test]
+    fn buildkit_syntax_is_read_and_every_rule_still_applies() {
+        let buildkit = format!(
+            "FROM {PINNED} AS build\nRUN --mount=type=cache,target=/root/.cache/uv \\\n    --mount=type=bind,source=uv.lock,target=uv.lock <<EOF\nFROM alpine\nUSER root\nCMD serve\nEOF\nCOPY --link --chmod=0755 <<-EOT /app/run\n\tENV TOKEN=ghp_0123456789abcdef0123456789abcdef0123\n\tEOT\nFROM {PINNED}\nCOPY --link --from=build --chmod=0755 /app /app\nUSER 10001\nHEALTHCHECK CMD [\"/hc\"]\nCMD [\"/serve\"]\n"
+        );
+        // The heredocs' lines are a script and a file, not instructions.
+        assert_eq!(rules(&buildkit, Some(IGNORE), &LintOptions::default()), []);
+        let broken = buildkit
+            .replace("USER 10001\n", "")
+            .replace("CMD [\"/serve\"]", "CMD /serve")
+            .replace(
+                "HEALTHCHECK CMD [\"/hc\"]\n",
+                "ENV API_TOKEN=ghp_0123456789abcdef0123456789abcdef0123\n",
+            )
+            .replacen(&format!("FROM {PINNED}\nCOPY"), "FROM alpine\nCOPY", 1);
+        assert_eq!(
+            rules(&broken, None, &LintOptions::default()),
+            [
+                Rule::UnpinnedBase,
+                Rule::LatestTag,
+                Rule::RootUser,
+                Rule::ShellForm,
+                Rule::NoHealthcheck,
+                Rule::SecretValue,
+                Rule::Dockerignore,
+            ]
+        );
+    }
+
     #[test]
     fn arg_substituted_bases_are_resolved_from_the_build_args() {
         let text = format!("ARG BASE={PINNED}\n{}", clean_dockerfile("$BASE"));
@@ -1069,7 +1100,7 @@ mod tests {
         // Without the build arg, its base cannot be resolved: that is a finding, not a guess.
         let report = lint(&app, &app.join("Dockerfile"), &LintOptions::default()).unwrap();
         let rendered = report.render_text();
-        assert_eq!(report.findings.len(), 2, "{rendered}");
-        assert!(rendered.contains("Dockerfile:8  unpinned-base  `FROM ${BASE_IMAGE}` cannot be resolved: BASE_IMAGE has no value"), "{rendered}");
+        assert_eq!(report.findings.len(), 3, "{rendered}");
+        assert!(rendered.contains("Dockerfile:11  unpinned-base  `FROM ${BASE_IMAGE}` cannot be resolved: BASE_IMAGE has no value"), "{rendered}");
     }
 }

@@ -84,7 +84,7 @@ fn clean_dockerfiles_pass() {
         &format!("BASE_IMAGE={unpinned}"),
     ]);
     assert_eq!(exit, 2);
-    assert_eq!(stdout.lines().count(), 2, "both stages: {stdout}");
+    assert_eq!(stdout.lines().count(), 3, "all three stages: {stdout}");
     assert!(
         stdout.contains(&format!(
             "`FROM {unpinned}` (`${{BASE_IMAGE}}`) is not pinned by digest"

@@ -4,6 +4,7 @@
 mod action_install;
 mod action_run;
 mod build;
+mod buildkit;
 mod ci_files;
 mod deploy;
 mod doctor;

@@ -56,6 +56,7 @@ pub async fn from_args(
         created: super::created_now(),
         allow: image.allow.clone(),
         health_probe: health_probe.unwrap_or(image.health_probe_configured),
+        builder: args.builder,
     };
     // Flags and the lint are checked before the engine or the registry is asked anything.
     let prepared = super::prepare(&request).map_err(failure)?;

@@ -19,7 +19,7 @@ use serde::Serialize;
 use thiserror::Error;
 use tokio_util::sync::CancellationToken;
 
-use crate::engine::{Engine, EngineError, ImageBuild};
+use crate::engine::{Builder, Engine, EngineError, ImageBuild};
 use crate::exit::Exit;
 use crate::image::lint::{self, LintError, Report};
 use crate::image::reference::PinnedImage;
@@ -83,6 +83,13 @@ pub enum BuildError {
         message: String,
         output: Vec<String>,
     },
+    /// The engine could not fetch the frontend image a `# syntax=` line names.
+    #[error(
+        "the engine could not fetch the Dockerfile frontend {image} that the `# syntax=` line names: {message}"
+    )]
+    Frontend { image: String, message: String },
+    #[error("the engine cannot build with BuildKit: {message}")]
+    NoBuildKit { message: String },
     #[error(transparent)]
     Engine(EngineError),
     #[error("{}", push_failure(.registry, .tag, .cause, .source))]
@@ -113,14 +120,29 @@ fn step_failure(step: &Option<String>, message: &str, output: &[String]) -> Stri
         regex::Regex::new(r"(?s)^The command '.*' returned a non-zero code: (\d+)$")
             .expect("a valid regex")
     });
+    // BuildKit's words for the same.
+    static EXECUTOR: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+        regex::Regex::new(r"(?s)^executor failed running \[.*\]: exit code: (\d+)$")
+            .expect("a valid regex")
+    });
     let shorter;
-    let message = match REPEATED.captures(message) {
+    let message = match REPEATED
+        .captures(message)
+        .or_else(|| EXECUTOR.captures(message))
+    {
         Some(caps) => {
             shorter = format!("the command exited with code {}", &caps[1]);
             shorter.as_str()
         }
         None => message,
     };
+    // BuildKit wraps the frontend's own words in its layers' names.
+    let message = [
+        "failed to solve with frontend dockerfile.v0: ",
+        "failed to create LLB definition: ",
+    ]
+    .iter()
+    .fold(message, |m, wrapper| m.strip_prefix(wrapper).unwrap_or(m));
     let mut text = match step {
         Some(step) => format!("the build failed at {step}\n  {message}"),
         None => format!("the build failed: {message}"),
@@ -148,6 +170,8 @@ impl BuildError {
             | BuildError::Step { .. } => Exit::Usage,
             BuildError::Interrupted { .. } => Exit::Interrupted,
             BuildError::Preflight { .. }
+            | BuildError::Frontend { .. }
+            | BuildError::NoBuildKit { .. }
             | BuildError::Engine(_)
             | BuildError::Push { .. }
             | BuildError::ReadBack { .. }
@@ -169,8 +193,17 @@ impl BuildError {
             BuildError::Preflight { source, .. } | BuildError::ReadBack { source, .. } => {
                 source.hint()
             }
+            BuildError::Step { message, .. } if message.contains("requires BuildKit") => {
+                "this Dockerfile needs BuildKit (RUN --mount): drop --builder classic (SLIPWAY_BUILDER) to build with BuildKit".into()
+            }
             BuildError::Step { step: Some(_), .. } => {
                 "the step's output says what went wrong; `docker build` on the same context reproduces it".into()
+            }
+            BuildError::Frontend { image, .. } => format!(
+                "drop the `# syntax=` line to build with the engine's built-in Dockerfile frontend (it handles RUN --mount cache, bind and from=), or make {image} available to the engine (a registry it reaches, or `docker load` it there)"
+            ),
+            BuildError::NoBuildKit { .. } => {
+                "pass --builder classic (or set SLIPWAY_BUILDER=classic) for the classic builder, which refuses RUN --mount; or turn BuildKit on in the engine (dockerd's daemon.json: \"features\": {\"buildkit\": true})".into()
             }
             BuildError::Step { step: None, .. } => {
                 "the builder refused the Dockerfile before any step ran: fix the line it names".into()
@@ -204,6 +237,8 @@ pub struct PreparedBuild {
     request: BuildRequest,
     context: Context,
     waived: Vec<lint::Rule>,
+    /// The frontend image of the Dockerfile's `# syntax=` line.
+    syntax: Option<String>,
 }
 
 impl PreparedBuild {
@@ -228,10 +263,14 @@ pub fn prepare(request: &BuildRequest) -> Result<PreparedBuild, BuildError> {
     }
     warn_secret_build_args(&request.build_args);
     let context = Context::new(&request.context, &request.dockerfile)?;
+    let syntax = std::fs::read_to_string(&request.dockerfile)
+        .ok()
+        .and_then(|text| crate::image::dockerfile::syntax_directive(&text));
     Ok(PreparedBuild {
         request: request.clone(),
         context,
         waived: report.waived.iter().map(|f| f.rule).collect(),
+        syntax,
     })
 }
 
@@ -247,6 +286,7 @@ impl PreparedBuild {
             request,
             context,
             waived,
+            syntax,
         } = self;
         // Nothing is built unless the registry answers and takes the credentials.
         let ping = registry
@@ -267,13 +307,16 @@ impl PreparedBuild {
         let repository = format!("{}/{}", registry.name(), request.repository);
         let tags = request.tags();
         let spec = ImageBuild {
+            builder: request.builder,
             dockerfile: context.dockerfile().to_string(),
             tag: format!("{repository}:{}", request.revision),
             target: request.target.clone(),
             build_args: request.build_args.clone(),
             labels: request.all_labels(),
         };
-        let (image_id, stats, log) = build(engine, &spec, context, cancel).await?;
+        let (image_id, stats, log) = build(engine, &spec, context, cancel)
+            .await
+            .map_err(|e| frontend_error(e, syntax))?;
         for tag in &tags[1..] {
             engine
                 .tag_image(&image_id, &repository, tag)
@@ -322,16 +365,24 @@ async fn build(
     cancel: &CancellationToken,
 ) -> Result<(String, ContextStats, BuildLog), BuildError> {
     let started = Instant::now();
-    tracing::info!("building {} from {}", spec.tag, spec.dockerfile);
+    tracing::info!(
+        "building {} from {} with {}",
+        spec.tag,
+        spec.dockerfile,
+        match spec.builder {
+            Builder::BuildKit => "BuildKit",
+            Builder::Classic => "the classic builder",
+        }
+    );
     let stream = context.stream();
     let mut log = BuildLog::default();
-    let mut on_output = |chunk: &str| {
-        for line in log.feed(chunk) {
+    let mut on_event = |event| {
+        for line in log.event(event) {
             tracing::info!("{line}");
         }
     };
     let built = engine
-        .build_image(spec, stream.body, &mut on_output, cancel)
+        .build_image(spec, stream.body, &mut on_event, cancel)
         .await;
     for line in log.finish() {
         tracing::info!("{line}");
@@ -353,6 +404,7 @@ async fn build(
             message,
             output: log.step_output(),
         }),
+        (Err(EngineError::NoBuildKit { message }), _) => Err(BuildError::NoBuildKit { message }),
         (Err(e), _) => Err(BuildError::from_engine(e)),
         (Ok(_), Err(None)) => Err(BuildError::Context(ContextError::Closed)),
         (Ok(id), Ok(stats)) => {
@@ -370,6 +422,22 @@ async fn build(
             );
             Ok((id, stats, log))
         }
+    }
+}
+
+/// A build that failed fetching the `# syntax=` frontend (BuildKit's gateway frontend, or the
+/// step that resolves its image) is the frontend's failure, not a step's.
+fn frontend_error(e: BuildError, syntax: Option<String>) -> BuildError {
+    match (e, syntax) {
+        (BuildError::Step { step, message, .. }, Some(image))
+            if message.contains("frontend gateway")
+                || step
+                    .as_deref()
+                    .is_some_and(|s| s.starts_with("resolve image config for")) =>
+        {
+            BuildError::Frontend { image, message }
+        }
+        (e, _) => e,
     }
 }
 
@@ -656,6 +724,41 @@ mod tests {
             "the build failed at Step 5/9 : RUN make\n  the command exited with code 2\noutput of that step (last lines):\n  | cc: error: x.c: No such file"
         );
         assert_eq!(err.exit(), Exit::Usage);
+    }
+
+    #[test]
+    fn a_failing_buildkit_step_and_an_offline_frontend() {
+        let step = |message: &str, step: &str| BuildError::Step {
+            step: Some(step.into()),
+            message: message.into(),
+            output: vec!["on stderr".into()],
+        };
+        let err = step(
+            "executor failed running [/bin/sh -c echo x; exit 3]: exit code: 3",
+            "[stage-0 2/2] RUN echo x; exit 3",
+        );
+        assert_eq!(
+            err.to_string(),
+            "the build failed at [stage-0 2/2] RUN echo x; exit 3\n  the command exited with code 3\noutput of that step (last lines):\n  | on stderr"
+        );
+        let offline = step(
+            "failed to solve with frontend dockerfile.v0: failed to solve with frontend gateway.v0: failed to do request: Head \"https://registry-1.docker.io/v2/docker/dockerfile/manifests/1\": dial tcp: lookup registry-1.docker.io: network is unreachable",
+            "resolve image config for docker.io/docker/dockerfile:1",
+        );
+        let err = frontend_error(offline, Some("docker/dockerfile:1".into()));
+        assert_eq!(err.exit(), Exit::Unavailable);
+        assert!(err.to_string().starts_with("the engine could not fetch the Dockerfile frontend docker/dockerfile:1 that the `# syntax=` line names: failed to solve"), "{err}");
+        assert!(err.hint().unwrap().starts_with("drop the `# syntax=` line"));
+        let other = frontend_error(err_step(), Some("docker/dockerfile:1".into()));
+        assert_eq!(other.exit(), Exit::Usage, "{other}");
+    }
+
+    fn err_step() -> BuildError {
+        BuildError::Step {
+            step: Some("[1/2] RUN make".into()),
+            message: "executor failed running [/bin/sh -c make]: exit code: 2".into(),
+            output: vec![],
+        }
     }
 
     #[test]

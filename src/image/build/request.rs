@@ -7,6 +7,7 @@ use std::sync::LazyLock;
 use regex::Regex;
 
 use super::BuildError;
+use crate::engine::Builder;
 use crate::image::lint::{LintOptions, Rule};
 
 pub const LABEL_SOURCE: &str = "org.opencontainers.image.source";
@@ -34,6 +35,7 @@ pub struct BuildRequest {
     pub created: String,
     pub allow: Vec<Rule>,
     pub health_probe: bool,
+    pub builder: Builder,
 }
 
 static REPOSITORY: LazyLock<Regex> = LazyLock::new(|| {
@@ -251,6 +253,7 @@ mod tests {
             created: "2026-01-01T00:00:00Z".into(),
             allow: vec![],
             health_probe: false,
+            builder: Builder::BuildKit,
         }
     }
 
