@@ -111,7 +111,9 @@ impl EngineError {
     /// What to do about it, where the error itself says what was wrong with which input.
     pub fn hint(&self) -> Option<String> {
         match self {
-            EngineError::PullFailed { image, registry, .. } => Some(format!(
+            EngineError::PullFailed {
+                image, registry, ..
+            } => Some(format!(
                 "the host's Docker engine must reach {registry} and find {image} there: check that registry (its address, the host's network and DNS, credentials: `docker login {registry}` on the host), or `docker pull {image}` on the host, or set --reload-image (the action's reload-image input) to an image pinned by digest that the host holds"
             )),
             _ => None,
@@ -513,10 +515,16 @@ mod tests {
 
     #[test]
     fn a_failed_pull_names_the_image_and_its_registry() {
-        assert_eq!(registry_of("127.0.0.1:5000/r/nsenter@sha256:ab"), "127.0.0.1:5000");
+        assert_eq!(
+            registry_of("127.0.0.1:5000/r/nsenter@sha256:ab"),
+            "127.0.0.1:5000"
+        );
         assert_eq!(registry_of("ghcr.io/o/r:1@sha256:ab"), "ghcr.io");
         assert_eq!(registry_of("localhost/r@sha256:ab"), "localhost");
-        assert_eq!(registry_of("docker.io/library/alpine@sha256:ab"), "docker.io");
+        assert_eq!(
+            registry_of("docker.io/library/alpine@sha256:ab"),
+            "docker.io"
+        );
         assert_eq!(registry_of("alpine@sha256:ab"), "docker.io");
         assert_eq!(registry_of("library/alpine@sha256:ab"), "docker.io");
         let e = EngineError::PullFailed {
