@@ -156,16 +156,33 @@ fn systemctl_reload_unit(command: &[String]) -> Option<&str> {
     }
 }
 
+/// The unit's journal of the last seconds (the failed reload's own lines).
 fn journal_argv(unit: &str) -> Vec<String> {
-    ["journalctl", "--no-pager", "-o", "cat", "-n", "8", "-u", unit]
+    let argv = [
+        "journalctl",
+        "--no-pager",
+        "-o",
+        "cat",
+        "--since=-5s",
+        "-n",
+        "12",
+    ];
+    argv.into_iter()
+        .chain(["-u", unit])
         .map(String::from)
-        .to_vec()
+        .collect()
 }
 
 /// The failed reload's output, followed by the unit's last journal lines when they were read.
 fn with_journal(mut out: OneShotExit, unit: &str, journal: Option<OneShotExit>) -> OneShotExit {
     if let Some(j) = journal.filter(|j| j.code == 0 && !j.stdout.trim().is_empty()) {
-        let lines: Vec<&str> = j.stdout.lines().map(str::trim).collect();
+        // Caddy's info-level JSON lines say nothing about why; its errors are plain text.
+        let lines: Vec<&str> = j
+            .stdout
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.contains(r#""level":"info""#))
+            .collect();
         out.stderr = format!(
             "{}\n`journalctl -u {unit}`: {}",
             out.stderr.trim_end(),
@@ -240,12 +257,18 @@ mod tests {
     #[test]
     fn a_failed_systemctl_reload_shows_the_units_journal() {
         let argv = |c: &str| c.split(' ').map(String::from).collect::<Vec<_>>();
-        let unit = systemctl_reload_unit(&argv("systemctl reload caddy"));
-        assert_eq!(unit, Some("caddy"));
-        let unit = systemctl_reload_unit(&argv("/bin/systemctl reload-or-restart caddy"));
-        assert_eq!(unit, Some("caddy"));
-        assert_eq!(systemctl_reload_unit(&argv("systemctl restart caddy")), None);
-        assert_eq!(systemctl_reload_unit(&argv("caddy reload --config /c")), None);
+        let reload = argv("systemctl reload caddy");
+        assert_eq!(systemctl_reload_unit(&reload), Some("caddy"));
+        let reload = argv("/bin/systemctl reload-or-restart caddy");
+        assert_eq!(systemctl_reload_unit(&reload), Some("caddy"));
+        assert_eq!(
+            systemctl_reload_unit(&argv("systemctl restart caddy")),
+            None
+        );
+        assert_eq!(
+            systemctl_reload_unit(&argv("caddy reload --config /c")),
+            None
+        );
         let exit = |code, stdout: &str, stderr: &str| OneShotExit {
             code,
             stdout: stdout.into(),
@@ -253,7 +276,11 @@ mod tests {
             elapsed: std::time::Duration::ZERO,
         };
         let failed = exit(1, "", "Job for caddy.service failed.\n");
-        let journal = exit(0, "Error: unrecognized directive: bogus\nReload failed\n", "");
+        let journal = exit(
+            0,
+            "{\"level\":\"info\",\"msg\":\"loading\"}\nError: unrecognized directive: bogus\nReload failed\n",
+            "",
+        );
         let shown = with_journal(failed.clone(), "caddy", Some(journal));
         assert_eq!(
             shown.stderr,

@@ -552,7 +552,10 @@ fn build_mode_builds_the_actions_checkout_and_outputs_the_binary() {
     let out = Command::new(script("scripts/action/install-slipway"))
         .env("SLIPWAY_BINARY_SOURCE", "build")
         .env("SLIPWAY_ACTION_PATH", src)
-        .env("CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_LINKER", "slipway-no-such-cc")
+        .env(
+            "CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_LINKER",
+            "slipway-no-such-cc",
+        )
         .output()
         .unwrap();
     let (_, stderr) = text(&out);

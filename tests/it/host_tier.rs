@@ -97,8 +97,11 @@ impl Host {
             let ctx = tempfile::tempdir().unwrap();
             std::fs::copy(crate::support::slipway_bin(), ctx.path().join("slipway")).unwrap();
             let fixture = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/app");
-            let cp = Command::new("cp").args(["-r", fixture]).arg(ctx.path().join("app"));
-            assert!(cp.status().unwrap().success());
+            let cp = Command::new("cp")
+                .args(["-r", fixture])
+                .arg(ctx.path().join("app"))
+                .status();
+            assert!(cp.unwrap().success());
             std::fs::write(ctx.path().join("example.toml"), SPEC).unwrap();
             std::fs::write(
                 ctx.path().join("Dockerfile"),
@@ -241,4 +244,119 @@ fn the_job_container_runs_doctor_then_deploys_through_systemctl_reload() {
     assert_eq!(h.sh_ok(main_pid), caddy_pid, "a reload, not a restart");
     let snippet = h.sh_ok("cat /etc/caddy/slipway/example.caddy");
     assert!(snippet.contains("revision=a1b2c3d2"), "{snippet}");
+}
+
+#[test]
+fn a_caddyfile_broken_on_the_host_rolls_back_with_caddys_message() {
+    let h = host();
+    let _lock = host_lock();
+    h.serving("b0b0b0b1");
+    let backup = "cp /etc/caddy/Caddyfile /tmp/Caddyfile.good";
+    h.sh_ok(&format!(
+        "{backup} && printf 'http://127.0.0.1:8081 {{\\n\\tbogus_directive_xyz\\n}}\\n' >>/etc/caddy/Caddyfile"
+    ));
+    let out = h.deploy("b0b0b0b2", &h.base_image);
+    h.sh_ok("cp /tmp/Caddyfile.good /etc/caddy/Caddyfile");
+    let (stdout, stderr) = text(&out);
+    assert_eq!(code(&out), 1, "{stdout}\n{stderr}");
+    assert!(stderr.contains("Job for caddy.service failed"), "{stderr}");
+    assert!(
+        stderr.contains("bogus_directive_xyz"),
+        "Caddy's own message: {stderr}"
+    );
+    assert_eq!(h.served(), (200, "b0b0b0b1".to_string()));
+    assert!(h.sh_ok("systemctl is-active caddy").trim() == "active");
+    let snippet = h.sh_ok("cat /etc/caddy/slipway/example.caddy");
+    assert!(snippet.contains("revision=b0b0b0b1"), "{snippet}");
+}
+
+#[test]
+fn caddy_stopped_refuses_the_reload_and_nothing_is_lost() {
+    let h = host();
+    let _lock = host_lock();
+    h.serving("c0c0c0c1");
+    h.sh_ok("systemctl stop caddy");
+    let out = h.deploy("c0c0c0c2", &h.base_image);
+    h.sh_ok("systemctl start caddy");
+    let (stdout, stderr) = text(&out);
+    assert!([1, 3].contains(&code(&out)), "{stdout}\n{stderr}");
+    assert!(stderr.contains("caddy.service is not active"), "{stderr}");
+    // The release that served is still there: Caddy, started again, serves it.
+    let snippet = h.sh_ok("cat /etc/caddy/slipway/example.caddy");
+    assert!(snippet.contains("revision=c0c0c0c1"), "{snippet}");
+    assert_eq!(h.served(), (200, "c0c0c0c1".to_string()));
+}
+
+#[test]
+fn a_reload_image_the_host_cannot_pull_fails_before_anything_is_built() {
+    let h = host();
+    let _lock = host_lock();
+    let missing = format!("{}/slipway/missing@sha256:{}", h.registry, "0".repeat(64));
+    let out = h.deploy("d0d0d0d1", &missing);
+    let (stdout, stderr) = text(&out);
+    assert_eq!(code(&out), 4, "{stdout}\n{stderr}");
+    assert!(
+        stderr.contains(&format!("could not pull {missing} from {}", h.registry)),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("must reach {}", h.registry)),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("check that the Docker engine answers"),
+        "{stderr}"
+    );
+    let built = h.docker(&["image", "inspect", "example/app:d0d0d0d1"]);
+    assert_ne!(
+        code(&built),
+        0,
+        "nothing is built before the reload image is there"
+    );
+    let tagged = format!("{}/example/app:d0d0d0d1", h.registry);
+    assert_ne!(code(&h.docker(&["image", "inspect", &tagged])), 0);
+}
+
+/// A `FROM scratch` job container has no CA store: slipway falls back to its bundled roots (said
+/// at debug level) instead of panicking, for every command that speaks to a registry.
+#[test]
+fn a_scratch_job_container_without_a_ca_store_speaks_to_the_registry() {
+    let h = host();
+    let out = h.job(
+        &["doctor", "--registry", &h.registry],
+        &[
+            ("SLIPWAY_RELOAD_IMAGE", &h.base_image),
+            ("SLIPWAY_LOG", "slipway=debug"),
+        ],
+    );
+    let (stdout, stderr) = text(&out);
+    assert_eq!(code(&out), 0, "stdout:\n{stdout}\nstderr:\n{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(
+        stderr.contains("using the web roots bundled in slipway"),
+        "{stderr}"
+    );
+    assert!(stdout.contains("ok    registry"), "{stdout}");
+}
+
+/// The other side of the reload-command check: a host whose PID 1 is not systemd (the sandbox's
+/// engine runs under tini) fails `doctor` for `systemctl reload caddy`, saying what PID 1 is.
+#[test]
+fn doctor_fails_where_pid_1_is_not_systemd() {
+    let s = crate::support::sandbox();
+    let out = crate::support::slipway(&[
+        "doctor",
+        "--reload-image",
+        &s.base_image,
+        "--reload-command",
+        "systemctl reload caddy",
+    ]);
+    let (stdout, stderr) = text(&out);
+    assert_ne!(code(&out), 0, "{stdout}\n{stderr}");
+    let line = stdout
+        .lines()
+        .find(|l| l.contains("reload-command"))
+        .unwrap_or_default();
+    assert!(line.starts_with("FAIL"), "{stdout}");
+    assert!(line.contains("is `tini`, not systemd"), "{stdout}");
 }
