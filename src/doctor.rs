@@ -141,12 +141,10 @@ impl Doctor {
         let started = Instant::now();
         let name = "privileged-sibling";
         if let Err(e) = engine.ensure_image(self.host.image.as_str()).await {
-            checks.push(fail(
-                name,
-                chain(&e),
-                "the engine must hold this image or be able to pull it by digest: push it to a registry the host can reach, or `docker pull` it on the host",
-                started,
-            ));
+            let hint = e.hint().unwrap_or_else(|| {
+                "the engine must hold this image or be able to pull it by digest: push it to a registry the host can reach, or `docker pull` it on the host".into()
+            });
+            checks.push(fail(name, chain(&e), &hint, started));
             return false;
         }
         let shot = self.host.nsenter("doctor", &["true".to_string()]);

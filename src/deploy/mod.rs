@@ -67,6 +67,7 @@ pub(crate) async fn deploy_inner(
         return dry_run(args, &p, &source, given_revision, settings).await;
     }
 
+    reload_image_ready(&p).await?;
     // The image: built, pushed and proven, or given.
     let (image, revision) = match source {
         Source::Given(image) => (image, given_revision),
@@ -99,6 +100,18 @@ pub(crate) async fn deploy_inner(
     ci.end_group();
     let report = report?;
     finish(&ci, args, &p.spec.name, &report, started, &early.steps)
+}
+
+/// The pinned reload image, checked and pulled before anything is built: a host that cannot get
+/// it fails here, with nothing built, pushed or changed.
+async fn reload_image_ready(p: &rollout::Prepared) -> Result<(), Failure> {
+    let image = p.host.image.to_string();
+    p.engine.ensure_image(&image).await.map_err(|e| {
+        let hint = e
+            .hint()
+            .unwrap_or_else(|| "check that the Docker engine answers (`slipway doctor`)".into());
+        Failure::new(Exit::Unavailable, e).with_hint(hint)
+    })
 }
 
 /// Builds, pushes and proves the image; the step, failed or not, goes into `before`.

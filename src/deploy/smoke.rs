@@ -140,7 +140,15 @@ pub fn side_by_side(expect: &Expect, seen: &Observed) -> String {
 
 impl Smoke {
     fn client(&self) -> Result<reqwest::Client, SmokeError> {
-        let _ = rustls::crypto::ring::default_provider().install_default();
+        let certs = self.cacert_certs()?;
+        let builder = || self.builder(certs.clone());
+        crate::image::registry::tls_client(builder).map_err(|e| SmokeError::BadCaCert {
+            path: self.cacert.clone().unwrap_or_default(),
+            reason: e.to_string(),
+        })
+    }
+
+    fn builder(&self, cacert: Option<Vec<reqwest::Certificate>>) -> reqwest::ClientBuilder {
         let mut b = reqwest::Client::builder()
             .timeout(self.timeout)
             .connect_timeout(self.timeout)
@@ -149,6 +157,14 @@ impl Smoke {
         for r in &self.resolve {
             b = b.resolve(&r.host, r.addr);
         }
+        match cacert {
+            Some(certs) => b.tls_certs_only(certs),
+            None => b,
+        }
+    }
+
+    /// The certificates of --cacert, checked; `None` without it.
+    fn cacert_certs(&self) -> Result<Option<Vec<reqwest::Certificate>>, SmokeError> {
         if let Some(path) = &self.cacert {
             let pem = std::fs::read(path).map_err(|source| SmokeError::CaCert {
                 path: path.clone(),
@@ -165,12 +181,9 @@ impl Smoke {
                     reason: "no certificate found".into(),
                 });
             }
-            b = b.tls_certs_only(certs);
+            return Ok(Some(certs));
         }
-        b.build().map_err(|e| SmokeError::BadCaCert {
-            path: self.cacert.clone().unwrap_or_default(),
-            reason: e.to_string(),
-        })
+        Ok(None)
     }
 
     /// One GET on a new connection.

@@ -66,6 +66,15 @@ pub enum EngineError {
     PushFailed { image: String, message: String },
     #[error("{} does not exist on the host", .paths.join(", "))]
     MountSourceMissing { paths: Vec<String> },
+    /// The engine answered, but could not pull the image (the registry is unreachable from the
+    /// host, refuses, or does not hold that digest).
+    #[error("the Docker engine could not pull {image} from {registry}")]
+    PullFailed {
+        image: String,
+        registry: String,
+        #[source]
+        source: BollardError,
+    },
 }
 
 impl EngineError {
@@ -99,6 +108,18 @@ impl EngineError {
                 op: op.to_string(),
                 source,
             }
+        }
+    }
+
+    /// What to do about it, where the error itself says what was wrong with which input.
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            EngineError::PullFailed {
+                image, registry, ..
+            } => Some(format!(
+                "the host's Docker engine must reach {registry} and find {image} there: check that registry (its address, the host's network and DNS, credentials: `docker login {registry}` on the host), or `docker pull {image}` on the host, or set --reload-image (the action's reload-image input) to an image pinned by digest that the host holds"
+            )),
+            _ => None,
         }
     }
 
@@ -209,7 +230,17 @@ impl Engine {
             .create_image(Some(options), None, None)
             .try_for_each(|_| async { Ok(()) })
             .await
-            .map_err(EngineError::api(format!("pulling {image}")))
+            .map_err(|source| {
+                if is_unreachable(&source) {
+                    self.classify(&format!("pulling {image}"), source)
+                } else {
+                    EngineError::PullFailed {
+                        image: image.to_string(),
+                        registry: registry_of(image).to_string(),
+                        source,
+                    }
+                }
+            })
     }
 
     /// Runs `spec` to completion. The container is removed on every path: success, failure,
@@ -456,6 +487,15 @@ fn existing_binds(mounts: &[(String, String)]) -> Vec<Mount> {
 
 /// The request never got an answer from the engine: no socket, a refused or broken
 /// connection, a timeout.
+/// The registry a reference names, as the engine reads it: the first path component when it
+/// looks like a host (a dot, a port or `localhost`), else Docker Hub.
+fn registry_of(image: &str) -> &str {
+    match image.split_once('/') {
+        Some((first, _)) if first.contains(['.', ':']) || first == "localhost" => first,
+        _ => "docker.io",
+    }
+}
+
 fn is_unreachable(e: &BollardError) -> bool {
     matches!(
         e,
@@ -475,6 +515,34 @@ fn missing_mount(e: &BollardError) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_failed_pull_names_the_image_and_its_registry() {
+        assert_eq!(
+            registry_of("127.0.0.1:5000/r/nsenter@sha256:ab"),
+            "127.0.0.1:5000"
+        );
+        assert_eq!(registry_of("ghcr.io/o/r:1@sha256:ab"), "ghcr.io");
+        assert_eq!(registry_of("localhost/r@sha256:ab"), "localhost");
+        assert_eq!(
+            registry_of("docker.io/library/alpine@sha256:ab"),
+            "docker.io"
+        );
+        assert_eq!(registry_of("alpine@sha256:ab"), "docker.io");
+        assert_eq!(registry_of("library/alpine@sha256:ab"), "docker.io");
+        let e = EngineError::PullFailed {
+            image: "ghcr.io/o/r@sha256:ab".into(),
+            registry: "ghcr.io".into(),
+            source: BollardError::RequestTimeoutError,
+        };
+        assert_eq!(
+            e.to_string(),
+            "the Docker engine could not pull ghcr.io/o/r@sha256:ab from ghcr.io"
+        );
+        let hint = e.hint().unwrap();
+        assert!(hint.contains("ghcr.io/o/r@sha256:ab") && hint.contains("reach ghcr.io"));
+        assert!(!hint.contains("check that the Docker engine answers"));
+    }
 
     #[test]
     fn no_answer_is_unreachable_and_an_answer_is_an_api_error() {

@@ -134,8 +134,62 @@ impl HostAgent {
                 self.host.deadline,
             )
             .await?;
+        if out.code != 0
+            && let Some(unit) = systemctl_reload_unit(command)
+        {
+            let journal = self.host.nsenter_argv(&journal_argv(unit));
+            let lines = engine.exec(&self.id, &journal, self.host.deadline).await;
+            return reloaded(with_journal(out, unit, lines.ok()));
+        }
         reloaded(out)
     }
+}
+
+/// The unit of a `systemctl reload UNIT` command: systemctl prints only "Job for UNIT failed",
+/// the reason (Caddy's own message) is in the unit's journal.
+fn systemctl_reload_unit(command: &[String]) -> Option<&str> {
+    match command {
+        [program, verb, unit] if program.rsplit('/').next() == Some("systemctl") => {
+            verb.starts_with("reload").then_some(unit.as_str())
+        }
+        _ => None,
+    }
+}
+
+/// The unit's journal of the last seconds (the failed reload's own lines).
+fn journal_argv(unit: &str) -> Vec<String> {
+    let argv = [
+        "journalctl",
+        "--no-pager",
+        "-o",
+        "cat",
+        "--since=-5s",
+        "-n",
+        "12",
+    ];
+    argv.into_iter()
+        .chain(["-u", unit])
+        .map(String::from)
+        .collect()
+}
+
+/// The failed reload's output, followed by the unit's last journal lines when they were read.
+fn with_journal(mut out: OneShotExit, unit: &str, journal: Option<OneShotExit>) -> OneShotExit {
+    if let Some(j) = journal.filter(|j| j.code == 0 && !j.stdout.trim().is_empty()) {
+        // Caddy's info-level JSON lines say nothing about why; its errors are plain text.
+        let lines: Vec<&str> = j
+            .stdout
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.contains(r#""level":"info""#))
+            .collect();
+        out.stderr = format!(
+            "{}\n`journalctl -u {unit}`: {}",
+            out.stderr.trim_end(),
+            lines.join(" | ")
+        );
+    }
+    out
 }
 
 /// What a snippet holds when no release serves.
@@ -199,6 +253,41 @@ fn reloaded(out: OneShotExit) -> Result<OneShotExit, AgentError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_failed_systemctl_reload_shows_the_units_journal() {
+        let argv = |c: &str| c.split(' ').map(String::from).collect::<Vec<_>>();
+        let reload = argv("systemctl reload caddy");
+        assert_eq!(systemctl_reload_unit(&reload), Some("caddy"));
+        let reload = argv("/bin/systemctl reload-or-restart caddy");
+        assert_eq!(systemctl_reload_unit(&reload), Some("caddy"));
+        assert_eq!(
+            systemctl_reload_unit(&argv("systemctl restart caddy")),
+            None
+        );
+        assert_eq!(
+            systemctl_reload_unit(&argv("caddy reload --config /c")),
+            None
+        );
+        let exit = |code, stdout: &str, stderr: &str| OneShotExit {
+            code,
+            stdout: stdout.into(),
+            stderr: stderr.into(),
+            elapsed: std::time::Duration::ZERO,
+        };
+        let failed = exit(1, "", "Job for caddy.service failed.\n");
+        let journal = exit(
+            0,
+            "{\"level\":\"info\",\"msg\":\"loading\"}\nError: unrecognized directive: bogus\nReload failed\n",
+            "",
+        );
+        let shown = with_journal(failed.clone(), "caddy", Some(journal));
+        assert_eq!(
+            shown.stderr,
+            "Job for caddy.service failed.\n`journalctl -u caddy`: Error: unrecognized directive: bogus | Reload failed"
+        );
+        assert_eq!(with_journal(failed.clone(), "caddy", None), failed);
+    }
 
     #[test]
     fn the_agent_output_splits_into_file_and_applied() {

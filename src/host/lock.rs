@@ -73,7 +73,12 @@ impl LockError {
             LockError::SnippetDirMissing { path } => format!(
                 "Day 0 creates it (docs/operator-guide.md, Day 0 step 3): as root on the host `install -d -m 0755 {path}`, a placeholder snippet per service, and the Caddyfile's import; or fix caddy.snippet_dir in the spec"
             ),
-            _ => "check that the Docker engine answers (`slipway doctor`)".into(),
+            LockError::Engine(e) => e.hint().unwrap_or_else(|| {
+                "check that the Docker engine answers (`slipway doctor`)".into()
+            }),
+            LockError::Interrupted { .. } => {
+                "check that the Docker engine answers (`slipway doctor`)".into()
+            }
         }
     }
 }

@@ -450,12 +450,42 @@ fn error_text(body: &str, max: usize) -> String {
 
 /// reqwest is built without a default crypto provider: ring keeps the static build simple.
 pub fn http_client(timeout: Duration) -> reqwest::Client {
+    let builder = || {
+        reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(Duration::from_secs(10))
+    };
+    // The fallback has its own roots, so only a broken crypto provider could fail it: then a
+    // client without TLS still speaks to loopback (plain HTTP) registries, and HTTPS says why.
+    tls_client(builder).unwrap_or_else(|e| {
+        tracing::debug!("no TLS client ({e}); HTTPS registries will fail to connect");
+        reqwest::Client::new()
+    })
+}
+
+/// `make()` built with the system's CA store; where the system has none (a `FROM scratch` job
+/// container has no /etc/ssl), with the web roots bundled in the binary (Mozilla's, via
+/// webpki-root-certs) instead.
+pub fn tls_client(
+    make: impl Fn() -> reqwest::ClientBuilder,
+) -> Result<reqwest::Client, reqwest::Error> {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    reqwest::Client::builder()
-        .timeout(timeout)
-        .connect_timeout(Duration::from_secs(10))
-        .build()
-        .expect("a TLS client with the ring crypto provider")
+    match make().build() {
+        Ok(client) => Ok(client),
+        Err(e) => {
+            tracing::debug!(
+                "the system's CA store is unusable ({e}): using the web roots bundled in slipway"
+            );
+            make().tls_certs_only(bundled_roots()).build()
+        }
+    }
+}
+
+fn bundled_roots() -> Vec<reqwest::Certificate> {
+    webpki_root_certs::TLS_SERVER_ROOT_CERTS
+        .iter()
+        .filter_map(|der| reqwest::Certificate::from_der(der).ok())
+        .collect()
 }
 
 fn is_loopback(host: &str) -> bool {

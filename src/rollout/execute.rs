@@ -33,12 +33,19 @@ pub trait AfterSwitch {
         &self,
         previous: Option<&ContainerRef>,
     ) -> impl Future<Output = Result<String, String>>;
+    /// Whether `check_restored` really looks at what the public URL serves.
+    fn observes_public(&self) -> bool {
+        true
+    }
 }
 
 /// `rollout` alone: the health gate is the last check.
 pub struct NoCheck;
 
 impl AfterSwitch for NoCheck {
+    fn observes_public(&self) -> bool {
+        false
+    }
     async fn check(&self, _: &CancellationToken) -> Result<String, String> {
         Ok(String::new())
     }
@@ -792,7 +799,16 @@ impl<'a, B: Backend> Exec<'a, B> {
             if let Err((stage, e)) =
                 undo::put_back(self.b, &r.snippet.file, previous.as_deref()).await
             {
-                return self.restore_failed(r, t, stage, &why, &e);
+                let kept = stage == PutBack::Reload
+                    && !self.done.reloaded
+                    && previous_still_serves(hook, self.report.previous.as_ref()).await;
+                if !kept {
+                    return self.restore_failed(r, t, stage, &why, &e);
+                }
+                tracing::warn!(
+                    "{} is put back; its reload failed as the switch's did ({e}), and the public URL still serves the previous release",
+                    r.snippet.path
+                );
             }
         }
         for (worker, retained) in self.done.workers.clone() {
@@ -842,6 +858,13 @@ impl<'a, B: Backend> Exec<'a, B> {
             format!("{why}; restoring the previous Caddy config failed too ({e}). State: {state}");
         self.end(Outcome::RollbackFailed, message)
     }
+}
+
+/// After a switch whose reload failed, and a put-back whose reload failed too (a Caddyfile broken
+/// on the host, Caddy stopped): a failed reload changes nothing in Caddy, so the previous release
+/// may still serve; taken as rolled back only when the public URL proves it.
+async fn previous_still_serves(hook: &impl AfterSwitch, previous: Option<&ContainerRef>) -> bool {
+    hook.observes_public() && previous.is_some() && hook.check_restored(previous).await.is_ok()
 }
 
 /// The last lines of a command's output, with every env value it was given masked.

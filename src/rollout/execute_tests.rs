@@ -174,6 +174,7 @@ struct Hook {
     check: Result<String, String>,
     cancel: Option<CancellationToken>,
     restored_checked: RefCell<bool>,
+    restored: Result<String, String>,
 }
 
 impl Hook {
@@ -182,6 +183,7 @@ impl Hook {
             check: Ok("serves v2".into()),
             cancel: None,
             restored_checked: RefCell::new(false),
+            restored: Ok("v1 again".into()),
         }
     }
 }
@@ -195,7 +197,7 @@ impl AfterSwitch for Hook {
     }
     async fn check_restored(&self, _: Option<&ContainerRef>) -> Result<String, String> {
         *self.restored_checked.borrow_mut() = true;
-        Ok("v1 again".into())
+        self.restored.clone()
     }
 }
 
@@ -372,7 +374,11 @@ async fn a_failed_smoke_test_restores_and_checks_the_previous_release() {
 #[tokio::test(start_paused = true)]
 async fn a_restore_that_fails_too_leaves_the_new_container_running_and_says_so() {
     let fake = Fake::new(&["reload", "reload"], None);
-    let (report, new) = run_with(&fake, &Hook::passing()).await;
+    let hook = Hook {
+        restored: Err("serves nothing".into()),
+        ..Hook::passing()
+    };
+    let (report, new) = run_with(&fake, &hook).await;
     assert_eq!(
         report.outcome,
         Outcome::RollbackFailed,
@@ -381,6 +387,18 @@ async fn a_restore_that_fails_too_leaves_the_new_container_running_and_says_so()
     );
     assert!(!fake.called(&format!("remove:{new}")), "{:?}", fake.calls());
     assert!(report.message.contains("To fix:"), "{}", report.message);
+}
+
+/// A Caddyfile broken on the host: both reloads fail, Caddy keeps the config it had, and the
+/// public URL proves the previous release serves: rolled back, the new container removed.
+#[tokio::test(start_paused = true)]
+async fn both_reloads_failing_with_the_previous_release_proven_serving_is_a_rollback() {
+    let fake = Fake::new(&["reload", "reload"], None);
+    let hook = Hook::passing();
+    let (report, new) = run_with(&fake, &hook).await;
+    assert_eq!(report.outcome, Outcome::RolledBack, "{}", report.message);
+    assert!(*hook.restored_checked.borrow());
+    assert!(fake.called(&format!("remove:{new}")), "{:?}", fake.calls());
 }
 
 #[tokio::test(start_paused = true)]

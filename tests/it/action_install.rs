@@ -547,4 +547,22 @@ fn build_mode_builds_the_actions_checkout_and_outputs_the_binary() {
     let (_, stderr) = text(&out);
     assert_eq!(code(&out), 2, "{stderr}");
     assert!(stderr.contains("needs cargo on PATH"), "{stderr}");
+
+    // Without a C linker in the job image: said before cargo runs, not as a link error after.
+    let out = Command::new(script("scripts/action/install-slipway"))
+        .env("SLIPWAY_BINARY_SOURCE", "build")
+        .env("SLIPWAY_ACTION_PATH", src)
+        .env(
+            "CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_LINKER",
+            "slipway-no-such-cc",
+        )
+        .output()
+        .unwrap();
+    let (_, stderr) = text(&out);
+    assert_eq!(code(&out), 2, "{stderr}");
+    assert!(
+        stderr.contains("needs a C linker (slipway-no-such-cc) in the job image"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("building slipway"), "{stderr}");
 }
