@@ -161,6 +161,8 @@ impl NewContainer {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct SnippetChange {
+    /// The proxy whose file it is.
+    pub proxy: crate::host::proxy::ProxyKind,
     pub file: String,
     pub path: String,
     pub content: String,

@@ -191,10 +191,11 @@ fn steps_workers_and_switch(r: &rollout::Rollout) -> Vec<String> {
         v.push(format!("{what}; gate: {gate}; a failure switches nothing"));
     }
     v.push(format!(
-            "write {} -> reverse_proxy 127.0.0.1:{} and run `{}` on the host via the privileged sibling",
-            r.snippet.path, r.port, r.reload_command
-        ),
-    );
+        "write {} -> {} and run `{}` on the host via the privileged sibling",
+        r.snippet.path,
+        r.snippet.proxy.manual_route(r.port),
+        r.reload_command
+    ));
     v
 }
 

@@ -3,7 +3,7 @@ use std::path::Path;
 
 use super::*;
 use crate::engine::ContainerInfo;
-use crate::host::caddy;
+use crate::host::proxy::caddy;
 use crate::image::reference::PinnedImage;
 use crate::image::revision::Revision;
 use crate::spec::ServiceSpec;
@@ -79,6 +79,7 @@ fn facts(containers: Vec<ContainerInfo>, snippet_port: Option<u16>) -> Facts {
         snippet: Some(crate::host::agent::SnippetState {
             file: snippet_port.map(snippet),
             applied: None,
+            proxy: Default::default(),
         }),
         env: vec![("TOKEN".into(), "s3cr3t-value".into())],
         now_unix_ms: 1_700_000_000_000,
