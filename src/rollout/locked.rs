@@ -154,6 +154,7 @@ pub async fn execute_locked(
     hook: &impl rollout::execute::AfterSwitch,
     cancel: &CancellationToken,
 ) -> Result<Report, Failure> {
+    healthchecks_usable(p).await?;
     let request = lock_request(&p.spec, &p.host, &p.owner, args.lock_ttl, args.lock_wait);
     let body = async |agent: &HostAgent| -> Result<Report, Failure> {
         let plan = plan_locked(p, agent, choice).await?;
@@ -175,6 +176,31 @@ pub async fn execute_locked(
             let hint = e.hint();
             Failure::new(exit, e).with_hint(hint)
         })?
+}
+
+/// A gate that waits for image HEALTHCHECKs on an engine that never runs them (Podman without
+/// systemd) could never pass: refused before anything changes (exit 4).
+async fn healthchecks_usable(p: &Prepared) -> Result<(), Failure> {
+    let workers = p.spec.workers.values().any(|w| w.health.docker);
+    if !p.spec.health.docker && !workers {
+        return Ok(());
+    }
+    // An engine that does not answer is reported by the lock step, with its own advice.
+    let Ok(v) = p.engine.version().await else {
+        return Ok(());
+    };
+    if p.engine.runs_healthchecks(v.kind).await.unwrap_or(true) {
+        return Ok(());
+    }
+    Err(Failure::new(
+        Exit::Unavailable,
+        anyhow::anyhow!(
+            "{} {} on this socket runs without systemd, so image HEALTHCHECKs never run and the health.docker gate could never pass; nothing was changed",
+            v.kind.name(),
+            v.version
+        ),
+    )
+    .with_hint("gate on [health.http] with health.docker = false (and workers.NAME.health.docker = false), or run Podman's service on a systemd host (docs/operator-guide.md, Podman)"))
 }
 
 /// Under the lock: facts read again, the snippet through the agent, then the plan.
