@@ -9,6 +9,7 @@ mod deploy;
 mod doctor;
 mod lint;
 mod one_file;
+mod podman;
 mod proxies;
 mod release;
 mod release_publish;
