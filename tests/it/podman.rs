@@ -1,7 +1,8 @@
 //! Podman (Debian's 4.3) instead of dockerd, for real: the test starts `podman system service`
 //! on a socket of its own, in its own PID namespace with tini as PID 1 (so the privileged
 //! sibling's `nsenter -t 1` reaches the environment, as with the sandbox's dockerd) and its own
-//! mount namespace (what Podman writes under /run and /var/lib stays there). Images come from the
+//! mount namespace (a tmpfs on /run and the test's directory on /var/lib, so nothing Podman
+//! writes there reaches the machine; its network config in the test's directory too). Images come from the
 //! sandbox registry, pulled by digest. Without systemd Podman never runs HEALTHCHECKs, so the
 //! gate is the HTTP probe, and a spec that waits for a HEALTHCHECK is refused.
 
@@ -30,7 +31,7 @@ impl Podman {
         let d = dir.display();
         std::fs::write(
             dir.join("containers.conf"),
-            format!("[containers]\ndefault_ulimits = []\n[engine]\nruntime = \"slipway\"\n[engine.runtimes]\nslipway = [\"{wrapper}\"]\n"),
+            format!("[containers]\ndefault_ulimits = []\n[network]\nnetwork_config_dir = \"{d}/cni\"\n[engine]\nruntime = \"slipway\"\n[engine.runtimes]\nslipway = [\"{wrapper}\"]\n"),
         )
         .unwrap();
         std::fs::write(
@@ -39,7 +40,7 @@ impl Podman {
         )
         .unwrap();
         let script = format!(
-            "for p in /run/libpod /run/netns /run/runc /var/lib/cni /var/lib/containers; do mkdir -p $p && mount -t tmpfs tmpfs $p || exit 1; done; \
+            "mkdir -p {d}/var-lib {d}/cni && mount -t tmpfs tmpfs /run && mount --bind {d}/var-lib /var/lib || exit 1; \
              exec tini -s -- podman --root {d}/root --runroot {d}/run system service --time=0 unix://{d}/podman.sock"
         );
         let child = Command::new("unshare")
