@@ -96,11 +96,19 @@ impl Doctor {
                 checks.push(ok(
                     "engine",
                     format!(
-                        "Docker {} (API {}, {}/{}) at {}",
-                        v.version, v.api_version, v.os, v.arch, self.docker_host
+                        "{} {} (API {}, {}/{}) at {}",
+                        v.kind.name(),
+                        v.version,
+                        v.api_version,
+                        v.os,
+                        v.arch,
+                        self.docker_host
                     ),
                     started,
                 ));
+                if v.kind == crate::engine::EngineKind::Podman {
+                    checks.push(podman_health(&engine, &v).await);
+                }
                 Some(engine)
             }
             Err(e) => {
@@ -337,6 +345,37 @@ fn skip(name: &'static str, why: &str) -> Check {
         detail: why.to_string(),
         hint: None,
         elapsed_ms: 0,
+    }
+}
+
+/// Podman runs HEALTHCHECKs only as systemd timers: without systemd they never report.
+async fn podman_health(engine: &Engine, v: &crate::engine::EngineVersion) -> Check {
+    let started = Instant::now();
+    let name = "podman-healthchecks";
+    match engine.runs_healthchecks(v.kind).await {
+        Ok(true) => ok(
+            name,
+            format!(
+                "Podman {} uses systemd: HEALTHCHECKs run as systemd timers",
+                v.version
+            ),
+            started,
+        ),
+        Ok(false) => fail(
+            name,
+            format!(
+                "Podman {} runs without systemd (cgroupfs driver): image HEALTHCHECKs never run, so a health.docker gate can never pass",
+                v.version
+            ),
+            "run Podman's service on a systemd host (docs/operator-guide.md, Podman), or gate on [health.http] with health.docker = false",
+            started,
+        ),
+        Err(e) => fail(
+            name,
+            chain(&e),
+            "check that the Podman service answers /info",
+            started,
+        ),
     }
 }
 

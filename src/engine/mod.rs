@@ -131,10 +131,43 @@ impl EngineError {
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct EngineVersion {
+    /// Which engine answers on the socket.
+    pub kind: EngineKind,
     pub version: String,
     pub api_version: String,
     pub os: String,
     pub arch: String,
+}
+
+/// The engine behind the Docker-compatible API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EngineKind {
+    Docker,
+    /// Podman's Docker-compatible service (`podman system service`): see the operator guide,
+    /// "Podman", for what differs.
+    Podman,
+}
+
+impl EngineKind {
+    /// From the components `/version` lists: Podman names itself "Podman Engine".
+    pub fn of_components<'a>(names: impl IntoIterator<Item = &'a str>) -> EngineKind {
+        let podman = names
+            .into_iter()
+            .any(|n| n.to_ascii_lowercase().starts_with("podman"));
+        if podman {
+            EngineKind::Podman
+        } else {
+            EngineKind::Docker
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            EngineKind::Docker => "Docker",
+            EngineKind::Podman => "Podman",
+        }
+    }
 }
 
 /// A short-lived container run to completion: created, started, waited on with a deadline, its
@@ -200,12 +233,34 @@ impl Engine {
                 host: self.host.clone(),
                 source,
             })?;
+        let components = v.components.unwrap_or_default();
         Ok(EngineVersion {
+            kind: EngineKind::of_components(components.iter().map(|c| c.name.as_str())),
             version: v.version.unwrap_or_default(),
             api_version: v.api_version.unwrap_or_default(),
             os: v.os.unwrap_or_default(),
             arch: v.arch.unwrap_or_default(),
         })
+    }
+
+    /// Whether this engine runs images' HEALTHCHECKs: Docker always; Podman only under systemd
+    /// (its health checks are systemd timers), seen as the systemd cgroup driver.
+    pub async fn runs_healthchecks(&self, kind: EngineKind) -> Result<bool, EngineError> {
+        if kind == EngineKind::Docker {
+            return Ok(true);
+        }
+        let info = self
+            .docker
+            .info()
+            .await
+            .map_err(|source| EngineError::Api {
+                op: "reading the engine's info".into(),
+                source,
+            })?;
+        Ok(matches!(
+            info.cgroup_driver,
+            Some(bollard::models::SystemInfoCgroupDriverEnum::SYSTEMD)
+        ))
     }
 
     /// Makes sure `image` (a pinned reference) is in the local store, pulling it by digest if not.
@@ -542,6 +597,16 @@ mod tests {
         let hint = e.hint().unwrap();
         assert!(hint.contains("ghcr.io/o/r@sha256:ab") && hint.contains("reach ghcr.io"));
         assert!(!hint.contains("check that the Docker engine answers"));
+    }
+
+    #[test]
+    fn the_engine_is_named_by_its_components() {
+        // As dockerd 20.10 and Podman 4.3's compatible service list them.
+        let docker = ["Engine", "containerd", "runc", "docker-init"];
+        assert_eq!(EngineKind::of_components(docker), EngineKind::Docker);
+        let podman = ["Podman Engine", "Conmon", "OCI Runtime (crun)"];
+        assert_eq!(EngineKind::of_components(podman), EngineKind::Podman);
+        assert_eq!(EngineKind::of_components([]), EngineKind::Docker);
     }
 
     #[test]

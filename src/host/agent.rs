@@ -14,7 +14,7 @@ const MOUNT: &str = SNIPPET_MOUNT;
 
 #[derive(Debug, Error)]
 pub enum AgentError {
-    #[error("the Caddy reload failed (exit {code}): {output}")]
+    #[error("the reload command failed (exit {code}): {output}")]
     Reload { code: i64, output: String },
     #[error("writing the snippet {file} on the host failed (exit {code}): {output}")]
     Write {
@@ -85,27 +85,32 @@ impl HostAgent {
         Ok(SnippetState::parse(&out.stdout))
     }
 
-    /// Replaces the snippet atomically (temp file + rename); `None` writes a comment-only
-    /// placeholder (nothing routed). First records what is applied now, if nothing has yet, so a
-    /// run killed before the reload leaves proof of what Caddy still serves.
+    /// Replaces the proxy's file atomically (temp file + rename); `None` writes the proxy's
+    /// `placeholder` (nothing routed). First records what is applied now, if nothing has yet, so
+    /// a run killed before the reload leaves proof of what the proxy still serves.
     pub async fn write(
         &self,
         engine: &Engine,
         file: &str,
         content: Option<&str>,
+        placeholder: &str,
     ) -> Result<(), AgentError> {
         let script = format!(
             "f={MOUNT}/$1; a={MOUNT}/.$1.applied; t={MOUNT}/.$1.slipway-tmp; \
              if [ ! -e \"$a\" ]; then \
-               if [ -e \"$f\" ]; then cp \"$f\" \"$a.tmp\"; else printf '{PLACEHOLDER}' > \"$a.tmp\"; fi \
+               if [ -e \"$f\" ]; then cp \"$f\" \"$a.tmp\"; else printf '%s' \"$3\" > \"$a.tmp\"; fi \
                && mv -f \"$a.tmp\" \"$a\" || exit 5; \
              fi; \
              printf '%s' \"$2\" > \"$t\" && mv -f \"$t\" \"$f\""
         );
         // Not removed: a Caddyfile that imports this file by name needs it to exist.
-        let text = content.unwrap_or(PLACEHOLDER_TEXT);
+        let text = content.unwrap_or(placeholder);
         let out = engine
-            .exec(&self.id, &sh(&script, &[file, text]), self.host.deadline)
+            .exec(
+                &self.id,
+                &sh(&script, &[file, text, placeholder]),
+                self.host.deadline,
+            )
             .await?;
         written(file, out)
     }
@@ -119,6 +124,45 @@ impl HostAgent {
             .exec(&self.id, &sh(&script, &[file]), self.host.deadline)
             .await?;
         written(file, out)
+    }
+
+    /// The deadline of each step run on the host.
+    pub fn deadline(&self) -> std::time::Duration {
+        self.host.deadline
+    }
+
+    /// Runs `command` on the host (nsenter into PID `host.pid`), whatever it exits with.
+    pub async fn on_host(
+        &self,
+        engine: &Engine,
+        command: &[String],
+    ) -> Result<OneShotExit, EngineError> {
+        engine
+            .exec(
+                &self.id,
+                &self.host.nsenter_argv(command),
+                self.host.deadline,
+            )
+            .await
+    }
+
+    /// GET `url` from the host's network (a proxy's API on the host's loopback).
+    pub async fn fetch_on_host(&self, engine: &Engine, url: &str) -> Fetched {
+        let argv: Vec<String> = ["nsenter", "-t", &self.host.pid.to_string(), "-n", "--"]
+            .into_iter()
+            .chain(["timeout", "5", "wget", "-q", "-O-", url])
+            .map(String::from)
+            .collect();
+        match engine.exec(&self.id, &argv, self.host.deadline).await {
+            Ok(out) if out.code == 0 => Fetched::Body(out.stdout),
+            Ok(out) if out.stderr.contains(" 404") => Fetched::NotFound,
+            Ok(out) => Fetched::Failed(format!(
+                "GET {url} failed (exit {}): {}",
+                out.code,
+                out.stderr.trim()
+            )),
+            Err(e) => Fetched::Failed(e.to_string()),
+        }
     }
 
     /// Runs the reload command on the host (nsenter into PID `host.pid`).
@@ -192,16 +236,21 @@ fn with_journal(mut out: OneShotExit, unit: &str, journal: Option<OneShotExit>) 
     out
 }
 
-/// What a snippet holds when no release serves.
-const PLACEHOLDER_TEXT: &str = "# slipway: no release serves here\n";
-/// The same, as a printf format inside the agent's script.
-const PLACEHOLDER: &str = "# slipway: no release serves here\\n";
+/// A GET from the host's network.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fetched {
+    Body(String),
+    NotFound,
+    Failed(String),
+}
 
 /// The snippet file and the content last applied by a reload, as read from the host.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SnippetState {
     pub file: Option<String>,
     pub applied: Option<String>,
+    /// Whose file it is (what the routed port is read with).
+    pub proxy: crate::host::proxy::ProxyKind,
 }
 
 impl SnippetState {
@@ -210,6 +259,7 @@ impl SnippetState {
         SnippetState {
             file: file.strip_prefix('F').map(String::from),
             applied: applied.strip_prefix('A').map(String::from),
+            proxy: Default::default(),
         }
     }
 }

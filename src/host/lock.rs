@@ -58,8 +58,8 @@ pub enum LockError {
     },
     #[error("interrupted while waiting for the deploy lock of `{service}`")]
     Interrupted { service: String },
-    #[error("caddy.snippet_dir {path} does not exist on the host; nothing was changed")]
-    SnippetDirMissing { path: String },
+    #[error("{key} {path} does not exist on the host; nothing was changed")]
+    SnippetDirMissing { key: &'static str, path: String },
     #[error(transparent)]
     Engine(#[from] EngineError),
 }
@@ -70,8 +70,8 @@ impl LockError {
             LockError::Held { service, .. } => format!(
                 "wait for that run, pass --lock-wait 5m, or if it is gone: `slipway lock release --config ...` (it also expires by itself once its heartbeat stops; see `slipway lock status` for {service})"
             ),
-            LockError::SnippetDirMissing { path } => format!(
-                "Day 0 creates it (docs/operator-guide.md, Day 0 step 3): as root on the host `install -d -m 0755 {path}`, a placeholder snippet per service, and the Caddyfile's import; or fix caddy.snippet_dir in the spec"
+            LockError::SnippetDirMissing { key, path } => format!(
+                "Day 0 creates it (docs/operator-guide.md, Day 0 step 3, and the section of your proxy): as root on the host `install -d -m 0755 {path}`, a placeholder file per service, and the proxy's include of it; or fix {key} in the spec"
             ),
             LockError::Engine(e) => e.hint().unwrap_or_else(|| {
                 "check that the Docker engine answers (`slipway doctor`)".into()
@@ -164,7 +164,10 @@ pub struct Lock {
 pub struct LockRequest<'a> {
     pub service: &'a str,
     pub host: &'a HostAccess,
-    pub snippet_dir: &'a std::path::Path,
+    /// The proxy's directory on the host, mounted for the agent (`None`: no proxy file).
+    pub snippet_dir: Option<&'a std::path::Path>,
+    /// The spec key that names `snippet_dir`, for messages.
+    pub dir_key: &'static str,
     pub owner: &'a Owner,
     pub ttl: Duration,
     pub wait: Duration,
@@ -191,10 +194,11 @@ impl Lock {
             ],
             privileged: true,
             pid_host: true,
-            mounts: vec![(
-                req.snippet_dir.display().to_string(),
-                SNIPPET_MOUNT.to_string(),
-            )],
+            mounts: req
+                .snippet_dir
+                .map(|d| (d.display().to_string(), SNIPPET_MOUNT.to_string()))
+                .into_iter()
+                .collect(),
             labels: vec![
                 ("dev.slipway.service".into(), req.service.into()),
                 (LABEL_OWNER.into(), req.owner.run.clone()),
@@ -225,7 +229,11 @@ impl Lock {
                 Err(EngineError::NameTaken { .. }) => {}
                 Err(EngineError::MountSourceMissing { .. }) => {
                     return Err(LockError::SnippetDirMissing {
-                        path: req.snippet_dir.display().to_string(),
+                        key: req.dir_key,
+                        path: req
+                            .snippet_dir
+                            .map(|d| d.display().to_string())
+                            .unwrap_or_default(),
                     });
                 }
                 Err(e) => return Err(e.into()),

@@ -2,8 +2,8 @@
 //! PID namespace runs `nsenter -t PID -m -u -n -p -i -- COMMAND`.
 
 pub mod agent;
-pub mod caddy;
 pub mod lock;
+pub mod proxy;
 
 use std::time::Duration;
 

@@ -8,6 +8,7 @@ use tokio_util::sync::CancellationToken;
 use super::gate::{self, GateFailure, GateRun};
 use crate::engine::{AppContainer, ContainerInfo, Engine, ImageInfo, ReleaseExit};
 use crate::host::agent::HostAgent;
+use crate::host::proxy::Driver;
 
 /// Every call the executor makes that changes or reads the host. Errors are the one-line text a
 /// report shows.
@@ -23,8 +24,12 @@ pub trait Backend {
     async fn log_tail(&self, id: &str) -> String;
     async fn gate(&self, run: GateRun<'_>, cancel: &CancellationToken) -> Result<(), GateFailure>;
     async fn write_snippet(&self, file: &str, content: Option<&str>) -> Result<(), String>;
-    /// The reload's output.
-    async fn reload(&self) -> Result<String, String>;
+    /// The proxy's own test of the written file (`nginx -t`); a failure left the proxy as it
+    /// was, serving what it served before the write.
+    async fn check_config(&self) -> Result<(), String>;
+    /// Makes the proxy serve `content` (the file just written; `None`: the placeholder): a
+    /// reload, or a wait until the proxy shows it. Its output.
+    async fn apply(&self, content: Option<&str>) -> Result<String, String>;
     async fn mark_applied(&self, file: &str) -> Result<(), String>;
     /// Runs the release command once; `Err` only when it could not run (`Err(None)`:
     /// interrupted).
@@ -39,7 +44,7 @@ pub trait Backend {
 pub struct Live<'a> {
     pub engine: &'a Engine,
     pub agent: &'a HostAgent,
-    pub reload: &'a [String],
+    pub driver: &'a Driver,
 }
 
 impl Backend for Live<'_> {
@@ -90,17 +95,15 @@ impl Backend for Live<'_> {
     }
     async fn write_snippet(&self, file: &str, content: Option<&str>) -> Result<(), String> {
         self.agent
-            .write(self.engine, file, content)
+            .write(self.engine, file, content, self.driver.kind().placeholder())
             .await
             .map_err(|e| e.to_string())
     }
-    async fn reload(&self) -> Result<String, String> {
-        let out = self
-            .agent
-            .reload(self.engine, self.reload)
-            .await
-            .map_err(|e| e.to_string())?;
-        Ok(format!("{}{}", out.stdout, out.stderr).trim().into())
+    async fn check_config(&self) -> Result<(), String> {
+        self.driver.check(self.engine, self.agent).await
+    }
+    async fn apply(&self, content: Option<&str>) -> Result<String, String> {
+        self.driver.apply(self.engine, self.agent, content).await
     }
     async fn run_release(
         &self,

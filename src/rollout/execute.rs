@@ -11,6 +11,7 @@ use super::undo::{self, Progress, PutBack};
 use super::{Action, ContainerRef, NewContainer, Plan, Rollout};
 use crate::engine::Engine;
 use crate::host::agent::HostAgent;
+use crate::host::proxy::Driver;
 
 pub use super::report::{Evidence, Outcome, Report, Step, StepName};
 
@@ -20,7 +21,7 @@ const INTERRUPTED: &str = "interrupted (SIGINT/SIGTERM)";
 pub struct Context<'a> {
     pub engine: &'a Engine,
     pub agent: &'a HostAgent,
-    pub reload: Vec<String>,
+    pub driver: Driver,
     pub cancel: &'a CancellationToken,
 }
 
@@ -85,9 +86,10 @@ async fn verify_restored(report: &mut Report, hook: &impl AfterSwitch, r: &Rollo
         Err(why) => {
             report.outcome = Outcome::RollbackFailed;
             report.message = format!(
-                "{}; but after putting the previous release back, the public check still fails: {why}. State: {} routes to the previous container{}; the new one was removed. Check Caddy and the previous container on the host, then deploy again or run `slipway rollout {}` (the previous release)",
+                "{}; but after putting the previous release back, the public check still fails: {why}. State: {} routes to the previous container{}; the new one was removed. Check {} and the previous container on the host, then deploy again or run `slipway rollout {}` (the previous release)",
                 report.message,
                 r.snippet.path,
+                r.snippet.proxy.name(),
                 report.previous.as_ref().map_or(String::new(), |p| format!(
                     " {} on 127.0.0.1:{}",
                     p.name,
@@ -143,7 +145,7 @@ pub async fn execute(ctx: &Context<'_>, plan: &Plan, hook: &impl AfterSwitch) ->
     let live = Live {
         engine: ctx.engine,
         agent: ctx.agent,
-        reload: &ctx.reload,
+        driver: &ctx.driver,
     };
     run(&live, ctx.cancel, plan, hook).await
 }
@@ -642,7 +644,7 @@ impl<'a, B: Backend> Exec<'a, B> {
         }
     }
 
-    /// 6. Switch Caddy: snippet, reload, record what was applied.
+    /// 6. Switch the proxy: write its file, let it check and apply it, record what was applied.
     async fn switch(&mut self, r: &Rollout) -> Result<(), Stop> {
         let t = Instant::now();
         let Some(content) = r.snippet.content.as_deref() else {
@@ -657,7 +659,16 @@ impl<'a, B: Backend> Exec<'a, B> {
             ));
         }
         self.done.written = true;
-        let reloaded = match self.b.reload().await {
+        if let Err(e) = self.b.check_config().await {
+            self.done.rejected = true;
+            self.report.evidence.reload_output = e.clone();
+            self.record(StepName::Switch, t, false, e.clone());
+            return Err(Stop::undo(
+                Outcome::RolledBack,
+                format!("the new {} was refused: {e}", r.snippet.file),
+            ));
+        }
+        let reloaded = match self.b.apply(Some(content)).await {
             Ok(out) => {
                 self.done.reloaded = true;
                 self.report.evidence.reload_output = out;
@@ -670,10 +681,15 @@ impl<'a, B: Backend> Exec<'a, B> {
             self.record(StepName::Switch, t, false, e.clone());
             return Err(Stop::undo(
                 Outcome::RolledBack,
-                format!("the Caddy reload failed: {e}"),
+                format!("{}: {e}", r.snippet.proxy.apply_failed()),
             ));
         }
-        let detail = format!("{} → 127.0.0.1:{}, Caddy reloaded", r.snippet.path, r.port);
+        let detail = format!(
+            "{} → 127.0.0.1:{}, {}",
+            r.snippet.path,
+            r.port,
+            r.snippet.proxy.applied()
+        );
         self.record(StepName::Switch, t, true, detail);
         Ok(())
     }
@@ -796,9 +812,13 @@ impl<'a, B: Backend> Exec<'a, B> {
         );
         if self.done.written {
             let previous = r.snippet.previous.clone().flatten();
-            if let Err((stage, e)) =
-                undo::put_back(self.b, &r.snippet.file, previous.as_deref()).await
-            {
+            let file = &r.snippet.file;
+            let put = if self.done.rejected {
+                undo::write_back(self.b, file, previous.as_deref()).await
+            } else {
+                undo::put_back(self.b, file, previous.as_deref()).await
+            };
+            if let Err((stage, e)) = put {
                 let kept = stage == PutBack::Reload
                     && !self.done.reloaded
                     && previous_still_serves(hook, self.report.previous.as_ref()).await;
@@ -854,8 +874,10 @@ impl<'a, B: Backend> Exec<'a, B> {
         self.record(StepName::Rollback, t, false, e.to_string());
         let old = self.report.previous.clone();
         let state = undo::restore_failed(r, old.as_ref(), self.done.reloaded, stage);
-        let message =
-            format!("{why}; restoring the previous Caddy config failed too ({e}). State: {state}");
+        let message = format!(
+            "{why}; restoring the previous {} config failed too ({e}). State: {state}",
+            r.snippet.proxy.name()
+        );
         self.end(Outcome::RollbackFailed, message)
     }
 }

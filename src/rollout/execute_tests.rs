@@ -135,14 +135,21 @@ impl Backend for Fake {
         }
     }
     async fn write_snippet(&self, _: &str, content: Option<&str>) -> Result<(), String> {
-        let to = match content.and_then(crate::host::caddy::snippet_port) {
+        let to = match content.and_then(crate::host::proxy::caddy::snippet_port) {
             Some(18001) => "old",
             Some(18002) => "new",
             _ => "placeholder",
         };
         self.call("write", to)
     }
-    async fn reload(&self) -> Result<String, String> {
+    async fn check_config(&self) -> Result<(), String> {
+        // Recorded only when a test asks it to fail: Caddy has no test before its reload.
+        if self.fail.borrow().contains(&"check") {
+            return self.call("check", "");
+        }
+        Ok(())
+    }
+    async fn apply(&self, _: Option<&str>) -> Result<String, String> {
         self.call("reload", "").map(|()| "reloaded".into())
     }
     async fn mark_applied(&self, _: &str) -> Result<(), String> {
@@ -240,6 +247,7 @@ fn plan_for(extra: &str) -> Plan {
         snippet: Some(SnippetState {
             file: Some(old_snippet.clone()),
             applied: Some(old_snippet),
+            proxy: Default::default(),
         }),
         now_unix_ms: 2,
         env: vec![("DB_PASSWORD".into(), "hunter2-secret".into())],
@@ -369,6 +377,22 @@ async fn a_failed_smoke_test_restores_and_checks_the_previous_release() {
         report.message
     );
     assert_eq!(report.steps.last().unwrap().name, StepName::VerifyRestored);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_file_the_proxy_test_refuses_is_written_back_without_a_reload() {
+    // nginx -t refused the new file: nginx never took it in, so only the file goes back.
+    let fake = Fake::new(&["check"], None);
+    let (report, new) = run_with(&fake, &Hook::passing()).await;
+    assert_eq!(report.outcome, Outcome::RolledBack, "{}", report.message);
+    assert_old_serves(&fake, &report, &new);
+    let calls = fake.calls();
+    let after_check = &calls[calls.iter().position(|c| c == "check!").unwrap()..];
+    assert!(
+        !after_check.iter().any(|c| c == "reload" || c == "mark"),
+        "{calls:?}"
+    );
+    assert!(report.message.contains("was refused"), "{}", report.message);
 }
 
 #[tokio::test(start_paused = true)]

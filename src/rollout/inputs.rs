@@ -7,6 +7,7 @@ use crate::cli::{GlobalArgs, ServiceArgs};
 use crate::engine::Engine;
 use crate::exit::{Exit, Failure};
 use crate::host::lock::Owner;
+use crate::host::proxy::Driver;
 use crate::host::{self, HostAccess};
 use crate::image::revision::Revision;
 use crate::spec::{self, ServiceSpec};
@@ -30,7 +31,9 @@ pub enum Choice {
 pub struct Prepared {
     pub spec: ServiceSpec,
     pub host: HostAccess,
-    pub reload: Vec<String>,
+    /// How the proxy takes the written file in.
+    pub driver: Driver,
+    /// The same, as the plan shows it.
     pub reload_text: String,
     pub values: Vec<(String, String)>,
     pub engine: Engine,
@@ -71,11 +74,8 @@ pub fn prepare(global: &GlobalArgs, args: &ServiceArgs) -> Result<Prepared, Fail
         .with_hint("lower the limits, or approve on purpose with --approve-over-quota"));
     }
     let host = host_access(&args.reload_image, args.host_pid, args.reload_timeout)?;
-    let reload_text = args
-        .reload_command
-        .clone()
-        .unwrap_or_else(|| spec.caddy.reload_command.clone());
-    let reload = reload_argv(&reload_text)?;
+    let driver = proxy_driver(&spec, args.reload_command.as_deref())?;
+    let reload_text = driver.text();
     let env: BTreeMap<String, String> = std::env::vars().collect();
     let values = spec::resolve_env(&spec.all_env_names(), &env).map_err(|missing| {
         Failure::usage(anyhow::anyhow!(
@@ -96,12 +96,23 @@ pub fn prepare(global: &GlobalArgs, args: &ServiceArgs) -> Result<Prepared, Fail
     Ok(Prepared {
         spec,
         host,
-        reload,
+        driver,
         reload_text,
         values,
         engine,
         owner,
     })
+}
+
+/// How the spec's proxy takes a file in; `--reload-command` replaces its reload command.
+pub fn proxy_driver(spec: &ServiceSpec, reload_override: Option<&str>) -> Result<Driver, Failure> {
+    let proxy = spec.proxy().ok_or_else(|| {
+        Failure::usage(anyhow::anyhow!("the spec names no proxy to switch"))
+            .with_hint("add the table of the proxy this host runs: [caddy], [traefik] or [nginx]")
+    })?;
+    proxy
+        .driver(&spec.name, reload_override)
+        .map_err(|e| Failure::usage(e).with_hint("e.g. --reload-command 'systemctl reload caddy'"))
 }
 
 /// The engine at --docker-host / DOCKER_HOST; a socket that is not there is "unavailable" (4).

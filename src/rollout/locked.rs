@@ -10,10 +10,32 @@ use super::{Facts, Plan, Report, Target, TargetImage};
 use crate::cli::ServiceArgs;
 use crate::engine::{Engine, EngineError};
 use crate::exit::{Exit, Failure};
+use crate::host::HostAccess;
 use crate::host::agent::{AgentError, HostAgent};
-use crate::host::lock::{self, Lock, LockError, LockRequest};
+use crate::host::lock::{self, Lock, LockError, LockRequest, Owner};
 use crate::image::reference::PinnedImage;
 use crate::rollout;
+use crate::spec::ServiceSpec;
+
+/// The lock of `spec`'s service, its agent mounting the proxy's directory.
+pub fn lock_request<'a>(
+    spec: &'a ServiceSpec,
+    host: &'a HostAccess,
+    owner: &'a Owner,
+    ttl: std::time::Duration,
+    wait: std::time::Duration,
+) -> LockRequest<'a> {
+    let proxy = spec.proxy();
+    LockRequest {
+        service: &spec.name,
+        host,
+        snippet_dir: proxy.map(|p| p.dir()),
+        dir_key: proxy.map_or("proxy", |p| p.dir_key()),
+        owner,
+        ttl,
+        wait,
+    }
+}
 
 /// Runs `body` with the lock held and the agent attached; the lock is released afterwards,
 /// whatever `body` returned.
@@ -39,20 +61,27 @@ pub enum FactsError {
     Engine(#[from] EngineError),
 }
 
-/// What the engine and the host say now, read under the lock: the snippet and its applied
+/// What the engine and the host say now, read under the lock: the proxy's file and its applied
 /// record, the service's containers, the image if present.
 pub async fn fresh_facts(
     engine: &Engine,
     agent: &HostAgent,
-    service: &str,
+    spec: &ServiceSpec,
     image: Option<&PinnedImage>,
     env: Vec<(String, String)>,
     run_url: String,
 ) -> Result<Facts, FactsError> {
-    let snippet = agent.read(engine, &format!("{service}.caddy")).await?;
-    let facts = super::gather_facts(engine, service, image).await?;
+    let snippet = match spec.proxy() {
+        Some(proxy) => {
+            let mut read = agent.read(engine, &proxy.file(&spec.name)).await?;
+            read.proxy = proxy.kind();
+            Some(read)
+        }
+        None => None,
+    };
+    let facts = super::gather_facts(engine, &spec.name, image).await?;
     Ok(Facts {
-        snippet: Some(snippet),
+        snippet,
         env,
         run_url,
         ..facts
@@ -137,20 +166,14 @@ pub async fn execute_locked(
     hook: &impl rollout::execute::AfterSwitch,
     cancel: &CancellationToken,
 ) -> Result<Report, Failure> {
-    let request = LockRequest {
-        service: &p.spec.name,
-        host: &p.host,
-        snippet_dir: &p.spec.caddy.snippet_dir,
-        owner: &p.owner,
-        ttl: args.lock_ttl,
-        wait: args.lock_wait,
-    };
+    healthchecks_usable(p).await?;
+    let request = lock_request(&p.spec, &p.host, &p.owner, args.lock_ttl, args.lock_wait);
     let body = async |agent: &HostAgent| -> Result<Report, Failure> {
         let plan = plan_locked(p, agent, choice).await?;
         let ctx = rollout::execute::Context {
             engine: &p.engine,
             agent,
-            reload: p.reload.clone(),
+            driver: p.driver.clone(),
             cancel,
         };
         Ok(rollout::execute(&ctx, &plan, hook).await)
@@ -167,6 +190,31 @@ pub async fn execute_locked(
         })?
 }
 
+/// A gate that waits for image HEALTHCHECKs on an engine that never runs them (Podman without
+/// systemd) could never pass: refused before anything changes (exit 4).
+async fn healthchecks_usable(p: &Prepared) -> Result<(), Failure> {
+    let workers = p.spec.workers.values().any(|w| w.health.docker);
+    if !p.spec.health.docker && !workers {
+        return Ok(());
+    }
+    // An engine that does not answer is reported by the lock step, with its own advice.
+    let Ok(v) = p.engine.version().await else {
+        return Ok(());
+    };
+    if p.engine.runs_healthchecks(v.kind).await.unwrap_or(true) {
+        return Ok(());
+    }
+    Err(Failure::new(
+        Exit::Unavailable,
+        anyhow::anyhow!(
+            "{} {} on this socket runs without systemd, so image HEALTHCHECKs never run and the health.docker gate could never pass; nothing was changed",
+            v.kind.name(),
+            v.version
+        ),
+    )
+    .with_hint("gate on [health.http] with health.docker = false (and workers.NAME.health.docker = false), or run Podman's service on a systemd host (docs/operator-guide.md, Podman)"))
+}
+
 /// Under the lock: facts read again, the snippet through the agent, then the plan.
 async fn plan_locked(p: &Prepared, agent: &HostAgent, choice: &Choice) -> Result<Plan, Failure> {
     let facts = gather(p, None).await?;
@@ -174,14 +222,15 @@ async fn plan_locked(p: &Prepared, agent: &HostAgent, choice: &Choice) -> Result
     let facts = fresh_facts(
         &p.engine,
         agent,
-        &p.spec.name,
+        &p.spec,
         target.image.pinned(),
         p.values.clone(),
         p.owner.run.clone(),
     )
     .await
     .map_err(|e| {
-        Failure::new(Exit::Unavailable, e).with_hint("check caddy.snippet_dir in the spec")
+        let key = p.spec.proxy().map_or("the proxy table", |x| x.dir_key());
+        Failure::new(Exit::Unavailable, e).with_hint(format!("check {key} in the spec"))
     })?;
     let plan = rollout::plan(&p.spec, &target, &facts, &p.reload_text);
     tracing::info!("{}", render_plan(&plan).lines().next().unwrap_or_default());

@@ -214,6 +214,8 @@ impl NewContainer {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct SnippetChange {
+    /// The proxy whose file it is.
+    pub proxy: crate::host::proxy::ProxyKind,
     pub file: String,
     pub path: String,
     /// The new content; `None` in a plan for an image not built yet (it names the digest).

@@ -5,12 +5,12 @@
 use super::containers::{app_container, container_ref, label, released};
 use super::*;
 use crate::engine::{AppContainer, ContainerInfo};
-use crate::host::caddy;
+use crate::host::proxy::UpstreamValues;
 use crate::image::reference::PinnedImage;
 use crate::image::revision::Revision;
 use crate::spec::ServiceSpec;
 
-/// What Caddy serves, as far as the host shows it: the content the last reload applied, else
+/// What the proxy serves, as far as the host shows it: the content the last reload applied, else
 /// the file. `None` when not read; `Some(None)` when there is no snippet.
 pub fn routed(facts: &Facts) -> Option<Option<&str>> {
     let s = facts.snippet.as_ref()?;
@@ -29,9 +29,10 @@ fn pending(facts: &Facts) -> Option<String> {
 /// the newest running one.
 pub fn active(facts: &Facts) -> Option<&ContainerInfo> {
     let running = facts.containers.iter().filter(|c| c.running);
+    let kind = facts.snippet.as_ref().map(|s| s.proxy).unwrap_or_default();
     match routed(facts) {
         Some(snippet) => {
-            let port = snippet.and_then(caddy::snippet_port)?;
+            let port = snippet.and_then(|s| kind.routed_port(s))?;
             running
                 .into_iter()
                 .find(|c| label(c, LABEL_PORT) == port.to_string())
@@ -248,19 +249,26 @@ impl Planning<'_> {
     }
 
     fn snippet(&self, port: u16) -> Result<SnippetChange, Refusal> {
+        let proxy = self.spec.proxy().ok_or_else(|| {
+            let hint = "add the table of the proxy this host runs: [caddy], [traefik] or [nginx]";
+            (
+                "the spec names no proxy to switch".to_string(),
+                hint.to_string(),
+            )
+        })?;
+        let name = &self.spec.name;
         let render = |digest| {
-            caddy::render_snippet(&caddy::SnippetValues {
-                service: &self.spec.name,
-                port,
-                digest,
-                revision: self.revision,
-                options: &self.spec.caddy.upstream_options,
-            })
-            .map_err(|e| {
-                let hint =
-                    "fix the value in the spec; docs/operator-guide.md lists what may be written";
-                (e.to_string(), hint.to_string())
-            })
+            proxy
+                .render(&UpstreamValues {
+                    service: name,
+                    port,
+                    digest,
+                    revision: self.revision,
+                })
+                .map_err(|e| {
+                    let hint = "fix the value in the spec; docs/operator-guide.md lists what may be written";
+                    (e.to_string(), hint.to_string())
+                })
         };
         let content = self.target.image.digest().map(render).transpose()?;
         let previous = self
@@ -269,10 +277,11 @@ impl Planning<'_> {
             .as_ref()
             .map(|_| routed(self.facts).flatten().map(String::from));
         Ok(SnippetChange {
-            path: self.spec.snippet_path().display().to_string(),
+            proxy: proxy.kind(),
+            path: proxy.path(name).display().to_string(),
             content,
             previous,
-            file: format!("{}.caddy", self.spec.name),
+            file: proxy.file(name),
         })
     }
 
@@ -299,8 +308,9 @@ impl Planning<'_> {
         vec![
             format!("before the switch: remove {} ({serving})", new.name()),
             format!(
-                "after the switch: restore the previous {}, reload Caddy, check it, remove {}",
+                "after the switch: restore the previous {}, {}, check it, remove {}",
                 snippet.file,
+                snippet.proxy.apply_verb(),
                 new.name()
             ),
             "if that restore fails: exit 3 with the state of the host and the commands to run"
@@ -322,16 +332,23 @@ fn host_contract(spec: &ServiceSpec, facts: &Facts) -> Option<(String, String)> 
     if snippet.file.is_some() || running.is_empty() {
         return None;
     }
-    let path = spec.snippet_path().display().to_string();
+    let proxy = spec.proxy()?;
+    let kind = proxy.kind();
+    let path = proxy.path(&spec.name).display().to_string();
     let reason = format!(
-        "{path} does not exist on the host, but {} of {} still run{}: Caddy may route to any of them, so slipway changes nothing",
+        "{path} does not exist on the host, but {} of {} still run{}: {} may route to any of them, so slipway changes nothing",
         running.join(", "),
         spec.name,
-        if running.len() == 1 { "s" } else { "" }
+        if running.len() == 1 { "s" } else { "" },
+        kind.name()
     );
+    let route = kind
+        .manual_route(0)
+        .replace(":0", ":<the serving slot's port>");
     let hint = format!(
-        "restore the snippet (Day 0, docs/operator-guide.md step 3): write `reverse_proxy 127.0.0.1:<the serving slot's port>` to {path} as root on the host, reload Caddy, remove the stale record beside it (.{}.caddy.applied), then deploy again",
-        spec.name
+        "restore the snippet (Day 0, docs/operator-guide.md step 3): write `{route}` to {path} as root on the host, {}, remove the stale record beside it (.{}.applied), then deploy again",
+        kind.apply_verb(),
+        proxy.file(&spec.name)
     );
     Some((reason, hint))
 }

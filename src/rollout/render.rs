@@ -190,11 +190,16 @@ fn steps_workers_and_switch(r: &rollout::Rollout) -> Vec<String> {
         );
         v.push(format!("{what}; gate: {gate}; a failure switches nothing"));
     }
-    v.push(format!(
-            "write {} -> reverse_proxy 127.0.0.1:{} and run `{}` on the host via the privileged sibling",
-            r.snippet.path, r.port, r.reload_command
+    let route = r.snippet.proxy.manual_route(r.port);
+    v.push(match r.snippet.proxy {
+        crate::host::proxy::ProxyKind::Traefik => {
+            format!("write {} -> {route}; {}", r.snippet.path, r.reload_command)
+        }
+        _ => format!(
+            "write {} -> {route} and run `{}` on the host via the privileged sibling",
+            r.snippet.path, r.reload_command
         ),
-    );
+    });
     v
 }
 

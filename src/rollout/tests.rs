@@ -3,7 +3,7 @@ use std::path::Path;
 
 use super::*;
 use crate::engine::ContainerInfo;
-use crate::host::caddy;
+use crate::host::proxy::caddy;
 use crate::image::reference::PinnedImage;
 use crate::image::revision::Revision;
 use crate::spec::ServiceSpec;
@@ -81,6 +81,7 @@ fn facts(containers: Vec<ContainerInfo>, snippet_port: Option<u16>) -> Facts {
         snippet: Some(crate::host::agent::SnippetState {
             file: snippet_port.map(snippet),
             applied: None,
+            proxy: Default::default(),
         }),
         env: vec![("TOKEN".into(), "s3cr3t-value".into())],
         now_unix_ms: 1_700_000_000_000,
@@ -417,4 +418,54 @@ fn a_run_killed_between_write_and_reload_is_reconciled_from_what_was_applied() {
         rollout(&super::plan(&spec(), &target(D2), &f, "x")).recover,
         None
     );
+}
+
+#[test]
+fn each_proxy_plans_its_own_file_and_reads_its_own_route_back() {
+    let tables = [
+        (
+            "[nginx]\nupstream_file = \"/etc/nginx/slipway/web.upstream\"\n",
+            "web.upstream",
+            "server 127.0.0.1:18002;",
+            "nginx -t && systemctl reload nginx",
+        ),
+        (
+            "[traefik]\ndynamic_dir = \"/etc/traefik/dynamic\"\nrule = \"Host(`web.test`)\"\nentrypoints = [\"websecure\"]\napi_url = \"http://127.0.0.1:8080\"\n",
+            "web.yml",
+            "- url: 'http://127.0.0.1:18002'",
+            "confirmed at http://127.0.0.1:8080",
+        ),
+    ];
+    for (table, file, route, apply) in tables {
+        let text = format!(
+            "name = \"web\"\nslots = [18001, 18002]\ncontainer_port = 8080\nenv = [\"TOKEN\"]\n[health]\n{table}"
+        );
+        let spec = ServiceSpec::parse(Path::new("s.toml"), &text).unwrap();
+        let proxy = spec.proxy().unwrap();
+        let driver = proxy.driver("web", None).unwrap();
+        // What serves: v1 in slot 0, as this proxy's own file says it.
+        let mut f = facts(vec![app("a", 0, D1, 1, true)], None);
+        let values = crate::host::proxy::UpstreamValues {
+            service: "web",
+            port: 18001,
+            digest: D1,
+            revision: &Revision::parse("x", "test").unwrap(),
+        };
+        let serving = proxy.render(&values).unwrap();
+        f.snippet = Some(crate::host::agent::SnippetState {
+            file: Some(serving.clone()),
+            applied: Some(serving.clone()),
+            proxy: proxy.kind(),
+        });
+        let plan = plan(&spec, &target(D2), &f, &driver.text());
+        let r = rollout(&plan);
+        assert_eq!(plan.active.as_ref().map(|a| a.id.as_str()), Some("a"));
+        assert_eq!((r.slot, r.snippet.file.as_str()), (1, file));
+        let content = r.snippet.content.as_deref().unwrap();
+        assert!(content.contains(route), "{content}");
+        assert_eq!(r.snippet.previous, Some(Some(serving)));
+        let text = render_plan(&plan);
+        assert!(text.contains(apply), "{text}");
+        assert!(!text.contains("Caddy"), "{text}");
+    }
 }

@@ -11,8 +11,10 @@ pub struct Progress {
     pub new_id: Option<String>,
     /// The snippet names the new container.
     pub written: bool,
-    /// Caddy reloaded with it.
+    /// The proxy took it in (reloaded, or showed it served).
     pub reloaded: bool,
+    /// The proxy's own test refused it: the proxy still runs what it ran before the write.
+    pub rejected: bool,
     /// New workers started: (id, a retained one restarted).
     pub workers: Vec<(String, bool)>,
 }
@@ -25,7 +27,7 @@ pub enum PutBack {
     Record,
 }
 
-/// Writes `content` to the snippet, reloads, and records it as applied.
+/// Writes `content` to the proxy's file, has the proxy take it in, and records it as applied.
 pub async fn put_back(
     b: &impl Backend,
     file: &str,
@@ -35,8 +37,21 @@ pub async fn put_back(
     b.write_snippet(file, content)
         .await
         .map_err(at(PutBack::Write))?;
-    b.reload().await.map_err(at(PutBack::Reload))?;
+    b.check_config().await.map_err(at(PutBack::Reload))?;
+    b.apply(content).await.map_err(at(PutBack::Reload))?;
     b.mark_applied(file).await.map_err(at(PutBack::Record))
+}
+
+/// After the proxy's test refused the new file: only the file goes back (the proxy never took
+/// the new one in, and its applied record still says what it serves).
+pub async fn write_back(
+    b: &impl Backend,
+    file: &str,
+    content: Option<&str>,
+) -> Result<(), (PutBack, String)> {
+    b.write_snippet(file, content)
+        .await
+        .map_err(|e| (PutBack::Write, e))
 }
 
 /// Removes (or, for a retained release, stops) the new container for real: retried while the
@@ -92,6 +107,7 @@ pub fn restore_failed(
     let prior = old.map_or("nothing (the placeholder)".to_string(), |o| {
         format!("127.0.0.1:{} ({})", o.port.unwrap_or_default(), o.name)
     });
+    let proxy = r.snippet.proxy.name();
     let file_says = match stage {
         PutBack::Write => &new,
         PutBack::Reload | PutBack::Record => &prior,
@@ -106,7 +122,7 @@ pub fn restore_failed(
     });
     let record = record_path(&r.snippet.path);
     format!(
-        "{} routes to {file_says}; Caddy serves {serves}; {} is left running so nothing that may serve is lost; {running}. To fix: {}; once Caddy serves it, `cp {} {record}` so slipway knows what Caddy applied",
+        "{} routes to {file_says}; {proxy} serves {serves}; {} is left running so nothing that may serve is lost; {running}. To fix: {}; once {proxy} serves it, `cp {} {record}` so slipway knows what {proxy} applied",
         r.snippet.path,
         r.new.name(),
         manual_fix(r, old),
@@ -117,14 +133,16 @@ pub fn restore_failed(
 fn manual_fix(r: &Rollout, old: Option<&ContainerRef>) -> String {
     match old {
         Some(o) => format!(
-            "write `reverse_proxy 127.0.0.1:{}` to {} on the host and run `{}` (or fix what the reload reports and run `slipway reload`), then deploy again",
-            o.port.unwrap_or_default(),
+            "write `{}` to {} on the host and run `{}` (or fix what the reload reports and run `slipway reload`), then deploy again",
+            r.snippet.proxy.manual_route(o.port.unwrap_or_default()),
             r.snippet.path,
             r.reload_command
         ),
         None => format!(
-            "write a comment-only placeholder to {} on the host and run `{}`, then deploy again",
-            r.snippet.path, r.reload_command
+            "write the placeholder `{}` to {} on the host and run `{}`, then deploy again",
+            r.snippet.proxy.placeholder().trim().replace('\n', " "),
+            r.snippet.path,
+            r.reload_command
         ),
     }
 }

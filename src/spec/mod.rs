@@ -2,9 +2,11 @@
 //! read from TOML and validated all at once. Pure: no I/O beyond `load`, no clock.
 
 mod one_file;
+mod proxy;
 mod schema;
 mod workers;
 pub use one_file::{BuildSpec, SmokeSpec};
+pub use proxy::{Nginx, Traefik};
 pub use schema::json_schema;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -67,7 +69,13 @@ pub struct ServiceSpec {
     /// Processes of the same image without a proxy route, by name.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub workers: BTreeMap<String, Worker>,
-    pub caddy: Caddy,
+    /// The proxy: exactly one of `[caddy]`, `[traefik]`, `[nginx]` (see `proxy()`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub caddy: Option<Caddy>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traefik: Option<Traefik>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nginx: Option<Nginx>,
     #[serde(default)]
     pub quota: Option<Quota>,
     /// Where a deploy pushes the image it builds: HOST[:PORT] (`--registry` overrides it).
@@ -348,6 +356,7 @@ impl ServiceSpec {
         self.identity_problems(&mut p);
         self.container_problems(&mut p);
         self.health_problems(&mut p);
+        self.proxy_problems(&mut p);
         self.caddy_problems(&mut p);
         self.release_problems(&mut p);
         for (name, w) in &self.workers {
@@ -503,18 +512,21 @@ impl ServiceSpec {
 
     /// What reaches the proxy and the host: the snippet directory, options, reload command.
     fn caddy_problems(&self, p: &mut Vec<String>) {
-        if let Err(why) = check_snippet_dir(&self.caddy.snippet_dir) {
+        let Some(caddy) = &self.caddy else {
+            return;
+        };
+        if let Err(why) = check_snippet_dir(&caddy.snippet_dir) {
             p.push(format!(
                 "caddy.snippet_dir: `{}` {why}",
-                self.caddy.snippet_dir.display()
+                caddy.snippet_dir.display()
             ));
         }
-        for (i, o) in self.caddy.upstream_options.iter().enumerate() {
-            if let Err(why) = crate::host::caddy::check_upstream_option(o) {
+        for (i, o) in caddy.upstream_options.iter().enumerate() {
+            if let Err(why) = crate::host::proxy::caddy::check_upstream_option(o) {
                 p.push(format!("caddy.upstream_options[{i}]: {why}"));
             }
         }
-        if let Err(e) = crate::host::split_command(&self.caddy.reload_command) {
+        if let Err(e) = crate::host::split_command(&caddy.reload_command) {
             p.push(format!("caddy.reload_command: {e}"));
         }
     }
@@ -609,8 +621,9 @@ impl ServiceSpec {
         over
     }
 
+    /// The file slipway owns in the proxy's config (empty without a proxy table).
     pub fn snippet_path(&self) -> PathBuf {
-        self.caddy.snippet_dir.join(format!("{}.caddy", self.name))
+        self.proxy().map(|p| p.path(&self.name)).unwrap_or_default()
     }
 }
 
@@ -682,7 +695,7 @@ fn check_network(n: &str) -> Result<(), String> {
     Ok(())
 }
 
-fn check_snippet_dir(dir: &Path) -> Result<(), String> {
+pub(crate) fn check_snippet_dir(dir: &Path) -> Result<(), String> {
     if !dir.is_absolute() {
         return Err("must be an absolute path on the host".into());
     }
@@ -828,7 +841,10 @@ snippet_dir = "/etc/caddy/slipway"
         assert_eq!(spec.stop_grace_period, Duration::from_secs(10));
         assert_eq!(spec.restart, "unless-stopped");
         assert!(spec.health.docker);
-        assert_eq!(spec.caddy.reload_command, "systemctl reload caddy");
+        assert_eq!(
+            spec.caddy.as_ref().unwrap().reload_command,
+            "systemctl reload caddy"
+        );
         assert_eq!(
             spec.snippet_path(),
             PathBuf::from("/etc/caddy/slipway/web.caddy")

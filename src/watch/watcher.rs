@@ -17,7 +17,7 @@ use crate::engine::{
 use crate::exit::Exit;
 use crate::host::HostAccess;
 use crate::host::agent::HostAgent;
-use crate::host::lock::{LABEL_OWNER, LockError, LockRequest, Owner};
+use crate::host::lock::{LABEL_OWNER, LockError, Owner};
 use crate::image::reference::PinnedImage;
 use crate::rollout::execute::{Context, Evidence, NoCheck};
 use crate::rollout::label;
@@ -116,7 +116,7 @@ struct Current {
 
 pub struct Watcher {
     pub spec: ServiceSpec,
-    reload: Vec<String>,
+    driver: crate::host::proxy::Driver,
     current: Option<Current>,
     /// A `lock_held` event was emitted for the lock seen now.
     said_locked: bool,
@@ -127,11 +127,13 @@ pub struct Watcher {
 impl Watcher {
     /// `spec` must have `[health.http]` (see `specs::unwatchable`).
     pub fn new(spec: ServiceSpec) -> Watcher {
-        let reload = crate::host::split_command(&spec.caddy.reload_command)
-            .expect("a valid spec's reload command splits");
+        let driver = spec
+            .proxy()
+            .and_then(|p| p.driver(&spec.name, None).ok())
+            .expect("a valid spec on one host names a proxy whose commands split");
         Watcher {
             spec,
-            reload,
+            driver,
             current: None,
             said_locked: false,
             failed: Vec::new(),
@@ -285,16 +287,9 @@ impl Watcher {
         if let Some(held) = cur.held_back(sh, &self.spec.name, &history, now) {
             return held;
         }
-        let service = self.spec.name.clone();
-        let snippet_dir = self.spec.caddy.snippet_dir.clone();
-        let request = LockRequest {
-            service: &service,
-            host: &sh.host,
-            snippet_dir: &snippet_dir,
-            owner: &sh.owner,
-            ttl: sh.lock_ttl,
-            wait: Duration::ZERO,
-        };
+        let spec = self.spec.clone();
+        let request =
+            rollout::locked::lock_request(&spec, &sh.host, &sh.owner, sh.lock_ttl, Duration::ZERO);
         let body = async |agent: &HostAgent| self.locked(sh, agent, history, now, cancel).await;
         match rollout::locked::with_lock(&sh.engine, &request, cancel, body).await {
             Ok(replacement) => replacement,
@@ -361,11 +356,11 @@ impl Watcher {
         // The probe sibling shares the stuck container's network namespace, which is going.
         self.remove_sibling(sh).await;
         let target = replacement_target(&stuck, image, history);
-        let plan = rollout::plan(&self.spec, &target, &facts, &self.spec.caddy.reload_command);
+        let plan = rollout::plan(&self.spec, &target, &facts, &self.driver.text());
         let ctx = Context {
             engine: &sh.engine,
             agent,
-            reload: self.reload.clone(),
+            driver: self.driver.clone(),
             cancel,
         };
         let began = Instant::now();
@@ -394,16 +389,10 @@ impl Watcher {
         let run_url = Some(label(stuck, rollout::LABEL_RUN))
             .filter(|r| !r.is_empty())
             .unwrap_or_else(|| sh.owner.run.clone());
-        let facts = rollout::locked::fresh_facts(
-            &sh.engine,
-            agent,
-            &self.spec.name,
-            Some(&image),
-            env,
-            run_url,
-        )
-        .await
-        .map_err(|e| (Exit::Unavailable, e.to_string()))?;
+        let facts =
+            rollout::locked::fresh_facts(&sh.engine, agent, &self.spec, Some(&image), env, run_url)
+                .await
+                .map_err(|e| (Exit::Unavailable, e.to_string()))?;
         Ok((image, facts))
     }
 

@@ -11,7 +11,7 @@ use super::watcher::{Replacement, Shared};
 use crate::engine::ContainerInfo;
 use crate::exit::Exit;
 use crate::host::agent::HostAgent;
-use crate::host::lock::{LockError, LockRequest};
+use crate::host::lock::LockError;
 use crate::image::reference::PinnedImage;
 use crate::image::revision::Revision;
 use crate::rollout::workers::{LABEL_WORKER, plan_workers};
@@ -60,14 +60,8 @@ async fn replace(
     stuck: &[String],
     cancel: &CancellationToken,
 ) -> Replacement {
-    let request = LockRequest {
-        service: &spec.name,
-        host: &sh.host,
-        snippet_dir: &spec.caddy.snippet_dir,
-        owner: &sh.owner,
-        ttl: sh.lock_ttl,
-        wait: Duration::ZERO,
-    };
+    let request =
+        rollout::locked::lock_request(spec, &sh.host, &sh.owner, sh.lock_ttl, Duration::ZERO);
     let body = async |agent: &HostAgent| locked(spec, sh, agent, active, stuck, cancel).await;
     match rollout::locked::with_lock(&sh.engine, &request, cancel, body).await {
         Ok(done) => done,
@@ -116,10 +110,16 @@ async fn locked(
         .flat_map(|w| w.retire.iter().map(|c| c.name.clone()))
         .chain(exited.iter().map(|c| c.name.clone()))
         .collect();
+    // Workers have no route: nothing here writes or applies the proxy's file.
+    let no_switch = crate::host::proxy::Driver::Reload {
+        kind: Default::default(),
+        test: None,
+        reload: Vec::new(),
+    };
     let live = rollout::Live {
         engine: &sh.engine,
         agent,
-        reload: &[],
+        driver: &no_switch,
     };
     match rollout::worker_gate::replace(&live, cancel, &workers).await {
         Ok(new) => {

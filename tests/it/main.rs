@@ -11,6 +11,8 @@ mod doctor;
 mod host_tier;
 mod lint;
 mod one_file;
+mod podman;
+mod proxies;
 mod release;
 mod release_publish;
 mod rollout;

@@ -130,6 +130,19 @@ impl Svc {
         svc
     }
 
+    /// A service behind a proxy the test started itself (tests/it/proxies.rs); `proxy` is
+    /// killed on drop like this file's own Caddy.
+    pub fn behind(name: &str, dir: PathBuf, port: u16, slots: [u16; 2], proxy: Child) -> Svc {
+        Svc {
+            name: name.into(),
+            dir,
+            slots,
+            port,
+            https: false,
+            caddy: proxy,
+        }
+    }
+
     pub fn reload_command(&self) -> String {
         format!(
             "caddy reload --adapter caddyfile --config {}/Caddyfile",
@@ -151,15 +164,23 @@ impl Svc {
     }
 
     pub fn write_spec(&self, extra: &str, health: &str) {
+        let caddy = format!(
+            "[caddy]\nsnippet_dir = \"{d}/snippets\"\nreload_command = \"{r}\"\n",
+            d = self.dir.display(),
+            r = self.reload_command(),
+        );
+        self.write_spec_with(extra, health, &caddy);
+    }
+
+    /// The spec with `proxy` as its proxy table.
+    pub fn write_spec_with(&self, extra: &str, health: &str, proxy: &str) {
         std::fs::write(
             self.spec_path(),
             format!(
-                "name = \"{name}\"\nslots = [{a}, {b}]\ncontainer_port = 8080\ndrain = \"300ms\"\nstop_grace_period = \"5s\"\nenv = [\"APP_HEALTH\", \"APP_START_DELAY\"]\n{extra}\n[health]\n{health}\n[caddy]\nsnippet_dir = \"{d}/snippets\"\nreload_command = \"{r}\"\n",
+                "name = \"{name}\"\nslots = [{a}, {b}]\ncontainer_port = 8080\ndrain = \"300ms\"\nstop_grace_period = \"5s\"\nenv = [\"APP_HEALTH\", \"APP_START_DELAY\"]\n{extra}\n[health]\n{health}\n{proxy}",
                 name = self.name,
                 a = self.slots[0],
                 b = self.slots[1],
-                d = self.dir.display(),
-                r = self.reload_command(),
             ),
         )
         .unwrap();

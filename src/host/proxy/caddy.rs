@@ -1,4 +1,4 @@
-//! The Caddy room: the one renderer of what slipway writes into Caddy's config (a service's
+//! The Caddy room: the renderer of what slipway writes into Caddy's config (a service's
 //! upstream snippet), the checks on every value it writes, and reading a snippet back.
 
 use thiserror::Error;
@@ -102,35 +102,17 @@ pub struct SnippetValues<'a> {
     pub options: &'a [String],
 }
 
-/// The one renderer of proxy config: the file Caddy imports for a service, one upstream (with the
+/// Caddy's renderer (behind the seam's `Proxy::render`): the file Caddy imports for a service, one upstream (with the
 /// spec's checked `reverse_proxy` options) and a comment saying what it is. Every value is
 /// checked here, whatever checked it before; anything else is refused, never escaped into place.
 pub fn render_snippet(v: &SnippetValues<'_>) -> Result<String, ConfigValueError> {
-    let refuse = |what: &str, value: &str, why: &str| ConfigValueError {
-        what: format!("{what} `{}`", value.escape_debug()),
-        why: why.to_string(),
-    };
-    let name_ok = !v.service.is_empty()
-        && v.service
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
-    if !name_ok {
-        return Err(refuse(
-            "the service name",
-            v.service,
-            "not a-z, 0-9 and '-'",
-        ));
-    }
-    if !crate::image::reference::is_sha256_digest(v.digest) {
-        return Err(refuse("the digest", v.digest, "not sha256:<64 hex>"));
-    }
-    if !crate::image::revision::is_token(v.revision.as_str()) {
-        return Err(refuse(
-            "the revision",
-            v.revision.as_str(),
-            "not a short token",
-        ));
-    }
+    super::check_values(&super::UpstreamValues {
+        service: v.service,
+        port: v.port,
+        digest: v.digest,
+        revision: v.revision,
+    })?;
+    let refuse = super::refuse;
     for o in v.options {
         check_upstream_option(o).map_err(|why| refuse("caddy.upstream_options", o, &why))?;
     }
