@@ -45,22 +45,7 @@ pub fn host_lock() -> MutexGuard<'static, ()> {
 }
 
 /// The example service's spec in the job image: `reload_command` left to its default.
-const SPEC: &str = r#"name = "example"
-slots = [18001, 18002]
-container_port = 8080
-read_only = true
-drain = "1s"
-[limits]
-memory = "64m"
-pids = 64
-[health]
-docker = true
-[health.http]
-path = "/health"
-json_field = ".version"
-[caddy]
-snippet_dir = "/etc/caddy/slipway"
-"#;
+const SPEC: &str = include_str!("../fixtures/host/example.toml");
 
 impl Host {
     /// `sh -c SCRIPT` as root in all of the host's namespaces.

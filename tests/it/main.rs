@@ -7,6 +7,7 @@ mod build;
 mod ci_files;
 mod deploy;
 mod doctor;
+mod host_act;
 mod host_tier;
 mod lint;
 mod one_file;
