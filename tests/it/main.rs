@@ -8,6 +8,7 @@ mod buildkit;
 mod ci_files;
 mod deploy;
 mod doctor;
+mod host_act;
 mod host_tier;
 mod lint;
 mod one_file;
