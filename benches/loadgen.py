@@ -6,6 +6,9 @@ Two client kinds run side by side against one URL:
   keepalive  one persistent connection per thread; a request that fails on a connection that
              was already used is retried once on a fresh one (what browsers do), and only a
              failure of that retry counts
+  slow       (SLOW_THREADS > 0) a new connection per request to SLOW_URL, a request the app
+             takes ~2 s to answer: any failure is an in-flight request cut by the switch or
+             the retire
 Runs until STOP_FILE exists or MAX_SECONDS pass, then prints one JSON object on stdout.
 """
 import http.client, json, os, sys, threading, time
@@ -16,7 +19,9 @@ stop_file, max_seconds = sys.argv[2], float(sys.argv[3])
 threads_per_kind, pause = int(os.environ.get("THREADS", "4")), float(os.environ.get("PAUSE", "0.005"))
 deadline = time.monotonic() + max_seconds
 lock = threading.Lock()
-stats = {k: {"requests": 0, "failures": 0, "retried": 0, "errors": {}, "versions": {}, "first_failures_at": []} for k in ("new", "keepalive")}
+slow_threads, slow_url = int(os.environ.get("SLOW_THREADS", "0")), urlparse(os.environ.get("SLOW_URL", ""))
+kinds = ("new", "keepalive") + (("slow",) if slow_threads > 0 else ())
+stats = {k: {"requests": 0, "failures": 0, "retried": 0, "errors": {}, "versions": {}, "first_failures_at": []} for k in kinds}
 
 def done():
     return os.path.exists(stop_file) or time.monotonic() > deadline
@@ -34,8 +39,8 @@ def record(kind, ok, detail, retried=False):
             if len(s["first_failures_at"]) < 20:
                 s["first_failures_at"].append(int(time.time() * 1000))
 
-def get(conn, close):
-    conn.request("GET", url.path or "/", headers={"Connection": "close"} if close else {})
+def get(conn, close, path=None):
+    conn.request("GET", path or url.path or "/", headers={"Connection": "close"} if close else {})
     r = conn.getresponse()
     body = r.read().decode(errors="replace").strip()
     return r.status, body
@@ -51,6 +56,17 @@ def new_client():
         finally:
             conn.close()
         time.sleep(pause)
+
+def slow_client():
+    while not done():
+        conn = http.client.HTTPConnection(slow_url.hostname, slow_url.port, timeout=10)
+        try:
+            status, body = get(conn, True, slow_url.path)
+            record("slow", status == 200, body if status == 200 else f"HTTP {status}")
+        except Exception as e:
+            record("slow", False, type(e).__name__)
+        finally:
+            conn.close()
 
 def keepalive_client():
     conn, used = None, False
@@ -79,7 +95,8 @@ def keepalive_client():
                     record("keepalive", False, type(e2).__name__, retried=True)
         time.sleep(pause)
 
-workers = [threading.Thread(target=f) for f in [new_client] * threads_per_kind + [keepalive_client] * threads_per_kind]
+kinds_run = [new_client] * threads_per_kind + [keepalive_client] * threads_per_kind + [slow_client] * slow_threads
+workers = [threading.Thread(target=f) for f in kinds_run]
 for w in workers:
     w.start()
 for w in workers:
