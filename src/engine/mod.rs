@@ -20,6 +20,7 @@ use thiserror::Error;
 use tokio_util::sync::CancellationToken;
 
 mod containers;
+mod session;
 mod watch;
 pub use build::{BuildEvent, Builder, ImageBuild, ImageInfo, StepUpdate};
 pub use containers::*;

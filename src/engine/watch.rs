@@ -87,16 +87,18 @@ pub fn probe_body(spec: &ProbeSibling) -> ContainerCreateBody {
     }
 }
 
-/// The attached probe sibling: a line in, one probe's exit code, stdout and stderr out.
+/// An attached session: a line in, one command's exit code, stdout and stderr out. The probe
+/// sibling's (a line runs the probe), or a shell exec'd in the host agent (`Engine::exec_session`:
+/// a line is the command).
 pub struct ProbeSession {
     pub id: String,
-    marker: String,
+    pub(super) marker: String,
     /// Only ever used through `&mut self` (`get_mut`, no locking): the mutex only makes the
     /// session `Sync`, which the streams are not.
-    io: Mutex<Io>,
+    pub(super) io: Mutex<Io>,
 }
 
-type Io = (
+pub(super) type Io = (
     Pin<Box<dyn AsyncWrite + Send>>,
     Pin<Box<dyn Stream<Item = Result<LogOutput, BollardError>> + Send>>,
 );
@@ -112,6 +114,16 @@ pub fn split_answer(buf: &str, marker: &str) -> Option<(String, i64)> {
 impl ProbeSession {
     /// Runs the probe once, within `deadline`. Any error leaves the session unusable.
     pub async fn probe(&mut self, deadline: Duration) -> Result<OneShotExit, EngineError> {
+        self.send(b"\n", deadline).await
+    }
+
+    /// Writes `input`, then reads until the answer's marker arrived on stdout and stderr; within
+    /// `deadline`. Any error leaves the session unusable.
+    pub(super) async fn send(
+        &mut self,
+        line: &[u8],
+        deadline: Duration,
+    ) -> Result<OneShotExit, EngineError> {
         let started = tokio::time::Instant::now();
         let id = self.id.clone();
         let what = || format!("the probe in {id}");
@@ -119,7 +131,7 @@ impl ProbeSession {
         let (input, output) = self.io.get_mut().unwrap_or_else(|e| e.into_inner());
         let run = async {
             input
-                .write_all(b"\n")
+                .write_all(line)
                 .await
                 .and(input.flush().await)
                 .map_err(|e| EngineError::Api {

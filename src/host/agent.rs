@@ -1,11 +1,12 @@
 //! The host agent: the privileged `--pid=host` sibling that also is the deploy lock (see
-//! lock.rs). Host steps are exec'd in it: read and write the snippet (with its applied record),
-//! reload the proxy through nsenter, probe inside a container's network namespace.
+//! lock.rs). Host steps run in it through one attached shell session (an exec per step only when
+//! the session cannot start): read and write the snippet (with its applied record), reload the
+//! proxy through nsenter, probe inside a container's network namespace.
 
 use thiserror::Error;
 use tokio_util::sync::CancellationToken;
 
-use crate::engine::{Engine, EngineError, OneShotExit};
+use crate::engine::{Engine, EngineError, OneShotExit, ProbeSession};
 use crate::host::HostAccess;
 
 /// Where the agent sees the host's snippet directory.
@@ -26,11 +27,14 @@ pub enum AgentError {
     Engine(#[from] EngineError),
 }
 
-/// Host steps exec'd in a running privileged `--pid=host` sibling with the snippet directory
+/// Host steps run in a running privileged `--pid=host` sibling with the snippet directory
 /// mounted (the lock holder's container).
 pub struct HostAgent {
     pub id: String,
     host: HostAccess,
+    /// The shell session every step goes through; opened at the first step, and again after
+    /// one that failed.
+    session: tokio::sync::Mutex<Option<ProbeSession>>,
 }
 
 fn sh(script: &str, args: &[&str]) -> Vec<String> {
@@ -46,7 +50,34 @@ impl HostAgent {
         HostAgent {
             id: id.to_string(),
             host: host.clone(),
+            session: tokio::sync::Mutex::new(None),
         }
+    }
+
+    /// Runs `argv` in the agent through its session, within `deadline`. When no session can be
+    /// opened, one exec. A step that fails leaves no session behind: the next opens a new one.
+    async fn run(
+        &self,
+        engine: &Engine,
+        argv: &[String],
+        deadline: std::time::Duration,
+    ) -> Result<OneShotExit, EngineError> {
+        let mut slot = self.session.lock().await;
+        if slot.is_none() {
+            match engine.exec_session(&self.id).await {
+                Ok(session) => *slot = Some(session),
+                Err(e) => {
+                    tracing::debug!("no session in the host agent ({e}); one exec instead");
+                    return engine.exec(&self.id, argv, deadline).await;
+                }
+            }
+        }
+        let session = slot.as_mut().expect("opened above");
+        let result = session.command(argv, deadline).await;
+        if result.is_err() {
+            *slot = None;
+        }
+        result
     }
 
     /// Runs `argv` inside the network namespace of host process `pid` (a container's).
@@ -61,19 +92,19 @@ impl HostAgent {
             .map(String::from)
             .to_vec();
         cmd.extend(argv.iter().cloned());
-        engine.exec(&self.id, &cmd, deadline).await
+        self.run(engine, &cmd, deadline).await
     }
 
     /// The snippet file and the content last confirmed applied by a reload (`.<file>.applied`),
-    /// each `None` when absent. One exec.
+    /// each `None` when absent. One step through the session.
     pub async fn read(&self, engine: &Engine, file: &str) -> Result<SnippetState, AgentError> {
         let script = format!(
             "f={MOUNT}/$1; a={MOUNT}/.$1.applied; \
              if [ -e \"$f\" ]; then printf F; cat \"$f\" || exit 4; fi; printf '\\000'; \
              if [ -e \"$a\" ]; then printf A; cat \"$a\" || exit 4; fi"
         );
-        let out = engine
-            .exec(&self.id, &sh(&script, &[file]), self.host.deadline)
+        let out = self
+            .run(engine, &sh(&script, &[file]), self.host.deadline)
             .await?;
         if out.code != 0 {
             return Err(AgentError::Write {
@@ -105,9 +136,9 @@ impl HostAgent {
         );
         // Not removed: a Caddyfile that imports this file by name needs it to exist.
         let text = content.unwrap_or(placeholder);
-        let out = engine
-            .exec(
-                &self.id,
+        let out = self
+            .run(
+                engine,
                 &sh(&script, &[file, text, placeholder]),
                 self.host.deadline,
             )
@@ -120,8 +151,8 @@ impl HostAgent {
         let script = format!(
             "f={MOUNT}/$1; a={MOUNT}/.$1.applied; cp -f \"$f\" \"$a.tmp\" && mv -f \"$a.tmp\" \"$a\""
         );
-        let out = engine
-            .exec(&self.id, &sh(&script, &[file]), self.host.deadline)
+        let out = self
+            .run(engine, &sh(&script, &[file]), self.host.deadline)
             .await?;
         written(file, out)
     }
@@ -137,12 +168,7 @@ impl HostAgent {
         engine: &Engine,
         command: &[String],
     ) -> Result<OneShotExit, EngineError> {
-        engine
-            .exec(
-                &self.id,
-                &self.host.nsenter_argv(command),
-                self.host.deadline,
-            )
+        self.run(engine, &self.host.nsenter_argv(command), self.host.deadline)
             .await
     }
 
@@ -153,7 +179,7 @@ impl HostAgent {
             .chain(["timeout", "5", "wget", "-q", "-O-", url])
             .map(String::from)
             .collect();
-        match engine.exec(&self.id, &argv, self.host.deadline).await {
+        match self.run(engine, &argv, self.host.deadline).await {
             Ok(out) if out.code == 0 => Fetched::Body(out.stdout),
             Ok(out) if out.stderr.contains(" 404") => Fetched::NotFound,
             Ok(out) => Fetched::Failed(format!(
@@ -171,18 +197,14 @@ impl HostAgent {
         engine: &Engine,
         command: &[String],
     ) -> Result<OneShotExit, AgentError> {
-        let out = engine
-            .exec(
-                &self.id,
-                &self.host.nsenter_argv(command),
-                self.host.deadline,
-            )
+        let out = self
+            .run(engine, &self.host.nsenter_argv(command), self.host.deadline)
             .await?;
         if out.code != 0
             && let Some(unit) = systemctl_reload_unit(command)
         {
             let journal = self.host.nsenter_argv(&journal_argv(unit));
-            let lines = engine.exec(&self.id, &journal, self.host.deadline).await;
+            let lines = self.run(engine, &journal, self.host.deadline).await;
             return reloaded(with_journal(out, unit, lines.ok()));
         }
         reloaded(out)

@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use serde::Serialize;
+use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -102,7 +103,9 @@ pub struct GateRun<'a> {
     pub started: Instant,
 }
 
-/// Runs the gate against the run's container.
+/// Runs the gate against the run's container: the Docker health wait and the HTTP probe run
+/// side by side from the container's start, and the gate passes the moment both hold (the
+/// probe's last `successes` attempts in a row passed and Docker says healthy).
 pub async fn pass(
     engine: &Engine,
     agent: &HostAgent,
@@ -115,55 +118,122 @@ pub async fn pass(
             "the health deadline is out of range".into(),
         ));
     };
-    if gate.docker {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match engine.wait_health(id, left, cancel).await {
-            Ok(HealthWait::Healthy) => {}
-            Ok(HealthWait::Unhealthy) => {
-                return Err(GateFailure::Failed(
-                    "the container's HEALTHCHECK reports unhealthy".into(),
-                ));
-            }
-            Ok(HealthWait::Exited { code }) => {
-                return Err(GateFailure::Failed(format!(
-                    "the container exited with code {code} before it became healthy"
-                )));
-            }
-            Ok(HealthWait::Deadline) => {
-                return Err(GateFailure::Failed(format!(
-                    "not healthy within the deadline of {}",
-                    humantime::format_duration(gate.deadline)
-                )));
-            }
-            Ok(HealthWait::Interrupted) => return Err(GateFailure::Interrupted),
-            Err(e) => {
-                return Err(GateFailure::Failed(format!(
-                    "the Docker engine failed while the gate watched the new container ({}); was dockerd restarted?",
-                    e.with_causes()
-                )));
-            }
+    let (healthy_tx, healthy_rx) = watch::channel(!gate.docker);
+    let docker = async {
+        if gate.docker {
+            docker_healthy(engine, id, gate.deadline, deadline, cancel).await?;
+            let _ = healthy_tx.send(true);
         }
-    }
-    if let Some(http) = &gate.http {
-        http_probe(engine, http, gate.deadline, id, agent, deadline, cancel).await?;
-    }
-    Ok(())
+        Ok(())
+    };
+    let http = async {
+        match &gate.http {
+            Some(http) => {
+                let probe = Probe {
+                    engine,
+                    agent,
+                    http,
+                    budget: gate.deadline,
+                    id,
+                    deadline,
+                };
+                probe.until_passed(healthy_rx, cancel).await
+            }
+            None => Ok(()),
+        }
+    };
+    tokio::try_join!(docker, http).map(|_| ())
 }
 
-async fn http_probe(
+/// Waits for the image's HEALTHCHECK to say healthy.
+async fn docker_healthy(
     engine: &Engine,
-    http: &HttpGate,
-    budget: Duration,
     id: &str,
-    agent: &HostAgent,
+    budget: Duration,
     deadline: Instant,
     cancel: &CancellationToken,
 ) -> Result<(), GateFailure> {
-    let argv = http.argv();
-    let mut streak = 0;
-    let mut last = String::from("no attempt finished");
-    loop {
-        let info = match engine.inspect_container(id).await {
+    let left = deadline.saturating_duration_since(Instant::now());
+    match engine.wait_health(id, left, cancel).await {
+        Ok(HealthWait::Healthy) => Ok(()),
+        Ok(HealthWait::Unhealthy) => Err(GateFailure::Failed(
+            "the container's HEALTHCHECK reports unhealthy".into(),
+        )),
+        Ok(HealthWait::Exited { code }) => Err(GateFailure::Failed(format!(
+            "the container exited with code {code} before it became healthy"
+        ))),
+        Ok(HealthWait::Deadline) => Err(GateFailure::Failed(format!(
+            "not healthy within the deadline of {}",
+            humantime::format_duration(budget)
+        ))),
+        Ok(HealthWait::Interrupted) => Err(GateFailure::Interrupted),
+        Err(e) => Err(GateFailure::Failed(format!(
+            "the Docker engine failed while the gate watched the new container ({}); was dockerd restarted?",
+            e.with_causes()
+        ))),
+    }
+}
+
+/// The HTTP probe of one gate run, from the agent inside the container's network namespace.
+struct Probe<'a> {
+    engine: &'a Engine,
+    agent: &'a HostAgent,
+    http: &'a HttpGate,
+    budget: Duration,
+    id: &'a str,
+    deadline: Instant,
+}
+
+impl Probe<'_> {
+    /// Probes every `interval` until the streak is long enough while `healthy` (the Docker half
+    /// of the gate) holds; a streak that is already long enough passes the moment it turns true.
+    async fn until_passed(
+        &self,
+        mut healthy: watch::Receiver<bool>,
+        cancel: &CancellationToken,
+    ) -> Result<(), GateFailure> {
+        let http = self.http;
+        let mut streak = 0;
+        let mut last = String::from("no attempt finished");
+        loop {
+            match self.attempt(&last).await? {
+                Ok(()) => streak += 1,
+                Err(why) => {
+                    streak = 0;
+                    last = why;
+                }
+            }
+            let long_enough = streak >= http.successes;
+            if long_enough && *healthy.borrow() {
+                return Ok(());
+            }
+            if Instant::now() + http.interval >= self.deadline {
+                return Err(GateFailure::Failed(format!(
+                    "GET {} did not pass {} time(s) in a row within {}; last: {last}",
+                    http.url,
+                    http.successes,
+                    humantime::format_duration(self.budget)
+                )));
+            }
+            let sleep = tokio::time::sleep(http.interval);
+            tokio::pin!(sleep);
+            loop {
+                tokio::select! {
+                    _ = &mut sleep => break,
+                    changed = healthy.changed(), if long_enough => {
+                        if changed.is_ok() && *healthy.borrow() {
+                            return Ok(());
+                        }
+                    }
+                    _ = cancel.cancelled() => return Err(GateFailure::Interrupted),
+                }
+            }
+        }
+    }
+
+    /// One attempt: `Err` when the container is gone or stopped, else the probe's verdict.
+    async fn attempt(&self, last: &str) -> Result<Result<(), String>, GateFailure> {
+        let info = match self.engine.inspect_container(self.id).await {
             Ok(Some(info)) => info,
             Ok(None) => return Err(GateFailure::Failed("the container disappeared".into())),
             Err(e) => {
@@ -179,33 +249,15 @@ async fn http_probe(
                 info.exit_code
             )));
         }
-        let attempt = agent
-            .exec_in_netns(engine, info.pid, &argv, http.attempt_deadline())
+        let attempt = self
+            .agent
+            .exec_in_netns(
+                self.engine,
+                info.pid,
+                &self.http.argv(),
+                self.http.attempt_deadline(),
+            )
             .await;
-        let verdict = http.judge(attempt);
-        match verdict {
-            Ok(()) => {
-                streak += 1;
-                if streak >= http.successes {
-                    return Ok(());
-                }
-            }
-            Err(why) => {
-                streak = 0;
-                last = why;
-            }
-        }
-        if Instant::now() + http.interval >= deadline {
-            return Err(GateFailure::Failed(format!(
-                "GET {} did not pass {} time(s) in a row within {}; last: {last}",
-                http.url,
-                http.successes,
-                humantime::format_duration(budget)
-            )));
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(http.interval) => {}
-            _ = cancel.cancelled() => return Err(GateFailure::Interrupted),
-        }
+        Ok(self.http.judge(attempt))
     }
 }
