@@ -17,7 +17,7 @@
 # dockerd, containerd and the shims for the run; the containers themselves and the userland
 # proxies carrying the load are outside it). Prints the medians, the ratios, slipway's per-step
 # medians and the script's phases. Raw: $SLIPWAY_SANDBOX_DIR/bench-speed/results.json (copied to
-# $BENCH_OUT when set).
+# $BENCH_OUT when set, with the reports, the logs and the sandbox's dockerd, registry and Caddy logs).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 : "${SLIPWAY_SANDBOX_DIR:?run this inside scripts/sandbox: scripts/sandbox benches/speed.sh}"
@@ -151,7 +151,11 @@ jq -s --argjson drain "$drain" --slurpfile ls "$work/load-slipway.json" --slurpf
    load: {slipway: load($ls), script: load($lb)}, per_round: .}
   | .ratio = {switch: (.slipway.switch_ms / .script.switch_ms), wall: (.slipway.wall_ms / .script.wall_ms)}
 ' "$work/rounds.jsonl" >"$work/results.json"
-if [ -n "${BENCH_OUT:-}" ]; then mkdir -p "$BENCH_OUT" && cp -r "$work/results.json" "$work/rounds.jsonl" "$work/reports" "$work/logs" "$work"/load-*.json "$BENCH_OUT/"; fi
+if [ -n "${BENCH_OUT:-}" ]; then
+  mkdir -p "$BENCH_OUT/sandbox"
+  cp -r "$work/results.json" "$work/rounds.jsonl" "$work/reports" "$work/logs" "$work"/load-*.json "$BENCH_OUT/"
+  cp "$SLIPWAY_SANDBOX_DIR"/*.log "$BENCH_OUT/sandbox/" 2>/dev/null || true
+fi
 
 jq -r '
   def r2: . * 100 | round / 100;
