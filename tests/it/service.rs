@@ -34,7 +34,20 @@ pub fn push_fixture(name: &str, version: &str, extra: &[&str]) -> String {
     let tag = format!("{}/{name}", s.registry);
     let base = format!("BASE_IMAGE={}", s.base_image);
     let version = format!("VERSION={version}");
-    let mut args = vec!["build", "-q", "--build-arg", &base, "--build-arg", &version];
+    // The docker CLI here has only the classic builder: the fixture's twin without mounts.
+    let mut args = vec![
+        "build",
+        "-q",
+        "-f",
+        concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/app/Dockerfile.classic"
+        ),
+        "--build-arg",
+        &base,
+        "--build-arg",
+        &version,
+    ];
     args.extend_from_slice(extra);
     args.extend([
         "-t",
