@@ -203,6 +203,8 @@ impl HostAgent {
         if out.code != 0
             && let Some(unit) = systemctl_reload_unit(command)
         {
+            // journald writes the unit's stderr a moment after systemctl has returned.
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
             let journal = self.host.nsenter_argv(&journal_argv(unit));
             let lines = self.run(engine, &journal, self.host.deadline).await;
             return reloaded(with_journal(out, unit, lines.ok()));
