@@ -20,9 +20,11 @@ use thiserror::Error;
 use tokio_util::sync::CancellationToken;
 
 mod containers;
+mod services;
 mod watch;
 pub use build::{ImageBuild, ImageInfo};
 pub use containers::*;
+pub use services::*;
 pub use watch::{ProbeSession, ProbeSibling};
 
 pub const DEFAULT_DOCKER_HOST: &str = "unix:///var/run/docker.sock";

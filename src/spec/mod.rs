@@ -3,9 +3,11 @@
 
 mod one_file;
 mod schema;
+mod swarm;
 mod workers;
 pub use one_file::{BuildSpec, SmokeSpec};
 pub use schema::json_schema;
+pub use swarm::SwarmSpec;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -20,7 +22,8 @@ use thiserror::Error;
 pub struct ServiceSpec {
     /// Names containers, snippets and the lock: `[a-z0-9][a-z0-9-]*`.
     pub name: String,
-    /// The two 127.0.0.1 host ports the service alternates between.
+    /// The two 127.0.0.1 host ports the service alternates between (not with `[swarm]`).
+    #[serde(default)]
     pub slots: [u16; 2],
     /// The port the app listens on inside its container.
     pub container_port: u16,
@@ -67,7 +70,12 @@ pub struct ServiceSpec {
     /// Processes of the same image without a proxy route, by name.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub workers: BTreeMap<String, Worker>,
+    /// Optional only for `[swarm]` with endpoint_mode "dnsrr" (the proxy finds the tasks).
+    #[serde(default)]
     pub caddy: Caddy,
+    /// Run as a Docker Swarm service (in place of `slots`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub swarm: Option<SwarmSpec>,
     #[serde(default)]
     pub quota: Option<Quota>,
     /// Where a deploy pushes the image it builds: HOST[:PORT] (`--registry` overrides it).
@@ -168,7 +176,7 @@ pub struct HttpProbe {
     pub timeout: Duration,
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, JsonSchema)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Caddy {
     /// Host directory the Caddyfile imports; slipway writes `<name>.caddy` there and nothing else.
@@ -366,14 +374,21 @@ impl ServiceSpec {
                 self.name
             ));
         }
-        if self.slots[0] == self.slots[1] {
+        if let Some(sw) = &self.swarm {
+            if self.slots != [0, 0] {
+                p.push("slots: a [swarm] service has no slots; remove one of them".into());
+            }
+            swarm::problems(sw, p);
+        } else if self.slots == [0, 0] {
+            p.push("slots: required (two free 127.0.0.1 ports), or a [swarm] table".into());
+        } else if self.slots[0] == self.slots[1] {
             p.push(format!(
                 "slots: the two ports must differ (both are {})",
                 self.slots[0]
             ));
         }
         for (i, port) in self.slots.iter().enumerate() {
-            if *port < 1024 {
+            if *port < 1024 && self.swarm.is_none() && self.slots != [0, 0] {
                 p.push(format!(
                     "slots[{i}]: {port} is a privileged port; use 1024-65535"
                 ));
@@ -503,6 +518,12 @@ impl ServiceSpec {
 
     /// What reaches the proxy and the host: the snippet directory, options, reload command.
     fn caddy_problems(&self, p: &mut Vec<String>) {
+        if self.caddy == Caddy::default() {
+            if !self.swarm.as_ref().is_some_and(|s| s.proxy_discovers_tasks()) {
+                p.push("caddy: the [caddy] table is required (only a [swarm] service with endpoint_mode = \"dnsrr\" and no publish_port may leave it out)".into());
+            }
+            return;
+        }
         if let Err(why) = check_snippet_dir(&self.caddy.snippet_dir) {
             p.push(format!(
                 "caddy.snippet_dir: `{}` {why}",
