@@ -101,7 +101,13 @@ pub(crate) async fn deploy_inner(
     };
     let report = match p.spec.swarm {
         Some(_) => {
-            let revision = swarm::revision_or_expected(args, revision.or(Some(rollout::revision_arg(&expected, "the expected version")?)))?;
+            let revision = swarm::revision_or_expected(
+                args,
+                revision.or(Some(rollout::revision_arg(
+                    &expected,
+                    "the expected version",
+                )?)),
+            )?;
             swarm::rollout(&p, args, &image, &revision, &hook, cancel).await
         }
         None => rollout::execute_locked(&p, &args.service, &choice, &hook, cancel).await,

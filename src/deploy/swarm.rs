@@ -20,7 +20,12 @@ pub(crate) async fn dry_run(
     revision: Option<Revision>,
 ) -> Result<Exit, Failure> {
     let (image, revision) = match source {
-        Source::Given(image) => (DeployImage::Given { image: image.clone() }, revision),
+        Source::Given(image) => (
+            DeployImage::Given {
+                image: image.clone(),
+            },
+            revision,
+        ),
         Source::Build(b) => {
             let (prepared, registry) = &**b;
             let req = prepared.request();
@@ -34,14 +39,22 @@ pub(crate) async fn dry_run(
             (DeployImage::Built { repository, build }, Some(revision))
         }
     };
-    let revision = revision_or_expected(args, revision)?;
+    let revision = match (revision, &image) {
+        (None, DeployImage::Given { image }) if args.smoke.expect_version.is_none() => {
+            let label = super::inputs::revision_label(p, image).await?;
+            rollout::revision_arg(&label, "the image's revision label")?
+        }
+        (revision, _) => revision_or_expected(args, revision)?,
+    };
     let plan = crate::swarm::plan_for(p, &image.rollout_target(), &revision).await?;
     // An image this deploy builds has no digest yet: say so, never show the stand-in.
     let shown = |text: String| text.replace(PENDING_DIGEST, "<built by this deploy>");
     let json = serde_json::to_string(&plan).map_err(|e| Failure::new(Exit::Unavailable, e))?;
     let value: serde_json::Value =
         serde_json::from_str(&shown(json)).map_err(|e| Failure::new(Exit::Unavailable, e))?;
-    output::print(args.service.format, &value, |_| shown(crate::swarm::render(&plan)))?;
+    output::print(args.service.format, &value, |_| {
+        shown(crate::swarm::render(&plan))
+    })?;
     Ok(Exit::Success)
 }
 

@@ -405,7 +405,9 @@ impl Engine {
     ) -> Result<String, EngineError> {
         let op = format!("creating secret {name}");
         let filters = HashMap::from([("name".to_string(), vec![name.to_string()])]);
-        let options = ListSecretsOptionsBuilder::default().filters(&filters).build();
+        let options = ListSecretsOptionsBuilder::default()
+            .filters(&filters)
+            .build();
         let found = self
             .docker
             .list_secrets(Some(options))
@@ -436,11 +438,9 @@ impl Engine {
     /// The swarm's nodes; an engine that is not a manager answers with an error.
     pub async fn swarm_nodes(&self) -> Result<Vec<NodeState>, EngineError> {
         let options = ListNodesOptionsBuilder::default().build();
-        let nodes = self
-            .docker
-            .list_nodes(Some(options))
-            .await
-            .map_err(|e| self.classify("listing the swarm's nodes (is this engine a manager?)", e))?;
+        let nodes = self.docker.list_nodes(Some(options)).await.map_err(|e| {
+            self.classify("listing the swarm's nodes (is this engine a manager?)", e)
+        })?;
         Ok(nodes
             .into_iter()
             .map(|n| NodeState {

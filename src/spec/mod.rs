@@ -7,10 +7,10 @@ mod swarm;
 mod workers;
 pub use one_file::{BuildSpec, SmokeSpec};
 pub use schema::json_schema;
-pub use swarm::SwarmSpec;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+pub use swarm::SwarmSpec;
 pub use workers::{Worker, WorkerHealth};
 
 use schemars::JsonSchema;
@@ -176,7 +176,7 @@ pub struct HttpProbe {
     pub timeout: Duration,
 }
 
-#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, JsonSchema)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Caddy {
     /// Host directory the Caddyfile imports; slipway writes `<name>.caddy` there and nothing else.
@@ -187,6 +187,17 @@ pub struct Caddy {
     /// Extra lines inside the snippet's `reverse_proxy` block, e.g. "lb_try_duration 5s".
     #[serde(default)]
     pub upstream_options: Vec<String>,
+}
+
+/// No table: only for a `[swarm]` dnsrr service (see `caddy_problems`).
+impl Default for Caddy {
+    fn default() -> Self {
+        Caddy {
+            snippet_dir: PathBuf::new(),
+            reload_command: default_reload_command(),
+            upstream_options: Vec::new(),
+        }
+    }
 }
 
 /// The release command as written: argv (run), or a shell string (refused with its fix).
@@ -519,7 +530,11 @@ impl ServiceSpec {
     /// What reaches the proxy and the host: the snippet directory, options, reload command.
     fn caddy_problems(&self, p: &mut Vec<String>) {
         if self.caddy == Caddy::default() {
-            if !self.swarm.as_ref().is_some_and(|s| s.proxy_discovers_tasks()) {
+            if !self
+                .swarm
+                .as_ref()
+                .is_some_and(|s| s.proxy_discovers_tasks())
+            {
                 p.push("caddy: the [caddy] table is required (only a [swarm] service with endpoint_mode = \"dnsrr\" and no publish_port may leave it out)".into());
             }
             return;

@@ -80,7 +80,10 @@ pub(super) fn problems(s: &SwarmSpec, p: &mut Vec<String>) {
         }
     }
     if s.update_parallelism == 0 {
-        p.push("swarm.update_parallelism: must be at least 1 (0 would replace every task at once)".into());
+        p.push(
+            "swarm.update_parallelism: must be at least 1 (0 would replace every task at once)"
+                .into(),
+        );
     }
     if s.monitor.is_zero() {
         p.push("swarm.monitor: must be above 0, long enough to see the health gate".into());

@@ -84,7 +84,11 @@ impl SwarmLock {
                 "TaskTemplate": {"ContainerSpec": {"Image": image}},
                 "Mode": {"Replicated": {"Replicas": 0}},
             });
-            if engine.create_service_unless_taken(body).await.map_err(err)? {
+            if engine
+                .create_service_unless_taken(body)
+                .await
+                .map_err(err)?
+            {
                 let heartbeat = tokio::spawn(beat(
                     engine.clone(),
                     name.clone(),

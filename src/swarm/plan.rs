@@ -47,7 +47,11 @@ pub fn secret_target(name: &str) -> String {
 
 /// The Swarm secret's name for `var` of `service` at `revision` (never derived from the value).
 pub fn secret_name(service: &str, var: &str, revision: &Revision) -> String {
-    let name = format!("{service}-{}-{}", var.to_ascii_lowercase(), revision.as_str());
+    let name = format!(
+        "{service}-{}-{}",
+        var.to_ascii_lowercase(),
+        revision.as_str()
+    );
     name.chars().take(64).collect()
 }
 
@@ -66,9 +70,7 @@ pub fn plan(
     }
     let action = match current {
         None => SwarmAction::Create,
-        Some(c) if c.image == template.image && c.replicas == sw.replicas => {
-            SwarmAction::Unchanged
-        }
+        Some(c) if c.image == template.image && c.replicas == sw.replicas => SwarmAction::Unchanged,
         Some(c) => SwarmAction::Update {
             from: c.image.clone(),
         },
@@ -172,7 +174,10 @@ fn changes(t: &ServiceTemplate, current: Option<&ServiceState>) -> Vec<String> {
         humantime::format_duration(u.monitor)
     );
     let endpoint = match t.publish {
-        Some((p, target)) => format!("endpoint: {}, host-mode port {p} -> {target}", t.endpoint_mode),
+        Some((p, target)) => format!(
+            "endpoint: {}, host-mode port {p} -> {target}",
+            t.endpoint_mode
+        ),
         None => format!("endpoint: {} on network {}", t.endpoint_mode, t.network),
     };
     let (image, replicas) = match current {
@@ -196,7 +201,9 @@ fn on_failure(action: &SwarmAction) -> Vec<String> {
     match action {
         SwarmAction::Create => vec!["remove the new service (nothing served before)".into()],
         SwarmAction::Update { from } => vec![
-            format!("Swarm rolls back by itself if a task fails its health gate; after a failed public check: service rollback to {from}"),
+            format!(
+                "Swarm rolls back by itself if a task fails its health gate; after a failed public check: service rollback to {from}"
+            ),
             "verify the previous version is served".into(),
         ],
         SwarmAction::Unchanged => Vec::new(),
@@ -226,7 +233,10 @@ pub fn render(plan: &SwarmPlan) -> String {
             s.secret_name, s.target
         ));
     }
-    out.push_str(&format!("  wait for Swarm's verdict: at most {}s\n", plan.deadline_secs));
+    out.push_str(&format!(
+        "  wait for Swarm's verdict: at most {}s\n",
+        plan.deadline_secs
+    ));
     for f in &plan.on_failure {
         out.push_str(&format!("  on failure: {f}\n"));
     }
@@ -257,7 +267,10 @@ mod tests {
         )
         .unwrap_err()
         .to_string();
-        assert!(err.contains("caddy: the [caddy] table is required"), "{err}");
+        assert!(
+            err.contains("caddy: the [caddy] table is required"),
+            "{err}"
+        );
         let err = ServiceSpec::parse(
             std::path::Path::new("s.toml"),
             "name = \"web\"\ncontainer_port = 8080\n[health]\n[swarm]\nreplicas = 0\nnetwork = \"apps\"\nendpoint_mode = \"x\"\nupdate_parallelism = 0\n",
@@ -290,16 +303,34 @@ mod tests {
             assert!(!out.contains("hunter2"), "{out}");
             assert!(!out.contains("prod\""), "{out}");
         }
-        assert!(text.contains("secret: web-db_password-c0ffee1 as /run/secrets/DB_PASSWORD"), "{text}");
-        assert!(p.template.env.contains(&("DB_PASSWORD_FILE".into(), "/run/secrets/DB_PASSWORD".into())));
+        assert!(
+            text.contains("secret: web-db_password-c0ffee1 as /run/secrets/DB_PASSWORD"),
+            "{text}"
+        );
+        assert!(
+            p.template
+                .env
+                .contains(&("DB_PASSWORD_FILE".into(), "/run/secrets/DB_PASSWORD".into()))
+        );
         assert!(!p.template.env.iter().any(|(_, v)| v.contains("hunter2")));
         let current = ServiceState {
             image: format!("r/web@sha256:{}", "cd".repeat(32)),
             replicas: 3,
             ..Default::default()
         };
-        let p = plan(&s, s.swarm.as_ref().unwrap(), &image, &rev, &values, Some(&current));
+        let p = plan(
+            &s,
+            s.swarm.as_ref().unwrap(),
+            &image,
+            &rev,
+            &values,
+            Some(&current),
+        );
         assert!(matches!(p.action, SwarmAction::Update { .. }));
-        assert!(render(&p).contains("image: r/web@sha256:cdcd"), "{}", render(&p));
+        assert!(
+            render(&p).contains("image: r/web@sha256:cdcd"),
+            "{}",
+            render(&p)
+        );
     }
 }

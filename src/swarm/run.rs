@@ -92,7 +92,14 @@ pub async fn plan_for(
         .inspect_service(&p.spec.name)
         .await
         .map_err(unavailable)?;
-    Ok(plan(&p.spec, sw, image, revision, &p.values, current.as_ref()))
+    Ok(plan(
+        &p.spec,
+        sw,
+        image,
+        revision,
+        &p.values,
+        current.as_ref(),
+    ))
 }
 
 /// `slipway deploy` (and `rollout`) on a swarm: under the cluster lock.
@@ -160,7 +167,12 @@ async fn deploy_locked(
             format!("the manager refused the service: {}", e.with_causes()),
         ));
     }
-    run.step(StepName::Create, t, true, render(&plan).trim_end().to_string());
+    run.step(
+        StepName::Create,
+        t,
+        true,
+        render(&plan).trim_end().to_string(),
+    );
     let verdict = wait_verdict(&p.engine, &plan, before, cancel).await;
     Ok(finish(p, run, &plan, verdict, hook, cancel).await)
 }
@@ -198,10 +210,20 @@ fn previous_ref(c: &ServiceState) -> ContainerRef {
         .unwrap_or_default();
     ContainerRef {
         id: c.id.clone(),
-        name: format!("service {}", c.labels.get(crate::rollout::LABEL_SERVICE).cloned().unwrap_or_default()),
+        name: format!(
+            "service {}",
+            c.labels
+                .get(crate::rollout::LABEL_SERVICE)
+                .cloned()
+                .unwrap_or_default()
+        ),
         slot: None,
         port: None,
-        digest: c.image.rsplit_once('@').map(|(_, d)| d.to_string()).unwrap_or_default(),
+        digest: c
+            .image
+            .rsplit_once('@')
+            .map(|(_, d)| d.to_string())
+            .unwrap_or_default(),
         revision,
         image: c.image.clone(),
     }
@@ -220,7 +242,10 @@ async fn secrets(p: &Prepared, t: &mut ServiceTemplate) -> Result<(), crate::eng
             .find(|(n, _)| *n == s.target)
             .map(|(_, v)| v.as_str())
             .unwrap_or_default();
-        s.secret_id = p.engine.ensure_secret(&s.secret_name, value, &labels).await?;
+        s.secret_id = p
+            .engine
+            .ensure_secret(&s.secret_name, value, &labels)
+            .await?;
     }
     Ok(())
 }
@@ -280,9 +305,9 @@ async fn verdict_once(
         (SwarmAction::Update { .. }, Some("rollback_completed")) => {
             Ok(Some(Verdict::SwarmRolledBack(message)))
         }
-        (SwarmAction::Update { .. }, Some("paused" | "rollback_paused")) => {
-            Ok(Some(Verdict::Failed(format!("Swarm paused the update: {message}"))))
-        }
+        (SwarmAction::Update { .. }, Some("paused" | "rollback_paused")) => Ok(Some(
+            Verdict::Failed(format!("Swarm paused the update: {message}")),
+        )),
         (SwarmAction::Create, _) => tasks_on(engine, plan, &plan.template.image).await,
         _ => Ok(None),
     }
@@ -295,7 +320,10 @@ async fn tasks_on(
     image: &str,
 ) -> Result<Option<Verdict>, crate::engine::EngineError> {
     let tasks = engine.service_tasks(&plan.service).await?;
-    let desired: Vec<_> = tasks.iter().filter(|t| t.desired_state == "running").collect();
+    let desired: Vec<_> = tasks
+        .iter()
+        .filter(|t| t.desired_state == "running")
+        .collect();
     let running = desired.iter().filter(|t| t.state == "running").count() as u64;
     let all_on_image = desired.iter().all(|t| t.image == image);
     if running == plan.template.replicas && desired.len() as u64 == running && all_on_image {
@@ -305,14 +333,19 @@ async fn tasks_on(
             nodes.len()
         ))));
     }
-    let failed = tasks.iter().filter(|t| t.state == "failed" || t.state == "rejected").count();
+    let failed = tasks
+        .iter()
+        .filter(|t| t.state == "failed" || t.state == "rejected")
+        .count();
     if plan.action == SwarmAction::Create && failed as u64 >= 2 * plan.template.replicas {
         let why = tasks
             .iter()
             .find(|t| !t.error.is_empty())
             .map(|t| t.error.clone())
             .unwrap_or_default();
-        return Ok(Some(Verdict::Failed(format!("{failed} task(s) failed: {why}"))));
+        return Ok(Some(Verdict::Failed(format!(
+            "{failed} task(s) failed: {why}"
+        ))));
     }
     Ok(None)
 }
@@ -332,12 +365,26 @@ async fn finish(
             run.step(StepName::Health, t, true, detail);
         }
         Verdict::SwarmRolledBack(why) => {
-            run.step(StepName::Health, t, false, format!("Swarm rolled back: {why}"));
-            let cause = format!("a new task failed its health gate; Swarm rolled the update back ({why})");
+            run.step(
+                StepName::Health,
+                t,
+                false,
+                format!("Swarm rolled back: {why}"),
+            );
+            let cause =
+                format!("a new task failed its health gate; Swarm rolled the update back ({why})");
             return restored(run, hook, cause).await;
         }
         Verdict::Interrupted => {
-            return undo(p, run, plan, hook, "interrupted (SIGINT/SIGTERM)".into(), Outcome::Interrupted).await;
+            return undo(
+                p,
+                run,
+                plan,
+                hook,
+                "interrupted (SIGINT/SIGTERM)".into(),
+                Outcome::Interrupted,
+            )
+            .await;
         }
         Verdict::Failed(why) => {
             run.step(StepName::Health, t, false, why.clone());
@@ -348,12 +395,23 @@ async fn finish(
     match hook.check(cancel).await {
         Ok(detail) => {
             run.step(StepName::Smoke, t, true, detail);
-            let msg = format!("deployed {} to {} task(s) of {}", plan.template.image, plan.template.replicas, plan.service);
+            let msg = format!(
+                "deployed {} to {} task(s) of {}",
+                plan.template.image, plan.template.replicas, plan.service
+            );
             run.end(Outcome::Deployed, msg)
         }
         Err(why) => {
             run.step(StepName::Smoke, t, false, why.clone());
-            undo(p, run, plan, hook, format!("the public check failed: {why}"), Outcome::RolledBack).await
+            undo(
+                p,
+                run,
+                plan,
+                hook,
+                format!("the public check failed: {why}"),
+                Outcome::RolledBack,
+            )
+            .await
         }
     }
 }
@@ -381,7 +439,10 @@ async fn undo(
         Ok(detail) => run.step(StepName::Rollback, t, true, detail),
         Err(e) => {
             run.step(StepName::Rollback, t, false, e.clone());
-            let msg = format!("{cause}; and the rollback failed: {e}. Check `docker service ps {}` on the manager and roll back by hand (`docker service rollback {}`)", plan.service, plan.service);
+            let msg = format!(
+                "{cause}; and the rollback failed: {e}. Check `docker service ps {}` on the manager and roll back by hand (`docker service rollback {}`)",
+                plan.service, plan.service
+            );
             return run.end(Outcome::RollbackFailed, msg);
         }
     }
@@ -399,11 +460,18 @@ pub async fn rollback_and_wait(engine: &Engine, service: &str) -> Result<String,
         .await
         .map_err(|e| e.with_causes())?
         .and_then(|s| s.update_started);
-    engine.rollback_service(service).await.map_err(|e| e.with_causes())?;
+    engine
+        .rollback_service(service)
+        .await
+        .map_err(|e| e.with_causes())?;
     let deadline = Instant::now() + Duration::from_secs(300);
     while Instant::now() < deadline {
         tokio::time::sleep(POLL).await;
-        let Some(s) = engine.inspect_service(service).await.map_err(|e| e.with_causes())? else {
+        let Some(s) = engine
+            .inspect_service(service)
+            .await
+            .map_err(|e| e.with_causes())?
+        else {
             return Err("the service disappeared".into());
         };
         let fresh = s.update_started.is_some() && s.update_started != before;
@@ -412,7 +480,10 @@ pub async fn rollback_and_wait(engine: &Engine, service: &str) -> Result<String,
                 return Ok(format!("Swarm rolled {service} back to {}", s.image));
             }
             Some("rollback_paused") if fresh => {
-                return Err(format!("the rollback paused: {}", s.update_message.unwrap_or_default()));
+                return Err(format!(
+                    "the rollback paused: {}",
+                    s.update_message.unwrap_or_default()
+                ));
             }
             _ => {}
         }
@@ -428,8 +499,13 @@ async fn restored(mut run: Run, hook: &impl AfterSwitch, cause: String) -> Repor
         Ok(detail) => {
             run.step(StepName::VerifyRestored, t, true, detail);
             let msg = match &previous {
-                Some(p) => format!("deployed and rolled back; the previous release is serving ({}, revision {}). Cause: {cause}", p.image, p.revision),
-                None => format!("rolled back; there was no previous release, so nothing serves. Cause: {cause}"),
+                Some(p) => format!(
+                    "deployed and rolled back; the previous release is serving ({}, revision {}). Cause: {cause}",
+                    p.image, p.revision
+                ),
+                None => format!(
+                    "rolled back; there was no previous release, so nothing serves. Cause: {cause}"
+                ),
             };
             run.end(Outcome::RolledBack, msg)
         }
@@ -446,13 +522,33 @@ pub async fn rollback(
     lock_ttl: Duration,
     hook: &impl AfterSwitch,
 ) -> Result<Report, Failure> {
-    let Some(current) = p.engine.inspect_service(&p.spec.name).await.map_err(unavailable)? else {
-        return Err(Failure::usage(anyhow::anyhow!("there is no service {} on this swarm to roll back", p.spec.name)).with_hint("deploy it first"));
+    let Some(current) = p
+        .engine
+        .inspect_service(&p.spec.name)
+        .await
+        .map_err(unavailable)?
+    else {
+        return Err(Failure::usage(anyhow::anyhow!(
+            "there is no service {} on this swarm to roll back",
+            p.spec.name
+        ))
+        .with_hint("deploy it first"));
     };
     let Some(previous) = current.previous_image.clone() else {
-        return Err(Failure::usage(anyhow::anyhow!("service {} has no previous version to roll back to", p.spec.name)).with_hint("roll out a pinned image instead"));
+        return Err(Failure::usage(anyhow::anyhow!(
+            "service {} has no previous version to roll back to",
+            p.spec.name
+        ))
+        .with_hint("roll out a pinned image instead"));
     };
-    let revision = Revision::parse(current.labels.get(crate::rollout::LABEL_REVISION).map_or("unknown", |s| s), "the service's revision label").map_err(|e| Failure::usage(e))?;
+    let revision = Revision::parse(
+        current
+            .labels
+            .get(crate::rollout::LABEL_REVISION)
+            .map_or("unknown", |s| s),
+        "the service's revision label",
+    )
+    .map_err(|e| Failure::usage(e))?;
     let lock = take_lock(p, &current.image, lock_ttl).await?;
     let mut run = Run::new(&p.spec.name, &previous, &revision);
     run.report.previous = Some(previous_ref(&current));

@@ -1,0 +1,472 @@
+//! `slipway deploy` against a real three-node Docker Swarm (scripts/swarm-cluster, brought up by
+//! `scripts/test` with SANDBOX_SWARM=1): Caddy on the overlay finds the tasks over
+//! `tasks.<service>` (dnsrr), Swarm gates each task on its health check, slipway judges by
+//! `UpdateStatus.State` and the tasks' images, then the public URL.
+
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use crate::support::{code, slipway_bin, text};
+
+struct Cluster {
+    manager: String,
+    registry: String,
+    base: String,
+    caddy_image: String,
+    network: String,
+    manager_ip: String,
+    dir: std::path::PathBuf,
+}
+
+fn var(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| {
+        panic!(
+            "{name} is not set: the swarm tests need the three-node cluster that `scripts/test` \
+             brings up (SANDBOX_SWARM=1 scripts/sandbox cargo test); they never skip"
+        )
+    })
+}
+
+fn cluster() -> Cluster {
+    Cluster {
+        manager: var("SLIPWAY_SWARM_MANAGER"),
+        registry: var("SLIPWAY_SWARM_REGISTRY"),
+        base: var("SLIPWAY_SWARM_BASE_IMAGE"),
+        caddy_image: var("SLIPWAY_SWARM_CADDY_IMAGE"),
+        network: var("SLIPWAY_SWARM_NETWORK"),
+        manager_ip: var("SLIPWAY_SWARM_NODE_IPS")
+            .split(',')
+            .next()
+            .unwrap_or_default()
+            .to_string(),
+        dir: var("SLIPWAY_SWARM_DIR").into(),
+    }
+}
+
+/// One swarm test at a time: they share three nodes on two cores.
+fn serial() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn docker(c: &Cluster, args: &[&str]) -> String {
+    let out = Command::new("docker")
+        .args(args)
+        .env("DOCKER_HOST", &c.manager)
+        .output()
+        .expect("the docker CLI runs");
+    assert!(
+        out.status.success(),
+        "docker {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// The fixture app at `version`, built on the manager and pushed to the cluster's registry.
+fn image(version: &str) -> String {
+    static BUILT: Mutex<Vec<(String, String)>> = Mutex::new(Vec::new());
+    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((_, img)) = built.iter().find(|(v, _)| v == version) {
+        return img.clone();
+    }
+    let c = cluster();
+    let tag = format!("{}/swarm-app:{version}", c.registry);
+    let base = format!("BASE_IMAGE={}", c.base);
+    let v = format!("VERSION={version}");
+    let app = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/app");
+    docker(
+        &c,
+        &[
+            "build",
+            "-q",
+            "--build-arg",
+            &base,
+            "--build-arg",
+            &v,
+            "-t",
+            &tag,
+            app,
+        ],
+    );
+    docker(&c, &["push", "-q", &tag]);
+    let img = docker(
+        &c,
+        &["inspect", "--format", "{{index .RepoDigests 0}}", &tag],
+    );
+    built.push((version.to_string(), img.clone()));
+    img
+}
+
+/// A service name and its Caddy (a swarm service on the manager, on the overlay, dynamic
+/// upstreams over `tasks.<name>`, published in host mode on the manager's address).
+struct Svc {
+    name: String,
+    port: u16,
+    spec: std::path::PathBuf,
+}
+
+impl Svc {
+    fn new(name: &str, port: u16) -> Svc {
+        let c = cluster();
+        let dir = c.dir.join(format!("test-{name}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let caddyfile = format!(
+            "{{\n\tadmin off\n\tauto_https off\n}}\n:80 {{\n\treverse_proxy {{\n\t\tdynamic a {{\n\t\t\tname tasks.{name}\n\t\t\tport 8080\n\t\t\trefresh 1s\n\t\t}}\n\t\tlb_try_duration 3s\n\t}}\n}}\n"
+        );
+        let file = dir.join("Caddyfile");
+        std::fs::write(&file, caddyfile).unwrap();
+        let config = format!("caddy-{name}");
+        docker(&c, &["config", "create", &config, file.to_str().unwrap()]);
+        let publish = format!("mode=host,target=80,published={port}");
+        let cfg = format!("source={config},target=/etc/caddy/Caddyfile");
+        docker(
+            &c,
+            &[
+                "service",
+                "create",
+                "-d",
+                "--name",
+                &format!("caddy-{name}"),
+                "--network",
+                &c.network,
+                "--constraint",
+                "node.role==manager",
+                "--publish",
+                &publish,
+                "--config",
+                &cfg,
+                &c.caddy_image,
+            ],
+        );
+        let spec = dir.join("slipway.toml");
+        std::fs::write(
+            &spec,
+            format!(
+                "name = \"{name}\"\ncontainer_port = 8080\nenv = [\"APP_HEALTH\"]\n\n[health]\ndocker = true\ndeadline = \"30s\"\n\n[swarm]\nreplicas = 3\nnetwork = \"{}\"\nmonitor = \"3s\"\n",
+                c.network
+            ),
+        )
+        .unwrap();
+        Svc {
+            name: name.to_string(),
+            port,
+            spec,
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}:{}/health", cluster().manager_ip, self.port)
+    }
+
+    fn deploy(&self, image: &str, env: &[(&str, &str)], extra: &[&str]) -> Output {
+        let (spec, url) = (self.spec.to_str().unwrap().to_string(), self.url());
+        let mut args = vec![
+            "deploy",
+            "--config",
+            &spec,
+            "--image",
+            image,
+            "--url",
+            &url,
+            "--watch",
+            "1s",
+            "--smoke-deadline",
+            "20s",
+            "--smoke-interval",
+            "250ms",
+        ];
+        args.extend_from_slice(extra);
+        self.slipway(&args, env)
+    }
+
+    fn slipway(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+        Command::new(slipway_bin())
+            .args(args)
+            .env_remove("SLIPWAY_LOG")
+            .env("DOCKER_HOST", cluster().manager)
+            .env("APP_HEALTH", "ok")
+            .envs(env.iter().copied())
+            .output()
+            .expect("slipway runs")
+    }
+
+    /// What the public URL serves now (through Caddy on the overlay).
+    fn served(&self) -> String {
+        get(&self.url()).unwrap_or_else(|e| format!("<{e}>"))
+    }
+
+    fn wait_served(&self, version: &str) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if self.served().contains(version) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        panic!("{} never served {version}: {}", self.url(), self.served());
+    }
+
+    fn task_images_and_nodes(&self) -> Vec<String> {
+        let out = docker(
+            &cluster(),
+            &[
+                "service",
+                "ps",
+                &self.name,
+                "--filter",
+                "desired-state=running",
+                "--format",
+                "{{.Node}} {{.CurrentState}} {{.Image}}",
+            ],
+        );
+        out.lines().map(str::to_string).collect()
+    }
+}
+
+impl Drop for Svc {
+    fn drop(&mut self) {
+        let c = cluster();
+        for s in [format!("caddy-{}", self.name), self.name.clone()] {
+            let _ = Command::new("docker")
+                .args(["service", "rm", &s])
+                .env("DOCKER_HOST", &c.manager)
+                .output();
+        }
+        let _ = Command::new("docker")
+            .args(["config", "rm", &format!("caddy-{}", self.name)])
+            .env("DOCKER_HOST", &c.manager)
+            .output();
+    }
+}
+
+/// One GET on a new connection (`Connection: close`); the body.
+fn get(url: &str) -> Result<String, String> {
+    use std::io::{Read, Write};
+    let rest = url.strip_prefix("http://").ok_or("not http")?;
+    let (addr, path) = rest.split_once('/').ok_or("no path")?;
+    let mut s = std::net::TcpStream::connect(addr).map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok();
+    write!(
+        s,
+        "GET /{path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .map_err(|e| e.to_string())?;
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).map_err(|e| e.to_string())?;
+    match buf.split_once("\r\n\r\n") {
+        Some((head, body)) if head.starts_with("HTTP/1.1 200") => Ok(body.to_string()),
+        _ => Err(buf.lines().next().unwrap_or("empty answer").to_string()),
+    }
+}
+
+/// New-connection requests in threads until stopped: (requests, failures, first failures).
+struct Load {
+    stop: Arc<AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<(u64, u64, Vec<String>)>>,
+}
+
+impl Load {
+    fn start(url: &str, threads: usize) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let threads = (0..threads)
+            .map(|_| {
+                let (stop, url) = (stop.clone(), url.to_string());
+                std::thread::spawn(move || {
+                    let (mut n, mut failed, mut seen) = (0, 0, Vec::new());
+                    while !stop.load(Ordering::Relaxed) {
+                        n += 1;
+                        if let Err(e) = get(&url) {
+                            failed += 1;
+                            if seen.len() < 5 {
+                                seen.push(e);
+                            }
+                        }
+                        std::thread::sleep(Duration::from_millis(10));
+                    }
+                    (n, failed, seen)
+                })
+            })
+            .collect();
+        Load { stop, threads }
+    }
+
+    fn stop(self) -> (u64, u64, Vec<String>) {
+        self.stop.store(true, Ordering::Relaxed);
+        let mut all = (0, 0, Vec::new());
+        for t in self.threads {
+            let (n, f, s) = t.join().unwrap();
+            all.0 += n;
+            all.1 += f;
+            all.2.extend(s);
+        }
+        all
+    }
+}
+
+fn assert_code(out: &Output, want: i32) {
+    let (stdout, stderr) = text(out);
+    assert_eq!(code(out), want, "stdout:\n{stdout}\nstderr:\n{stderr}");
+}
+
+#[test]
+fn swarm_first_deploy_then_a_second_under_load_then_rollback_with_no_arguments() {
+    let _one = serial();
+    let svc = Svc::new("sw-web", 18201);
+    let (v1, v2) = (image("sw1"), image("sw2"));
+
+    let plan = svc.slipway(
+        &[
+            "plan",
+            "--config",
+            svc.spec.to_str().unwrap(),
+            "--image",
+            &v1,
+            "--url",
+            &svc.url(),
+        ],
+        &[],
+    );
+    assert_code(&plan, 0);
+    let (plan_out, _) = text(&plan);
+    assert!(
+        plan_out.contains("create the service") && plan_out.contains("replicas: 3"),
+        "{plan_out}"
+    );
+
+    let t = Instant::now();
+    let out = svc.deploy(&v1, &[], &[]);
+    assert_code(&out, 0);
+    eprintln!(
+        "first deploy (create, 3 replicas): {} ms",
+        t.elapsed().as_millis()
+    );
+    svc.wait_served("sw1");
+    let tasks = svc.task_images_and_nodes();
+    let nodes: std::collections::BTreeSet<_> =
+        tasks.iter().map(|l| l.split(' ').next().unwrap()).collect();
+    assert_eq!(tasks.len(), 3, "{tasks:?}");
+    assert_eq!(nodes.len(), 3, "3 replicas across 3 nodes: {tasks:?}");
+    assert!(
+        tasks
+            .iter()
+            .all(|l| l.contains(v1.split_once('@').unwrap().1) || l.contains("swarm-app")),
+        "{tasks:?}"
+    );
+
+    let load = Load::start(&svc.url(), 4);
+    std::thread::sleep(Duration::from_millis(500));
+    let t = Instant::now();
+    let out = svc.deploy(&v2, &[], &[]);
+    let update_ms = t.elapsed().as_millis();
+    std::thread::sleep(Duration::from_millis(500));
+    let (requests, failures, seen) = load.stop();
+    assert_code(&out, 0);
+    eprintln!(
+        "second deploy (start-first update of 3 replicas) under load: {update_ms} ms, {requests} new-connection requests, {failures} failed {seen:?}"
+    );
+    assert!(requests > 50, "the load ran: {requests}");
+    assert_eq!(
+        failures, 0,
+        "failed new-connection requests during the update: {seen:?}"
+    );
+    assert!(svc.served().contains("sw2"), "{}", svc.served());
+    let (stdout, stderr) = text(&out);
+    assert!(
+        !stdout.contains("APP_HEALTH=ok") && !stderr.contains("=ok"),
+        "no env value printed"
+    );
+
+    let out = svc.slipway(&["rollback", "--config", svc.spec.to_str().unwrap()], &[]);
+    assert_code(&out, 0);
+    svc.wait_served("sw1");
+}
+
+#[test]
+fn swarm_an_unhealthy_update_is_rolled_back_by_swarm_and_exits_1() {
+    let _one = serial();
+    let svc = Svc::new("sw-sick", 18202);
+    let (v1, v2) = (image("sw1"), image("sw2"));
+    assert_code(&svc.deploy(&v1, &[], &[]), 0);
+    svc.wait_served("sw1");
+    let t = Instant::now();
+    let out = svc.deploy(&v2, &[("APP_HEALTH", "fail")], &[]);
+    eprintln!(
+        "unhealthy update to exit 1 (Swarm's automatic rollback): {} ms",
+        t.elapsed().as_millis()
+    );
+    assert_code(&out, 1);
+    let (_, stderr) = text(&out);
+    assert!(stderr.contains("Swarm rolled the update back"), "{stderr}");
+    assert!(
+        svc.served().contains("sw1"),
+        "the previous version serves: {}",
+        svc.served()
+    );
+}
+
+#[test]
+fn swarm_a_public_mismatch_is_rolled_back_by_slipway_and_two_deploys_at_once_one_exits_4() {
+    let _one = serial();
+    let svc = Svc::new("sw-odd", 18203);
+    let (v1, v2) = (image("sw1"), image("sw2"));
+    assert_code(&svc.deploy(&v1, &[], &[]), 0);
+    svc.wait_served("sw1");
+
+    let out = svc.deploy(
+        &v2,
+        &[],
+        &["--expect-version", "not-sw2", "--smoke-deadline", "3s"],
+    );
+    assert_code(&out, 1);
+    let (_, stderr) = text(&out);
+    assert!(stderr.contains("public check failed"), "{stderr}");
+    assert!(
+        svc.served().contains("sw1"),
+        "the previous version serves: {}",
+        svc.served()
+    );
+
+    // Two deploys at once: one holds the cluster lock, the other exits 4 at once.
+    let spec = svc.spec.to_str().unwrap().to_string();
+    let url = svc.url();
+    let spawn = |img: &str| {
+        Command::new(slipway_bin())
+            .args([
+                "deploy",
+                "--config",
+                &spec,
+                "--image",
+                img,
+                "--url",
+                &url,
+                "--watch",
+                "1s",
+                "--smoke-deadline",
+                "20s",
+            ])
+            .env_remove("SLIPWAY_LOG")
+            .env("DOCKER_HOST", cluster().manager)
+            .env("APP_HEALTH", "ok")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let a = spawn(&v2);
+    std::thread::sleep(Duration::from_millis(300));
+    let b = spawn(&v2).wait_with_output().unwrap();
+    let a = a.wait_with_output().unwrap();
+    let mut codes = [code(&a), code(&b)];
+    codes.sort();
+    assert_eq!(codes, [0, 4], "a: {}\nb: {}", text(&a).1, text(&b).1);
+    let loser = if code(&a) == 4 { &a } else { &b };
+    assert!(
+        text(loser).1.contains("holds the cluster lock"),
+        "{}",
+        text(loser).1
+    );
+    svc.wait_served("sw2");
+}
