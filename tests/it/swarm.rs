@@ -173,11 +173,12 @@ impl Svc {
             &url,
             "--watch",
             "1s",
-            "--smoke-deadline",
-            "20s",
             "--smoke-interval",
             "250ms",
         ];
+        if !extra.contains(&"--smoke-deadline") {
+            args.extend(["--smoke-deadline", "20s"]);
+        }
         args.extend_from_slice(extra);
         self.slipway(&args, env)
     }
