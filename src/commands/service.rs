@@ -61,7 +61,7 @@ async fn swarm_run(
 ) -> Result<Exit, Failure> {
     let hook = rollout::execute::NoCheck;
     let report = match choice {
-        Choice::LastGood => crate::swarm::rollback(p, args.lock_ttl, &hook).await?,
+        Choice::LastGood => crate::swarm::rollback(p, args.lock_ttl).await?,
         Choice::Image { image, revision } => {
             let image = crate::image::reference::PinnedImage::parse(&image)
                 .map_err(|e| Failure::usage(anyhow::Error::new(e)))?;

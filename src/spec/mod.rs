@@ -535,7 +535,7 @@ impl ServiceSpec {
                 .as_ref()
                 .is_some_and(|s| s.proxy_discovers_tasks())
             {
-                p.push("caddy: the [caddy] table is required (only a [swarm] service with endpoint_mode = \"dnsrr\" and no publish_port may leave it out)".into());
+                p.push("caddy: the [caddy] table is required (only a [swarm] service with endpoint_mode = \"dnsrr\" may leave it out)".into());
             }
             return;
         }

@@ -45,9 +45,10 @@ fn default_monitor() -> Duration {
 }
 
 impl SwarmSpec {
-    /// The proxy finds the tasks itself (`tasks.<name>`), so no proxy table is needed.
+    /// The proxy finds the tasks itself (`tasks.<name>` on the overlay, or every node's
+    /// host-mode port with health checks): slipway switches nothing, so no proxy table is needed.
     pub fn proxy_discovers_tasks(&self) -> bool {
-        self.endpoint_mode == "dnsrr" && self.publish_port.is_none()
+        self.endpoint_mode == "dnsrr"
     }
 }
 
@@ -56,7 +57,7 @@ pub(super) fn problems(s: &SwarmSpec, p: &mut Vec<String>) {
     if s.replicas == 0 {
         p.push("swarm.replicas: must be at least 1".into());
     }
-    if !super::check_network(&s.network).is_ok() || s.network.is_empty() {
+    if super::check_network(&s.network).is_err() || s.network.is_empty() {
         p.push(format!(
             "swarm.network: `{}` is not a network name (an overlay network, e.g. \"apps\")",
             s.network.escape_debug()

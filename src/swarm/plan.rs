@@ -263,7 +263,7 @@ mod tests {
         assert_eq!(s.swarm.as_ref().unwrap().endpoint_mode, "dnsrr");
         let err = ServiceSpec::parse(
             std::path::Path::new("s.toml"),
-            "name = \"web\"\ncontainer_port = 8080\n[health]\n[swarm]\nreplicas = 2\nnetwork = \"apps\"\npublish_port = 18090\n",
+            "name = \"web\"\ncontainer_port = 8080\n[health]\n[swarm]\nreplicas = 2\nnetwork = \"apps\"\nendpoint_mode = \"vip\"\n",
         )
         .unwrap_err()
         .to_string();

@@ -517,11 +517,7 @@ async fn restored(mut run: Run, hook: &impl AfterSwitch, cause: String) -> Repor
 }
 
 /// `slipway rollback` on a swarm: the manager's previous spec comes back.
-pub async fn rollback(
-    p: &Prepared,
-    lock_ttl: Duration,
-    hook: &impl AfterSwitch,
-) -> Result<Report, Failure> {
+pub async fn rollback(p: &Prepared, lock_ttl: Duration) -> Result<Report, Failure> {
     let Some(current) = p
         .engine
         .inspect_service(&p.spec.name)
@@ -548,7 +544,7 @@ pub async fn rollback(
             .map_or("unknown", |s| s),
         "the service's revision label",
     )
-    .map_err(|e| Failure::usage(e))?;
+    .map_err(Failure::usage)?;
     let lock = take_lock(p, &current.image, lock_ttl).await?;
     let mut run = Run::new(&p.spec.name, &previous, &revision);
     run.report.previous = Some(previous_ref(&current));
@@ -558,7 +554,6 @@ pub async fn rollback(
     Ok(match result {
         Ok(detail) => {
             run.step(StepName::Rollback, t, true, detail.clone());
-            let _ = hook;
             run.end(Outcome::Deployed, detail)
         }
         Err(e) => {

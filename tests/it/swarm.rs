@@ -471,3 +471,117 @@ fn swarm_a_public_mismatch_is_rolled_back_by_slipway_and_two_deploys_at_once_one
     );
     svc.wait_served("sw2");
 }
+
+/// `scripts/swarm-cluster stop-node|start-node DIR NODE`.
+fn node(action: &str, name: &str) {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/swarm-cluster");
+    let dir = cluster().dir;
+    let out = Command::new(script)
+        .args([action, dir.to_str().unwrap(), name])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .expect("scripts/swarm-cluster runs");
+    assert!(out.status.success(), "{action} {name}: {}", text(&out).1);
+}
+
+fn wait_nodes_ready(n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        let ls = docker(&cluster(), &["node", "ls", "--format", "{{.Status}}"]);
+        if ls.lines().filter(|l| *l == "Ready").count() == n {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    panic!("the swarm did not get {n} Ready nodes back");
+}
+
+#[test]
+fn swarm_a_node_stopped_mid_update_loses_nothing_served() {
+    let _one = serial();
+    let svc = Svc::new("sw-node", 18204);
+    let (v1, v2) = (image("sw1"), image("sw2"));
+    assert_code(&svc.deploy(&v1, &[], &[]), 0);
+    svc.wait_served("sw1");
+    let spec = svc.spec.to_str().unwrap().to_string();
+    let url = svc.url();
+    let child = Command::new(slipway_bin())
+        .args(["deploy", "--config", &spec, "--image", &v2, "--url", &url])
+        .args(["--watch", "1s", "--smoke-deadline", "30s"])
+        .env_remove("SLIPWAY_LOG")
+        .env("DOCKER_HOST", cluster().manager)
+        .env("APP_HEALTH", "ok")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    node("stop-node", "n3");
+    let out = child.wait_with_output().unwrap();
+    node("start-node", "n3");
+    wait_nodes_ready(3);
+    let (_, stderr) = text(&out);
+    eprintln!("deploy with n3 stopped mid-update: exit {}", code(&out));
+    match code(&out) {
+        0 => assert!(svc.served().contains("sw2"), "{}", svc.served()),
+        1 => assert!(svc.served().contains("sw1"), "{}", svc.served()),
+        other => panic!("exit {other}: a stopped node must end deployed or rolled back:\n{stderr}"),
+    }
+}
+
+/// Host-mode published ports (replicas < nodes) with Caddy outside the swarm, pointed at every
+/// node's port and health-checking each.
+#[test]
+fn swarm_host_mode_ports_behind_a_caddy_outside_the_swarm() {
+    let _one = serial();
+    let c = cluster();
+    let svc = Svc::new("sw-host", 18205);
+    let spec = std::fs::read_to_string(&svc.spec)
+        .unwrap()
+        .replace("replicas = 3", "replicas = 2\npublish_port = 18206");
+    std::fs::write(&svc.spec, spec).unwrap();
+    let dir = c.dir.join("test-sw-host");
+    let upstreams = var("SLIPWAY_SWARM_NODE_IPS")
+        .split(',')
+        .map(|ip| format!("{ip}:18206"))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let port = crate::service::free_port();
+    let caddyfile = format!(
+        "{{\n\tadmin off\n\tauto_https off\n}}\nhttp://127.0.0.1:{port} {{\n\tbind 127.0.0.1\n\treverse_proxy {upstreams} {{\n\t\tlb_try_duration 3s\n\t\tfail_duration 5s\n\t\thealth_uri /health\n\t\thealth_interval 500ms\n\t}}\n}}\n"
+    );
+    std::fs::write(dir.join("Caddyfile.outside"), caddyfile).unwrap();
+    let mut caddy = Command::new("caddy")
+        .args(["run", "--adapter", "caddyfile", "--config"])
+        .arg(dir.join("Caddyfile.outside"))
+        .env("XDG_CONFIG_HOME", &dir)
+        .env("XDG_DATA_HOME", &dir)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("caddy starts");
+    let public = format!("http://127.0.0.1:{port}/health");
+    let (v1, v2) = (image("sw1"), image("sw2"));
+    let deploy = |img: &str| {
+        let spec = svc.spec.to_str().unwrap().to_string();
+        svc.slipway(
+            &[
+                "deploy", "--config", &spec, "--image", img, "--url", &public, "--watch", "1s",
+            ],
+            &[],
+        )
+    };
+    let first = deploy(&v1);
+    let second = deploy(&v2);
+    let served = get(&public);
+    let _ = caddy.kill();
+    let _ = caddy.wait();
+    assert_code(&first, 0);
+    assert_code(&second, 0);
+    assert!(
+        served.as_deref().unwrap_or_default().contains("sw2"),
+        "{served:?}"
+    );
+    assert_eq!(svc.task_images_and_nodes().len(), 2);
+}
