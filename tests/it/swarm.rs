@@ -145,7 +145,7 @@ impl Svc {
         std::fs::write(
             &spec,
             format!(
-                "name = \"{name}\"\ncontainer_port = 8080\nenv = [\"APP_HEALTH\"]\n\n[health]\ndocker = true\ndeadline = \"30s\"\n\n[swarm]\nreplicas = 3\nnetwork = \"{}\"\nmonitor = \"3s\"\n",
+                "name = \"{name}\"\ncontainer_port = 8080\nenv = [\"APP_HEALTH\", \"APP_STOP_DRAIN\"]\n\n[health]\ndocker = true\ndeadline = \"30s\"\n\n[swarm]\nreplicas = 3\nnetwork = \"{}\"\nmonitor = \"3s\"\n",
                 c.network
             ),
         )
@@ -189,6 +189,7 @@ impl Svc {
             .env_remove("SLIPWAY_LOG")
             .env("DOCKER_HOST", cluster().manager)
             .env("APP_HEALTH", "ok")
+            .env("APP_STOP_DRAIN", "4")
             .envs(env.iter().copied())
             .output()
             .expect("slipway runs")
@@ -358,17 +359,27 @@ fn swarm_first_deploy_then_a_second_under_load_then_rollback_with_no_arguments()
     );
 
     let load = Load::start(&svc.url(), 4);
+    let slow_url = svc.url().replace("/health", "/cgi-bin/slow");
+    assert!(
+        get(&slow_url).is_ok_and(|b| b.contains("sw1")),
+        "the 2 s endpoint answers"
+    );
+    let slow = Load::start(&slow_url, 4);
     std::thread::sleep(Duration::from_millis(500));
     let t = Instant::now();
     let out = svc.deploy(&v2, &[], &[]);
     let update_ms = t.elapsed().as_millis();
     std::thread::sleep(Duration::from_millis(500));
     let (requests, failures, seen) = load.stop();
+    let (slow_requests, cut, cut_seen) = slow.stop();
     assert_code(&out, 0);
     eprintln!(
         "second deploy (start-first update of 3 replicas) under load: {update_ms} ms, {requests} new-connection requests, {failures} failed {seen:?}"
     );
+    eprintln!("2 s requests during the update: {slow_requests}, cut {cut} {cut_seen:?}");
     assert!(requests > 50, "the load ran: {requests}");
+    assert!(slow_requests >= 8, "the slow load ran: {slow_requests}");
+    assert_eq!(cut, 0, "2 s requests cut during the update: {cut_seen:?}");
     assert_eq!(
         failures, 0,
         "failed new-connection requests during the update: {seen:?}"
@@ -451,6 +462,7 @@ fn swarm_a_public_mismatch_is_rolled_back_by_slipway_and_two_deploys_at_once_one
             .env_remove("SLIPWAY_LOG")
             .env("DOCKER_HOST", cluster().manager)
             .env("APP_HEALTH", "ok")
+            .env("APP_STOP_DRAIN", "4")
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
             .spawn()
@@ -512,6 +524,7 @@ fn swarm_a_node_stopped_mid_update_loses_nothing_served() {
         .env_remove("SLIPWAY_LOG")
         .env("DOCKER_HOST", cluster().manager)
         .env("APP_HEALTH", "ok")
+        .env("APP_STOP_DRAIN", "4")
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
