@@ -45,6 +45,8 @@ fn cluster() -> Cluster {
     }
 }
 
+const SECRET: &str = "s3cr3t+/=>?~SwarmValue";
+
 /// One swarm test at a time: they share three nodes on two cores.
 fn serial() -> MutexGuard<'static, ()> {
     static LOCK: Mutex<()> = Mutex::new(());
@@ -190,6 +192,7 @@ impl Svc {
             .env("DOCKER_HOST", cluster().manager)
             .env("APP_HEALTH", "ok")
             .env("APP_STOP_DRAIN", "4")
+            .env("APP_TOKEN", SECRET)
             .envs(env.iter().copied())
             .output()
             .expect("slipway runs")
@@ -318,6 +321,14 @@ fn swarm_first_deploy_then_a_second_under_load_then_rollback_with_no_arguments()
     let _one = serial();
     let svc = Svc::new("sw-web", 18201);
     let (v1, v2) = (image("sw1"), image("sw2"));
+    // APP_TOKEN looks secret: it goes through a Swarm secret, never into a log or the task env.
+    let spec = std::fs::read_to_string(&svc.spec).unwrap();
+    std::fs::write(
+        &svc.spec,
+        spec.replace("\"APP_STOP_DRAIN\"]", "\"APP_STOP_DRAIN\", \"APP_TOKEN\"]"),
+    )
+    .unwrap();
+    let token = [("APP_TOKEN", SECRET)];
 
     let plan = svc.slipway(
         &[
@@ -339,7 +350,7 @@ fn swarm_first_deploy_then_a_second_under_load_then_rollback_with_no_arguments()
     );
 
     let t = Instant::now();
-    let out = svc.deploy(&v1, &[], &[]);
+    let out = svc.deploy(&v1, &token, &[]);
     assert_code(&out, 0);
     eprintln!(
         "first deploy (create, 3 replicas): {} ms",
@@ -367,7 +378,7 @@ fn swarm_first_deploy_then_a_second_under_load_then_rollback_with_no_arguments()
     let slow = Load::start(&slow_url, 4);
     std::thread::sleep(Duration::from_millis(500));
     let t = Instant::now();
-    let out = svc.deploy(&v2, &[], &[]);
+    let out = svc.deploy(&v2, &token, &[]);
     let update_ms = t.elapsed().as_millis();
     std::thread::sleep(Duration::from_millis(500));
     let (requests, failures, seen) = load.stop();
@@ -389,6 +400,27 @@ fn swarm_first_deploy_then_a_second_under_load_then_rollback_with_no_arguments()
     assert!(
         !stdout.contains("APP_HEALTH=ok") && !stderr.contains("=ok"),
         "no env value printed"
+    );
+    assert!(
+        !stdout.contains(SECRET) && !stderr.contains(SECRET),
+        "{stderr}"
+    );
+    let c = cluster();
+    let secrets = docker(&c, &["secret", "ls", "--format", "{{.Name}}"]);
+    assert!(secrets.contains("sw-web-app_token-sw2"), "{secrets}");
+    let env = docker(
+        &c,
+        &[
+            "service",
+            "inspect",
+            "sw-web",
+            "--format",
+            "{{json .Spec.TaskTemplate.ContainerSpec.Env}}",
+        ],
+    );
+    assert!(
+        env.contains("APP_TOKEN_FILE=/run/secrets/APP_TOKEN") && !env.contains(SECRET),
+        "{env}"
     );
 
     let out = svc.slipway(&["rollback", "--config", svc.spec.to_str().unwrap()], &[]);
