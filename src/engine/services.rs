@@ -435,6 +435,23 @@ impl Engine {
         Ok(r.id)
     }
 
+    /// The network's driver and scope (`overlay`, `swarm` for an overlay), or `None`.
+    pub async fn network_driver(
+        &self,
+        name: &str,
+    ) -> Result<Option<(String, String)>, EngineError> {
+        match self.docker.inspect_network(name, None).await {
+            Ok(n) => Ok(Some((
+                n.driver.unwrap_or_default(),
+                n.scope.unwrap_or_default(),
+            ))),
+            Err(BollardError::DockerResponseServerError {
+                status_code: 404, ..
+            }) => Ok(None),
+            Err(e) => Err(self.classify(&format!("inspecting network {name}"), e)),
+        }
+    }
+
     /// The swarm's nodes; an engine that is not a manager answers with an error.
     pub async fn swarm_nodes(&self) -> Result<Vec<NodeState>, EngineError> {
         let options = ListNodesOptionsBuilder::default().build();

@@ -630,3 +630,36 @@ fn swarm_host_mode_ports_behind_a_caddy_outside_the_swarm() {
     );
     assert_eq!(svc.task_images_and_nodes().len(), 2);
 }
+
+#[test]
+fn swarm_doctor_checks_the_manager_the_nodes_and_the_overlay() {
+    let c = cluster();
+    let worker = var("SLIPWAY_SWARM_NODES")
+        .split(',')
+        .nth(1)
+        .unwrap()
+        .to_string();
+    let doctor = |host: &str, network: &str| {
+        Command::new(slipway_bin())
+            .args(["doctor", "--swarm-network", network])
+            .env_remove("SLIPWAY_LOG")
+            .env("DOCKER_HOST", host)
+            .output()
+            .unwrap()
+    };
+    let out = doctor(&c.manager, &c.network);
+    assert_code(&out, 0);
+    let (stdout, _) = text(&out);
+    assert!(stdout.contains("all 3 node(s) Ready"), "{stdout}");
+    assert!(stdout.contains("is a swarm overlay network"), "{stdout}");
+    let out = doctor(&c.manager, "no-such-net");
+    assert_code(&out, 4);
+    assert!(text(&out).0.contains("there is no network no-such-net"));
+    let out = doctor(&worker, &c.network);
+    assert_code(&out, 4);
+    assert!(
+        text(&out).0.contains("point DOCKER_HOST at a manager"),
+        "{}",
+        text(&out).0
+    );
+}
