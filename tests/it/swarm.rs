@@ -633,6 +633,8 @@ fn swarm_host_mode_ports_behind_a_caddy_outside_the_swarm() {
 
 #[test]
 fn swarm_doctor_checks_the_manager_the_nodes_and_the_overlay() {
+    // Serial: another swarm test stops a node for a while.
+    let _one = serial();
     let c = cluster();
     let worker = var("SLIPWAY_SWARM_NODES")
         .split(',')
