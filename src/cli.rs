@@ -508,6 +508,10 @@ pub struct DoctorArgs {
     pub registry: RegistryArgs,
     #[command(flatten)]
     pub reload: ReloadArgs,
+    /// Check a Docker Swarm instead of one host: the engine is a manager, every node is Ready,
+    /// and this overlay network exists (the host's sibling and reload checks are skipped)
+    #[arg(long, env = "SLIPWAY_SWARM_NETWORK", value_name = "NETWORK")]
+    pub swarm_network: Option<String>,
     /// Output format on stdout
     #[arg(long, env = "SLIPWAY_FORMAT", value_enum, default_value_t = Format::Text)]
     pub format: Format,

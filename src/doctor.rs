@@ -45,6 +45,8 @@ pub struct Doctor {
     pub registry: Option<RegistryTarget>,
     pub host: HostAccess,
     pub reload_argv: Vec<String>,
+    /// `--swarm-network`: check a swarm (ADR 0011) instead of the host's sibling and reload.
+    pub swarm_network: Option<String>,
 }
 
 impl Doctor {
@@ -52,8 +54,11 @@ impl Doctor {
         let mut checks = Vec::new();
         let engine = self.check_engine(&mut checks).await;
         checks.push(self.check_registry().await);
-        match engine {
-            Some(engine) => {
+        match (engine, &self.swarm_network) {
+            (Some(engine), Some(network)) => {
+                checks.extend(swarm_checks(&engine, network).await);
+            }
+            (Some(engine), None) => {
                 let sibling_ok = self.check_sibling(&engine, cancel, &mut checks).await;
                 if sibling_ok {
                     checks.push(self.check_reload_command(&engine, cancel).await);
@@ -69,7 +74,7 @@ impl Doctor {
                     ));
                 }
             }
-            None => {
+            (None, _) => {
                 checks.push(skip("privileged-sibling", "the engine is not usable"));
                 checks.push(skip("reload-command", "the engine is not usable"));
                 checks.push(skip("reload-resets", "the engine is not usable"));
@@ -285,6 +290,73 @@ impl Report {
         }
         out
     }
+}
+
+/// A swarm deploy's prerequisites: a manager, every node Ready, the overlay network.
+async fn swarm_checks(engine: &Engine, network: &str) -> Vec<Check> {
+    let started = Instant::now();
+    let nodes = match engine.swarm_nodes().await {
+        Ok(nodes) => nodes,
+        Err(e) => {
+            let hint = "point DOCKER_HOST at a manager (`docker node ls` works there)";
+            return vec![fail("swarm-manager", chain(&e), hint, started)];
+        }
+    };
+    let managers = nodes.iter().filter(|n| n.manager).count();
+    let mut checks = vec![ok(
+        "swarm-manager",
+        format!(
+            "a manager of a swarm of {} node(s), {managers} manager(s)",
+            nodes.len()
+        ),
+        started,
+    )];
+    let down: Vec<_> = nodes.iter().filter(|n| n.state != "ready").collect();
+    checks.push(if down.is_empty() {
+        ok(
+            "swarm-nodes",
+            format!("all {} node(s) Ready", nodes.len()),
+            started,
+        )
+    } else {
+        let names: Vec<_> = down
+            .iter()
+            .map(|n| format!("{} ({})", n.hostname, n.state))
+            .collect();
+        fail(
+            "swarm-nodes",
+            format!("not Ready: {}", names.join(", ")),
+            "bring the nodes back, or drain them (`docker node update --availability drain`)",
+            started,
+        )
+    });
+    let started = Instant::now();
+    checks.push(match engine.network_driver(network).await {
+        Ok(Some((driver, scope))) if driver == "overlay" && scope == "swarm" => ok(
+            "swarm-overlay",
+            format!("{network} is a swarm overlay network"),
+            started,
+        ),
+        Ok(Some((driver, scope))) => fail(
+            "swarm-overlay",
+            format!("{network} is a {driver} network of scope {scope}, not a swarm overlay"),
+            "create one: docker network create -d overlay --attachable NAME",
+            started,
+        ),
+        Ok(None) => fail(
+            "swarm-overlay",
+            format!("there is no network {network}"),
+            "create it: docker network create -d overlay --attachable NAME",
+            started,
+        ),
+        Err(e) => fail(
+            "swarm-overlay",
+            chain(&e),
+            "is the engine a manager?",
+            started,
+        ),
+    });
+    checks
 }
 
 fn sibling_hint(e: &EngineError) -> &'static str {

@@ -14,4 +14,5 @@ pub mod output;
 pub mod probe;
 pub mod rollout;
 pub mod spec;
+pub mod swarm;
 pub mod watch;

@@ -34,6 +34,7 @@ pub async fn doctor(
         registry,
         host,
         reload_argv,
+        swarm_network: args.swarm_network.clone(),
     };
     let report = doctor.run(cancel).await;
     if cancel.is_cancelled() {

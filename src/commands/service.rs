@@ -35,12 +35,48 @@ pub async fn run(
     }
     let p = prepare(global, args)?;
     reachable(&p.engine).await?;
+    if p.spec.swarm.is_some() {
+        return swarm_run(&p, args, choice, cancel).await;
+    }
     if args.dry_run {
         let plan = plan_only(&p, &choice).await?;
         output::print(args.format, &plan, render_plan)?;
         return Ok(Exit::Success);
     }
     let report = execute_locked(&p, args, &choice, &rollout::execute::NoCheck, cancel).await?;
+    output::print(args.format, &report, render_report)?;
+    let exit = report.outcome.exit();
+    if exit != Exit::Success {
+        eprintln!("error: {}", report.message);
+    }
+    Ok(exit)
+}
+
+/// `rollout` and `rollback` of a `[swarm]` spec (ADR 0011).
+async fn swarm_run(
+    p: &rollout::Prepared,
+    args: &ServiceArgs,
+    choice: Choice,
+    cancel: &CancellationToken,
+) -> Result<Exit, Failure> {
+    let hook = rollout::execute::NoCheck;
+    let report = match choice {
+        Choice::LastGood => crate::swarm::rollback(p, args.lock_ttl).await?,
+        Choice::Unbuilt { repository, .. } => {
+            let why =
+                anyhow::anyhow!("{repository} is not built yet: a rollout needs a pinned image");
+            return Err(Failure::usage(why).with_hint("pass IMAGE@sha256:..."));
+        }
+        Choice::Image { image, revision } => {
+            let image = crate::image::reference::PinnedImage::parse(&image)
+                .map_err(|e| Failure::usage(anyhow::Error::new(e)))?;
+            let revision = revision.ok_or_else(|| {
+                Failure::usage(anyhow::anyhow!("a swarm rollout needs --revision"))
+                    .with_hint("pass --revision (SLIPWAY_REVISION)")
+            })?;
+            crate::swarm::deploy(p, args.lock_ttl, &image, &revision, &hook, cancel).await?
+        }
+    };
     output::print(args.format, &report, render_report)?;
     let exit = report.outcome.exit();
     if exit != Exit::Success {

@@ -9,6 +9,7 @@ pub(crate) mod public;
 mod report;
 mod settings;
 pub mod smoke;
+mod swarm;
 
 use std::time::SystemTime;
 
@@ -63,6 +64,9 @@ pub(crate) async fn deploy_inner(
     let args = &args;
 
     let given_revision = given_revision(args)?;
+    if args.service.dry_run && p.spec.swarm.is_some() {
+        return swarm::dry_run(args, &p, &source, given_revision).await;
+    }
     if args.service.dry_run {
         return dry_run(args, &p, &source, given_revision, settings).await;
     }
@@ -96,7 +100,19 @@ pub(crate) async fn deploy_inner(
         window: args.watch,
         args: args.smoke.clone(),
     };
-    let report = rollout::execute_locked(&p, &args.service, &choice, &hook, cancel).await;
+    let report = match p.spec.swarm {
+        Some(_) => {
+            let revision = swarm::revision_or_expected(
+                args,
+                revision.or(Some(rollout::revision_arg(
+                    &expected,
+                    "the expected version",
+                )?)),
+            )?;
+            swarm::rollout(&p, args, &image, &revision, &hook, cancel).await
+        }
+        None => rollout::execute_locked(&p, &args.service, &choice, &hook, cancel).await,
+    };
     ci.end_group();
     let report = report?;
     finish(&ci, args, &p.spec.name, &report, started, &early.steps)

@@ -20,10 +20,12 @@ use thiserror::Error;
 use tokio_util::sync::CancellationToken;
 
 mod containers;
+mod services;
 mod session;
 mod watch;
 pub use build::{BuildEvent, Builder, ImageBuild, ImageInfo, StepUpdate};
 pub use containers::*;
+pub use services::*;
 pub use watch::{ProbeSession, ProbeSibling};
 
 pub const DEFAULT_DOCKER_HOST: &str = "unix:///var/run/docker.sock";

@@ -4,6 +4,7 @@
 mod one_file;
 mod proxy;
 mod schema;
+mod swarm;
 mod workers;
 pub use one_file::{BuildSpec, SmokeSpec};
 pub use proxy::{Nginx, Traefik};
@@ -11,6 +12,7 @@ pub use schema::json_schema;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+pub use swarm::SwarmSpec;
 pub use workers::{Worker, WorkerHealth};
 
 use schemars::JsonSchema;
@@ -22,7 +24,8 @@ use thiserror::Error;
 pub struct ServiceSpec {
     /// Names containers, snippets and the lock: `[a-z0-9][a-z0-9-]*`.
     pub name: String,
-    /// The two 127.0.0.1 host ports the service alternates between.
+    /// The two 127.0.0.1 host ports the service alternates between (not with `[swarm]`).
+    #[serde(default)]
     pub slots: [u16; 2],
     /// The port the app listens on inside its container.
     pub container_port: u16,
@@ -76,6 +79,9 @@ pub struct ServiceSpec {
     pub traefik: Option<Traefik>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nginx: Option<Nginx>,
+    /// Run as a Docker Swarm service (in place of `slots`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub swarm: Option<SwarmSpec>,
     #[serde(default)]
     pub quota: Option<Quota>,
     /// Where a deploy pushes the image it builds: HOST[:PORT] (`--registry` overrides it).
@@ -187,6 +193,17 @@ pub struct Caddy {
     /// Extra lines inside the snippet's `reverse_proxy` block, e.g. "lb_try_duration 5s".
     #[serde(default)]
     pub upstream_options: Vec<String>,
+}
+
+/// No table: only for a `[swarm]` dnsrr service (see `caddy_problems`).
+impl Default for Caddy {
+    fn default() -> Self {
+        Caddy {
+            snippet_dir: PathBuf::new(),
+            reload_command: default_reload_command(),
+            upstream_options: Vec::new(),
+        }
+    }
 }
 
 /// The release command as written: argv (run), or a shell string (refused with its fix).
@@ -375,14 +392,21 @@ impl ServiceSpec {
                 self.name
             ));
         }
-        if self.slots[0] == self.slots[1] {
+        if let Some(sw) = &self.swarm {
+            if self.slots != [0, 0] {
+                p.push("slots: a [swarm] service has no slots; remove one of them".into());
+            }
+            swarm::problems(sw, p);
+        } else if self.slots == [0, 0] {
+            p.push("slots: required (two free 127.0.0.1 ports), or a [swarm] table".into());
+        } else if self.slots[0] == self.slots[1] {
             p.push(format!(
                 "slots: the two ports must differ (both are {})",
                 self.slots[0]
             ));
         }
         for (i, port) in self.slots.iter().enumerate() {
-            if *port < 1024 {
+            if *port < 1024 && self.swarm.is_none() && self.slots != [0, 0] {
                 p.push(format!(
                     "slots[{i}]: {port} is a privileged port; use 1024-65535"
                 ));

@@ -69,7 +69,8 @@ impl ServiceSpec {
         .filter_map(|(t, has)| has.then_some(t))
         .collect();
         match tables.len() {
-            0 => p.push("proxy: no [caddy], [traefik] or [nginx] table: on a single host slipway switches the proxy that routes to the slots; add the table of the proxy this host runs".into()),
+            0 if self.swarm.as_ref().is_some_and(|s| s.proxy_discovers_tasks()) => {}
+            0 => p.push("proxy: no [caddy], [traefik] or [nginx] table: slipway switches the proxy that routes to the release; add the table of the proxy this host runs (only a [swarm] service with endpoint_mode = \"dnsrr\" may leave it out)".into()),
             1 => {}
             _ => p.push(format!(
                 "proxy: {} are both given; a service has one proxy: keep the table of the proxy this host runs",

@@ -21,5 +21,6 @@ mod security;
 mod service;
 mod static_binary;
 mod support;
+mod swarm;
 mod watch;
 mod workers;
