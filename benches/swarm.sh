@@ -19,7 +19,7 @@ url="http://$manager_ip:18301/health"
 now_ms() { date +%s%3N; }
 
 for v in bv1 bv2; do
-  docker build -q --build-arg BASE_IMAGE="$SLIPWAY_SWARM_BASE_IMAGE" --build-arg VERSION=$v \
+  docker build -q -f tests/fixtures/app/Dockerfile.classic --build-arg BASE_IMAGE="$SLIPWAY_SWARM_BASE_IMAGE" --build-arg VERSION=$v \
     -t "$SLIPWAY_SWARM_REGISTRY/bench/app:$v" tests/fixtures/app >/dev/null
   docker push -q "$SLIPWAY_SWARM_REGISTRY/bench/app:$v" >/dev/null
 done
@@ -28,7 +28,7 @@ v2=$(docker inspect --format '{{index .RepoDigests 0}}' "$SLIPWAY_SWARM_REGISTRY
 
 printf '{\n\tadmin off\n\tauto_https off\n}\n:80 {\n\treverse_proxy {\n\t\tdynamic a {\n\t\t\tname tasks.bench\n\t\t\tport 8080\n\t\t\trefresh 1s\n\t\t}\n\t\tlb_try_duration 3s\n\t}\n}\n' >"$work/Caddyfile"
 docker config create bench-caddy "$work/Caddyfile" >/dev/null
-docker service create -d -q --name bench-caddy --network "$SLIPWAY_SWARM_NETWORK" \
+docker service create -d -q --name bench-caddy --network "$SLIPWAY_SWARM_OVERLAY" \
   --constraint node.role==manager --publish mode=host,target=80,published=18301 \
   --config source=bench-caddy,target=/etc/caddy/Caddyfile "$SLIPWAY_SWARM_CADDY_IMAGE" >/dev/null
 
@@ -41,7 +41,7 @@ docker = true
 deadline = "30s"
 [swarm]
 replicas = 3
-network = "$SLIPWAY_SWARM_NETWORK"
+network = "$SLIPWAY_SWARM_OVERLAY"
 monitor = "3s"
 TOML
 export APP_HEALTH=ok APP_STOP_DRAIN=4

@@ -32,7 +32,8 @@ pub struct Prepared {
     pub spec: ServiceSpec,
     pub host: HostAccess,
     /// How the proxy takes the written file in.
-    pub driver: Driver,
+    /// `None` only for a spec the proxy of which finds the tasks itself (a dnsrr swarm).
+    pub driver: Option<Driver>,
     /// The same, as the plan shows it.
     pub reload_text: String,
     pub values: Vec<(String, String)>,
@@ -74,8 +75,11 @@ pub fn prepare(global: &GlobalArgs, args: &ServiceArgs) -> Result<Prepared, Fail
         .with_hint("lower the limits, or approve on purpose with --approve-over-quota"));
     }
     let host = host_access(&args.reload_image, args.host_pid, args.reload_timeout)?;
-    let driver = proxy_driver(&spec, args.reload_command.as_deref())?;
-    let reload_text = driver.text();
+    let reload = args.reload_command.as_deref();
+    let driver = (spec.proxy().is_some() || spec.swarm.is_none())
+        .then(|| proxy_driver(&spec, reload))
+        .transpose()?;
+    let reload_text = driver.as_ref().map(Driver::text).unwrap_or_default();
     let env: BTreeMap<String, String> = std::env::vars().collect();
     let values = spec::resolve_env(&spec.all_env_names(), &env).map_err(|missing| {
         Failure::usage(anyhow::anyhow!(

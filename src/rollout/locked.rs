@@ -4,7 +4,7 @@
 
 use tokio_util::sync::CancellationToken;
 
-use super::inputs::{Choice, Prepared, revision_arg};
+use super::inputs::{Choice, Prepared, proxy_driver, revision_arg};
 use super::render::render_plan;
 use super::{Facts, Plan, Report, Target, TargetImage};
 use crate::cli::ServiceArgs;
@@ -167,13 +167,17 @@ pub async fn execute_locked(
     cancel: &CancellationToken,
 ) -> Result<Report, Failure> {
     healthchecks_usable(p).await?;
+    let driver = match &p.driver {
+        Some(driver) => driver.clone(),
+        None => proxy_driver(&p.spec, None)?,
+    };
     let request = lock_request(&p.spec, &p.host, &p.owner, args.lock_ttl, args.lock_wait);
     let body = async |agent: &HostAgent| -> Result<Report, Failure> {
         let plan = plan_locked(p, agent, choice).await?;
         let ctx = rollout::execute::Context {
             engine: &p.engine,
             agent,
-            driver: p.driver.clone(),
+            driver: driver.clone(),
             cancel,
         };
         Ok(rollout::execute(&ctx, &plan, hook).await)

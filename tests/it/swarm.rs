@@ -35,7 +35,7 @@ fn cluster() -> Cluster {
         registry: var("SLIPWAY_SWARM_REGISTRY"),
         base: var("SLIPWAY_SWARM_BASE_IMAGE"),
         caddy_image: var("SLIPWAY_SWARM_CADDY_IMAGE"),
-        network: var("SLIPWAY_SWARM_NETWORK"),
+        network: var("SLIPWAY_SWARM_OVERLAY"),
         manager_ip: var("SLIPWAY_SWARM_NODE_IPS")
             .split(',')
             .next()
@@ -79,11 +79,15 @@ fn image(version: &str) -> String {
     let base = format!("BASE_IMAGE={}", c.base);
     let v = format!("VERSION={version}");
     let app = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/app");
+    // The docker CLI here has only the classic builder: the fixture's copy without mounts.
+    let file = format!("{app}/Dockerfile.classic");
     docker(
         &c,
         &[
             "build",
             "-q",
+            "-f",
+            &file,
             "--build-arg",
             &base,
             "--build-arg",
