@@ -71,7 +71,9 @@ pub(crate) async fn deploy_inner(
         return dry_run(args, &p, &source, given_revision, settings).await;
     }
 
-    reload_image_ready(&p).await?;
+    if p.spec.swarm.is_none() {
+        reload_image_ready(&p).await?;
+    }
     // The image: built, pushed and proven, or given.
     let (image, revision) = match source {
         Source::Given(image) => (image, given_revision),
@@ -118,8 +120,8 @@ pub(crate) async fn deploy_inner(
     finish(&ci, args, &p.spec.name, &report, started, &early.steps)
 }
 
-/// The pinned reload image, checked and pulled before anything is built: a host that cannot get
-/// it fails here, with nothing built, pushed or changed.
+/// The pinned reload image (one host's lock, agent and reload), checked and pulled before anything
+/// is built: a host that cannot get it fails here, with nothing built, pushed or changed.
 async fn reload_image_ready(p: &rollout::Prepared) -> Result<(), Failure> {
     let image = p.host.image.to_string();
     p.engine.ensure_image(&image).await.map_err(|e| {

@@ -315,7 +315,8 @@ async fn verdict_once(
     }
 }
 
-/// `Done` when exactly the desired tasks run `image`, every one of them; else keep waiting.
+/// `Done` when exactly the desired tasks run `image`, every one of them, and no replaced task
+/// still runs; else keep waiting.
 async fn tasks_on(
     engine: &Engine,
     plan: &SwarmPlan,
@@ -328,7 +329,15 @@ async fn tasks_on(
         .collect();
     let running = desired.iter().filter(|t| t.state == "running").count() as u64;
     let all_on_image = desired.iter().all(|t| t.image == image);
-    if running == plan.template.replicas && desired.len() as u64 == running && all_on_image {
+    // A replaced task still running (its stop grace) still answers on a host-mode port.
+    let old_still_running = tasks
+        .iter()
+        .any(|t| t.desired_state != "running" && t.state == "running");
+    if running == plan.template.replicas
+        && desired.len() as u64 == running
+        && all_on_image
+        && !old_still_running
+    {
         let nodes: std::collections::BTreeSet<_> = desired.iter().map(|t| &t.node_id).collect();
         return Ok(Some(Verdict::Done(format!(
             "{running} task(s) running {image} on {} node(s)",
