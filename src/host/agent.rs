@@ -97,7 +97,7 @@ impl HostAgent {
 
     /// The snippet file and the content last confirmed applied by a reload (`.<file>.applied`),
     /// each `None` when absent. One step through the session.
-    pub async fn read(&self, engine: &Engine, file: &str) -> Result<SnippetState, AgentError> {
+    pub async fn read(&self, engine: &Engine, file: &str) -> Result<FileState, AgentError> {
         let script = format!(
             "f={MOUNT}/$1; a={MOUNT}/.$1.applied; \
              if [ -e \"$f\" ]; then printf F; cat \"$f\" || exit 4; fi; printf '\\000'; \
@@ -113,7 +113,7 @@ impl HostAgent {
                 output: out.stderr.trim().into(),
             });
         }
-        Ok(SnippetState::parse(&out.stdout))
+        Ok(FileState::parse(&out.stdout))
     }
 
     /// Replaces the proxy's file atomically (temp file + rename); `None` writes the proxy's
@@ -268,22 +268,19 @@ pub enum Fetched {
     Failed(String),
 }
 
-/// The snippet file and the content last applied by a reload, as read from the host.
+/// The proxy's file and the content last applied by a reload, as read from the host.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct SnippetState {
+pub struct FileState {
     pub file: Option<String>,
     pub applied: Option<String>,
-    /// Whose file it is (what the routed port is read with).
-    pub proxy: crate::host::proxy::ProxyKind,
 }
 
-impl SnippetState {
-    fn parse(out: &str) -> SnippetState {
+impl FileState {
+    fn parse(out: &str) -> FileState {
         let (file, applied) = out.split_once('\0').unwrap_or((out, ""));
-        SnippetState {
+        FileState {
             file: file.strip_prefix('F').map(String::from),
             applied: applied.strip_prefix('A').map(String::from),
-            proxy: Default::default(),
         }
     }
 }
@@ -365,12 +362,11 @@ mod tests {
 
     #[test]
     fn the_agent_output_splits_into_file_and_applied() {
-        let both =
-            SnippetState::parse("Freverse_proxy 127.0.0.1:1\n\0Areverse_proxy 127.0.0.1:2\n");
+        let both = FileState::parse("Freverse_proxy 127.0.0.1:1\n\0Areverse_proxy 127.0.0.1:2\n");
         assert_eq!(both.file.as_deref(), Some("reverse_proxy 127.0.0.1:1\n"));
         assert_eq!(both.applied.as_deref(), Some("reverse_proxy 127.0.0.1:2\n"));
-        assert_eq!(SnippetState::parse("\0"), SnippetState::default());
-        let empty_file = SnippetState::parse("F\0");
+        assert_eq!(FileState::parse("\0"), FileState::default());
+        let empty_file = FileState::parse("F\0");
         assert_eq!(
             (empty_file.file.as_deref(), empty_file.applied),
             (Some(""), None)

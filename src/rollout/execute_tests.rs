@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use super::*;
 use crate::engine::{AppContainer, ContainerInfo, ImageInfo};
-use crate::host::agent::SnippetState;
 use crate::image::reference::PinnedImage;
 use crate::image::revision::Revision;
+use crate::rollout::facts::SnippetState;
 use crate::rollout::{Facts, LABEL_DIGEST, LABEL_IMAGE, LABEL_PORT, LABEL_RELEASED, LABEL_SLOT};
 use crate::rollout::{Target, plan};
 use crate::spec::ServiceSpec;

@@ -16,11 +16,30 @@ pub struct Facts {
     /// The target image, when the engine already has it.
     pub image: Option<ImageInfo>,
     /// The snippet Caddy imports and what the last reload applied; `None` when not read.
-    pub snippet: Option<crate::host::agent::SnippetState>,
+    pub snippet: Option<SnippetState>,
     /// Env values by name, from the job's environment.
     pub env: Vec<(String, String)>,
     pub now_unix_ms: u64,
     pub run_url: String,
+}
+
+/// The proxy's file as read from the host, and whose file it is (what the routed port is read
+/// with).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SnippetState {
+    pub file: Option<String>,
+    pub applied: Option<String>,
+    pub proxy: crate::host::proxy::ProxyKind,
+}
+
+impl SnippetState {
+    pub fn of(read: crate::host::agent::FileState, proxy: crate::host::proxy::ProxyKind) -> Self {
+        SnippetState {
+            file: read.file,
+            applied: read.applied,
+            proxy,
+        }
+    }
 }
 
 /// What the engine says about `service` and `image`, for any caller; the env values and the run

@@ -73,9 +73,8 @@ pub async fn fresh_facts(
 ) -> Result<Facts, FactsError> {
     let snippet = match spec.proxy() {
         Some(proxy) => {
-            let mut read = agent.read(engine, &proxy.file(&spec.name)).await?;
-            read.proxy = proxy.kind();
-            Some(read)
+            let read = agent.read(engine, &proxy.file(&spec.name)).await?;
+            Some(super::facts::SnippetState::of(read, proxy.kind()))
         }
         None => None,
     };

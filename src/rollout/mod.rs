@@ -19,7 +19,7 @@ pub mod execute;
 pub use backend::{Backend, Live};
 pub use containers::{container_ref, label};
 pub use execute::{Outcome, Report, StepName, execute};
-pub use facts::{Facts, gather_facts};
+pub use facts::{Facts, SnippetState, gather_facts};
 pub use gate::{Gate, HttpGate};
 pub use inputs::{Choice, Prepared, connect, prepare, reachable, revision_arg};
 pub use locked::{execute_locked, plan_only};

@@ -78,7 +78,7 @@ fn facts(containers: Vec<ContainerInfo>, snippet_port: Option<u16>) -> Facts {
         workers: Vec::new(),
         leftovers: Vec::new(),
         image: None,
-        snippet: Some(crate::host::agent::SnippetState {
+        snippet: Some(crate::rollout::facts::SnippetState {
             file: snippet_port.map(snippet),
             applied: None,
             proxy: Default::default(),
@@ -452,7 +452,7 @@ fn each_proxy_plans_its_own_file_and_reads_its_own_route_back() {
             revision: &Revision::parse("x", "test").unwrap(),
         };
         let serving = proxy.render(&values).unwrap();
-        f.snippet = Some(crate::host::agent::SnippetState {
+        f.snippet = Some(crate::rollout::facts::SnippetState {
             file: Some(serving.clone()),
             applied: Some(serving.clone()),
             proxy: proxy.kind(),
