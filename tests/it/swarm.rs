@@ -578,6 +578,16 @@ fn a_node_stopped_mid_update_loses_nothing_served() {
     }
 }
 
+/// A child process stopped by PID when the test ends, panicking or not.
+struct Stopped(std::process::Child);
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Host-mode published ports (replicas < nodes) with Caddy outside the swarm, pointed at every
 /// node's port and health-checking each.
 #[test]
@@ -600,7 +610,7 @@ fn swarm_host_mode_ports_behind_a_caddy_outside_the_swarm_then_a_node_stopped_mi
         "{{\n\tadmin off\n\tauto_https off\n}}\nhttp://127.0.0.1:{port} {{\n\tbind 127.0.0.1\n\treverse_proxy {upstreams} {{\n\t\tlb_try_duration 3s\n\t\tfail_duration 5s\n\t\thealth_uri /health\n\t\thealth_interval 500ms\n\t}}\n}}\n"
     );
     std::fs::write(dir.join("Caddyfile.outside"), caddyfile).unwrap();
-    let mut caddy = Command::new("caddy")
+    let caddy = Command::new("caddy")
         .args(["run", "--adapter", "caddyfile", "--config"])
         .arg(dir.join("Caddyfile.outside"))
         .env("XDG_CONFIG_HOME", &dir)
@@ -609,6 +619,7 @@ fn swarm_host_mode_ports_behind_a_caddy_outside_the_swarm_then_a_node_stopped_mi
         .stderr(std::process::Stdio::null())
         .spawn()
         .expect("caddy starts");
+    let caddy = Stopped(caddy);
     let public = format!("http://127.0.0.1:{port}/health");
     let (v1, v2) = (image("sw1"), image("sw2"));
     let deploy = |img: &str| {
@@ -623,8 +634,7 @@ fn swarm_host_mode_ports_behind_a_caddy_outside_the_swarm_then_a_node_stopped_mi
     let first = deploy(&v1);
     let second = deploy(&v2);
     let served = get(&public);
-    let _ = caddy.kill();
-    let _ = caddy.wait();
+    drop(caddy);
     assert_code(&first, 0);
     assert_code(&second, 0);
     assert!(
