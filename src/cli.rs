@@ -216,16 +216,8 @@ pub struct WatchArgs {
     /// The window of --cap
     #[arg(long, env = "SLIPWAY_WATCH_WINDOW", value_parser = parse_duration, default_value = "1h")]
     pub window: Duration,
-    /// Image of the privileged sibling (the lock and host agent during a replacement) and of
-    /// the unprivileged probe sibling; must be pinned: NAME@sha256:<64 hex>
-    #[arg(long, env = "SLIPWAY_RELOAD_IMAGE", default_value = DEFAULT_RELOAD_IMAGE)]
-    pub reload_image: String,
-    /// PID whose namespaces the privileged sibling enters (1: the host's init)
-    #[arg(long, env = "SLIPWAY_HOST_PID", default_value_t = 1)]
-    pub host_pid: u32,
-    /// Deadline for each step run on the host (snippet write, reload)
-    #[arg(long, env = "SLIPWAY_RELOAD_TIMEOUT", value_parser = parse_duration, default_value = "60s")]
-    pub reload_timeout: Duration,
+    #[command(flatten)]
+    pub sibling: SiblingArgs,
     /// The deploy lock taken for a replacement expires this long after its heartbeat stops
     #[arg(long, env = "SLIPWAY_LOCK_TTL", value_parser = parse_duration, default_value = "30s")]
     pub lock_ttl: Duration,
@@ -326,19 +318,11 @@ pub struct ServiceArgs {
         value_delimiter = '\n'
     )]
     pub set: Vec<String>,
-    /// Image of the privileged sibling that enters the host (also runs the lock and the HTTP
-    /// probe); must be pinned: NAME@sha256:<64 hex>
-    #[arg(long, env = "SLIPWAY_RELOAD_IMAGE", default_value = DEFAULT_RELOAD_IMAGE)]
-    pub reload_image: String,
+    #[command(flatten)]
+    pub sibling: SiblingArgs,
     /// Overrides the spec's caddy.reload_command
     #[arg(long, env = "SLIPWAY_RELOAD_COMMAND")]
     pub reload_command: Option<String>,
-    /// PID whose namespaces the sibling enters (1: the host's init)
-    #[arg(long, env = "SLIPWAY_HOST_PID", default_value_t = 1)]
-    pub host_pid: u32,
-    /// Deadline for each step run on the host (snippet write, reload)
-    #[arg(long, env = "SLIPWAY_RELOAD_TIMEOUT", value_parser = parse_duration, default_value = "60s")]
-    pub reload_timeout: Duration,
     /// How long to wait for another run's deploy lock before giving up (exit 4)
     #[arg(long, env = "SLIPWAY_LOCK_WAIT", value_parser = parse_duration, default_value = "0s")]
     pub lock_wait: Duration,
@@ -535,16 +519,24 @@ pub struct RegistryArgs {
 
 #[derive(Debug, Args)]
 pub struct ReloadArgs {
-    /// Image of the privileged sibling that enters the host; must be pinned: NAME@sha256:<64 hex>
-    #[arg(long, env = "SLIPWAY_RELOAD_IMAGE", default_value = DEFAULT_RELOAD_IMAGE)]
-    pub reload_image: String,
+    #[command(flatten)]
+    pub sibling: SiblingArgs,
     /// Command run on the host (inside `nsenter -t PID -m -u -n -p -i --`) to reload Caddy
     #[arg(long, env = "SLIPWAY_RELOAD_COMMAND", default_value = DEFAULT_RELOAD_COMMAND)]
     pub reload_command: String,
+}
+
+/// The privileged sibling that enters the host: shared by every command that reaches it.
+#[derive(Debug, Clone, Args)]
+pub struct SiblingArgs {
+    /// Image of the privileged sibling that enters the host (it also runs the lock, the host
+    /// agent and the HTTP probe); must be pinned: NAME@sha256:<64 hex>
+    #[arg(long, env = "SLIPWAY_RELOAD_IMAGE", default_value = DEFAULT_RELOAD_IMAGE)]
+    pub reload_image: String,
     /// PID whose namespaces the sibling enters (1: the host's init)
     #[arg(long, env = "SLIPWAY_HOST_PID", default_value_t = 1)]
     pub host_pid: u32,
-    /// Deadline for each sibling container
+    /// Deadline for each step run on the host (snippet write, reload)
     #[arg(long, env = "SLIPWAY_RELOAD_TIMEOUT", value_parser = parse_duration, default_value = "60s")]
     pub reload_timeout: Duration,
 }

@@ -14,7 +14,7 @@ pub async fn doctor(
     cancel: &CancellationToken,
 ) -> Result<Exit, Failure> {
     let reload = &args.reload;
-    let host = host_access(&reload.reload_image, reload.host_pid, reload.reload_timeout)?;
+    let host = host_access(&reload.sibling)?;
     let reload_argv = reload_argv(&reload.reload_command)?;
     let registry = match &args.registry.registry {
         Some(name) => Some(doctor::RegistryTarget {

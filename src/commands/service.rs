@@ -62,11 +62,6 @@ async fn swarm_run(
     let hook = rollout::execute::NoCheck;
     let report = match choice {
         Choice::LastGood => crate::swarm::rollback(p, args.lock_ttl).await?,
-        Choice::Unbuilt { repository, .. } => {
-            let why =
-                anyhow::anyhow!("{repository} is not built yet: a rollout needs a pinned image");
-            return Err(Failure::usage(why).with_hint("pass IMAGE@sha256:..."));
-        }
         Choice::Image { image, revision } => {
             let image = crate::image::reference::PinnedImage::parse(&image)
                 .map_err(|e| Failure::usage(anyhow::Error::new(e)))?;
@@ -91,7 +86,7 @@ pub async fn reload(
     args: &ReloadArgs,
     cancel: &CancellationToken,
 ) -> Result<Exit, Failure> {
-    let host = host_access(&args.reload_image, args.host_pid, args.reload_timeout)?;
+    let host = host_access(&args.sibling)?;
     let argv = reload_argv(&args.reload_command)?;
     let engine = connect(global)?;
     reachable(&engine).await?;

@@ -12,8 +12,7 @@ use crate::exit::{Exit, Failure};
 use crate::image::reference::PinnedImage;
 use crate::image::revision::Revision;
 use crate::output;
-use crate::rollout::Choice;
-use crate::rollout::{self, Plan};
+use crate::rollout::{self, Choice, Plan, Target, TargetImage};
 
 use super::inputs::*;
 use super::public::*;
@@ -67,6 +66,34 @@ pub(crate) fn as_text<S: serde::Serializer>(image: &PinnedImage, s: S) -> Result
     s.serialize_str(&image.to_string())
 }
 
+/// The image a deploy plans for, and its revision: the given one's (if any), or the build's.
+pub(crate) fn planned_image(
+    source: &Source,
+    revision: Option<Revision>,
+) -> Result<(DeployImage, Option<Revision>), Failure> {
+    let (prepared, registry) = match source {
+        Source::Given(image) => {
+            let image = image.clone();
+            return Ok((DeployImage::Given { image }, revision));
+        }
+        Source::Build(b) => &**b,
+    };
+    let req = prepared.request();
+    let repository = format!("{}/{}", registry.name(), req.repository);
+    let tags = req
+        .tags()
+        .iter()
+        .map(|t| format!("{repository}:{t}"))
+        .collect();
+    let build = BuildSteps {
+        context: req.context.clone(),
+        dockerfile: req.dockerfile.clone(),
+        tags,
+    };
+    let revision = rollout::revision_arg(&req.revision, "the build's revision")?;
+    Ok((DeployImage::Built { repository, build }, Some(revision)))
+}
+
 pub(crate) async fn dry_run(
     args: &DeployArgs,
     p: &rollout::Prepared,
@@ -74,38 +101,27 @@ pub(crate) async fn dry_run(
     revision: Option<Revision>,
     settings: Vec<Setting>,
 ) -> Result<Exit, Failure> {
-    let (image, choice) = match source {
-        Source::Given(image) => {
+    let (image, revision) = planned_image(source, revision)?;
+    let plan = match &image {
+        DeployImage::Given { image } => {
             let choice = Choice::Image {
                 image: image.to_string(),
                 revision,
             };
-            let image = image.clone();
-            (DeployImage::Given { image }, choice)
+            rollout::plan_only(p, &choice).await?
         }
-        Source::Build(b) => {
-            let (prepared, registry) = &**b;
-            let req = prepared.request();
-            let repository = format!("{}/{}", registry.name(), req.repository);
-            let tags = req
-                .tags()
-                .iter()
-                .map(|t| format!("{repository}:{t}"))
-                .collect();
-            let build = BuildSteps {
-                context: req.context.clone(),
-                dockerfile: req.dockerfile.clone(),
-                tags,
-            };
-            let revision = rollout::revision_arg(&req.revision, "the build's revision")?;
-            let choice = Choice::Unbuilt {
-                repository: repository.clone(),
+        DeployImage::Built { repository, .. } => {
+            let target = Target {
+                image: TargetImage::Unbuilt {
+                    repository: repository.clone(),
+                },
                 revision,
+                reuse_retained: false,
+                replace: None,
             };
-            (DeployImage::Built { repository, build }, choice)
+            rollout::plan_target(p, &target).await?
         }
     };
-    let plan = rollout::plan_only(p, &choice).await?;
     let version = args
         .smoke
         .expect_version

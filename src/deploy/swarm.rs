@@ -19,26 +19,7 @@ pub(crate) async fn dry_run(
     source: &Source,
     revision: Option<Revision>,
 ) -> Result<Exit, Failure> {
-    let (image, revision) = match source {
-        Source::Given(image) => (
-            DeployImage::Given {
-                image: image.clone(),
-            },
-            revision,
-        ),
-        Source::Build(b) => {
-            let (prepared, registry) = &**b;
-            let req = prepared.request();
-            let repository = format!("{}/{}", registry.name(), req.repository);
-            let revision = rollout::revision_arg(&req.revision, "the build's revision")?;
-            let build = super::plan::BuildSteps {
-                context: req.context.clone(),
-                dockerfile: req.dockerfile.clone(),
-                tags: Vec::new(),
-            };
-            (DeployImage::Built { repository, build }, Some(revision))
-        }
-    };
+    let (image, revision) = super::plan::planned_image(source, revision)?;
     let revision = match (revision, &image) {
         (None, DeployImage::Given { image }) if args.smoke.expect_version.is_none() => {
             let label = super::inputs::revision_label(p, image).await?;

@@ -284,35 +284,15 @@ impl Engine {
     ) -> Result<(), EngineError> {
         let op = format!("updating service {}", t.name);
         let spec = spec_from(service_body(t), &op)?;
-        let options = UpdateServiceOptionsBuilder::default()
-            .version(version as i32)
-            .build();
-        self.docker
-            .update_service(&t.name, spec, options, None)
-            .await
-            .map(|_| ())
-            .map_err(|e| self.classify(&op, e))
+        self.put_spec(&t.name, &op, spec, version, None).await
     }
 
     /// `docker service rollback`: the manager puts the previous spec back.
     pub async fn rollback_service(&self, name: &str) -> Result<(), EngineError> {
         let op = format!("rolling back service {name}");
-        let s = self
-            .docker
-            .inspect_service(name, None)
+        let (spec, version) = self.current_spec(name, &op).await?;
+        self.put_spec(name, &op, spec, version, Some("previous"))
             .await
-            .map_err(|e| self.classify(&op, e))?;
-        let version = s.version.and_then(|v| v.index).unwrap_or_default();
-        let spec = s.spec.unwrap_or_default();
-        let options = UpdateServiceOptionsBuilder::default()
-            .version(version as i32)
-            .rollback("previous")
-            .build();
-        self.docker
-            .update_service(name, spec, options, None)
-            .await
-            .map(|_| ())
-            .map_err(|e| self.classify(&op, e))
     }
 
     /// Changes only the service's labels (the lock's heartbeat).
@@ -322,22 +302,40 @@ impl Engine {
         labels: &BTreeMap<String, String>,
     ) -> Result<(), EngineError> {
         let op = format!("relabelling service {name}");
+        let (mut spec, version) = self.current_spec(name, &op).await?;
+        spec.labels = Some(labels.clone().into_iter().collect());
+        self.put_spec(name, &op, spec, version, None).await
+    }
+
+    /// The service's spec as the manager holds it, with the version an update must name.
+    async fn current_spec(&self, name: &str, op: &str) -> Result<(ServiceSpec, u64), EngineError> {
         let s = self
             .docker
             .inspect_service(name, None)
             .await
-            .map_err(|e| self.classify(&op, e))?;
+            .map_err(|e| self.classify(op, e))?;
         let version = s.version.and_then(|v| v.index).unwrap_or_default();
-        let mut spec = s.spec.unwrap_or_default();
-        spec.labels = Some(labels.clone().into_iter().collect());
-        let options = UpdateServiceOptionsBuilder::default()
-            .version(version as i32)
-            .build();
+        Ok((s.spec.unwrap_or_default(), version))
+    }
+
+    /// `POST /services/NAME/update` at `version`; `rollback` asks the manager for the previous spec.
+    async fn put_spec(
+        &self,
+        name: &str,
+        op: &str,
+        spec: ServiceSpec,
+        version: u64,
+        rollback: Option<&str>,
+    ) -> Result<(), EngineError> {
+        let mut options = UpdateServiceOptionsBuilder::default().version(version as i32);
+        if let Some(r) = rollback {
+            options = options.rollback(r);
+        }
         self.docker
-            .update_service(name, spec, options, None)
+            .update_service(name, spec, options.build(), None)
             .await
             .map(|_| ())
-            .map_err(|e| self.classify(&op, e))
+            .map_err(|e| self.classify(op, e))
     }
 
     /// Creates a service from a raw body; `Ok(false)` when the name is taken (409).

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::cli::{GlobalArgs, ServiceArgs};
+use crate::cli::{GlobalArgs, ServiceArgs, SiblingArgs};
 use crate::engine::Engine;
 use crate::exit::{Exit, Failure};
 use crate::host::lock::Owner;
@@ -19,12 +19,6 @@ pub enum Choice {
         revision: Option<Revision>,
     },
     LastGood,
-    /// An image the deploy builds after planning: a plan to show, never to execute.
-    Unbuilt {
-        /// `REGISTRY/REPOSITORY`.
-        repository: String,
-        revision: Revision,
-    },
 }
 
 /// Everything a service command needs, checked before the engine is touched.
@@ -42,12 +36,8 @@ pub struct Prepared {
 }
 
 /// The privileged sibling's settings; an unpinned image is a usage error before anything runs.
-pub fn host_access(
-    image: &str,
-    pid: u32,
-    deadline: std::time::Duration,
-) -> Result<HostAccess, Failure> {
-    HostAccess::new(image, pid, deadline).map_err(|e| {
+pub fn host_access(s: &SiblingArgs) -> Result<HostAccess, Failure> {
+    HostAccess::new(&s.reload_image, s.host_pid, s.reload_timeout).map_err(|e| {
         let hint = e.hint();
         Failure::usage(anyhow::Error::new(e).context("--reload-image is not usable"))
             .with_hint(hint)
@@ -74,7 +64,7 @@ pub fn prepare(global: &GlobalArgs, args: &ServiceArgs) -> Result<Prepared, Fail
         ))
         .with_hint("lower the limits, or approve on purpose with --approve-over-quota"));
     }
-    let host = host_access(&args.reload_image, args.host_pid, args.reload_timeout)?;
+    let host = host_access(&args.sibling)?;
     let reload = args.reload_command.as_deref();
     let driver = (spec.proxy().is_some() || spec.swarm.is_none())
         .then(|| proxy_driver(&spec, reload))

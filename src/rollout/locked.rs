@@ -6,7 +6,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::inputs::{Choice, Prepared, proxy_driver, revision_arg};
 use super::render::render_plan;
-use super::{Facts, Plan, Report, Target, TargetImage};
+use super::{Facts, Plan, Report, Target};
 use crate::cli::ServiceArgs;
 use crate::engine::{Engine, EngineError};
 use crate::exit::{Exit, Failure};
@@ -116,17 +116,6 @@ pub(crate) fn resolve_target(choice: &Choice, facts: &Facts) -> Result<Target, F
                 replace: None,
             })
         }
-        Choice::Unbuilt {
-            repository,
-            revision,
-        } => Ok(Target {
-            image: TargetImage::Unbuilt {
-                repository: repository.clone(),
-            },
-            revision: Some(revision.clone()),
-            reuse_retained: false,
-            replace: None,
-        }),
         Choice::LastGood => {
             let back = rollout::rollback_target(facts).ok_or_else(|| {
                 Failure::usage(anyhow::anyhow!(
@@ -152,8 +141,13 @@ pub(crate) fn resolve_target(choice: &Choice, facts: &Facts) -> Result<Target, F
 pub async fn plan_only(p: &Prepared, choice: &Choice) -> Result<Plan, Failure> {
     let facts = gather(p, None).await?;
     let target = resolve_target(choice, &facts)?;
+    plan_target(p, &target).await
+}
+
+/// Read-only: the plan for a target already resolved (a deploy's image not built yet).
+pub async fn plan_target(p: &Prepared, target: &Target) -> Result<Plan, Failure> {
     let facts = gather(p, target.image.pinned()).await?;
-    Ok(rollout::plan(&p.spec, &target, &facts, &p.reload_text))
+    Ok(rollout::plan(&p.spec, target, &facts, &p.reload_text))
 }
 
 /// Takes the lock (whose container is the host agent), plans from fresh facts, executes, and
@@ -235,7 +229,35 @@ async fn plan_locked(p: &Prepared, agent: &HostAgent, choice: &Choice) -> Result
         let key = p.spec.proxy().map_or("the proxy table", |x| x.dir_key());
         Failure::new(Exit::Unavailable, e).with_hint(format!("check {key} in the spec"))
     })?;
+    let facts = with_image(&p.engine, target.image.pinned(), facts).await?;
     let plan = rollout::plan(&p.spec, &target, &facts, &p.reload_text);
     tracing::info!("{}", render_plan(&plan).lines().next().unwrap_or_default());
     Ok(plan)
+}
+
+/// An image the engine lacks is pulled before planning, so the plan reads its revision label and
+/// its HEALTHCHECK like any other image's; a failed pull changes nothing.
+async fn with_image(
+    engine: &Engine,
+    image: Option<&PinnedImage>,
+    facts: Facts,
+) -> Result<Facts, Failure> {
+    let Some(image) = image.filter(|_| facts.image.is_none()) else {
+        return Ok(facts);
+    };
+    let unavailable = |e: EngineError| {
+        let hint = e.hint().unwrap_or_else(|| {
+            format!("push {image} to a registry the host's engine can reach, or `docker pull` it on the host")
+        });
+        let why =
+            anyhow::Error::new(e).context(format!("could not pull {image}; nothing was changed"));
+        Failure::new(Exit::Unavailable, why).with_hint(hint)
+    };
+    let name = image.to_string();
+    engine.ensure_image(&name).await.map_err(unavailable)?;
+    let info = engine.inspect_image(&name).await.map_err(unavailable)?;
+    Ok(Facts {
+        image: info,
+        ..facts
+    })
 }

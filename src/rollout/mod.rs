@@ -22,7 +22,7 @@ pub use execute::{Outcome, Report, StepName, execute};
 pub use facts::{Facts, SnippetState, gather_facts};
 pub use gate::{Gate, HttpGate};
 pub use inputs::{Choice, Prepared, connect, prepare, reachable, revision_arg};
-pub use locked::{execute_locked, plan_only};
+pub use locked::{execute_locked, plan_only, plan_target};
 pub use model::*;
 pub use plan::*;
 pub use render::{render_plan, render_plan_as, render_report};

@@ -69,11 +69,7 @@ pub async fn command(
     let read = source.read();
     let (named, duplicates) = specs::by_name(&read.specs);
     refuse_problems(&read.problems, &duplicates, args)?;
-    let host = crate::rollout::inputs::host_access(
-        &args.reload_image,
-        args.host_pid,
-        args.reload_timeout,
-    )?;
+    let host = crate::rollout::inputs::host_access(&args.sibling)?;
     let events = Events::stdout();
     let Some(engine) = connect(global, args, &events, cancel).await? else {
         events.emit(Event::Stopped {});

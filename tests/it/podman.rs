@@ -143,8 +143,8 @@ fn podman_deploys_rolls_back_and_refuses_a_gate_it_cannot_run() {
     );
     assert!(doctor.contains("podman-healthchecks"), "{doctor}");
 
-    // Pulled by this rollout, so the plan has not read the image's revision label: given.
-    podman.run(&svc, &["rollout", &img.v1, "--revision", "v1"], &[], 0);
+    // Pulled by this rollout before it plans: the `.version` gate expects the image's label.
+    podman.run(&svc, &["rollout", &img.v1], &[], 0);
     svc.assert_serves("v1");
     podman.run(&svc, &["rollout", &img.v2, "--revision", "v2"], &[], 0);
     svc.assert_serves("v2");

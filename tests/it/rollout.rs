@@ -3,8 +3,8 @@
 
 use std::time::{Duration, Instant};
 
-use crate::service::{Svc, images};
-use crate::support::{code, sandbox, signal, slipway, text};
+use crate::service::{Svc, images, push_fixture};
+use crate::support::{code, docker_ok, sandbox, signal, slipway, text};
 
 const DOCKER_HEALTH: &str =
     "docker = true\n[health.http]\njson_field = \".version\"\ninterval = \"200ms\"";
@@ -81,6 +81,22 @@ fn first_second_same_digest_and_rollback() {
         "{:?}",
         svc.containers()
     );
+}
+
+#[test]
+fn an_image_the_engine_lacks_is_pulled_before_planning_and_its_revision_label_read() {
+    let image = push_fixture("fixture/pulled:v4", "v4", &[]);
+    let id = docker_ok(&["inspect", "--format", "{{.Id}}", &image]);
+    docker_ok(&["image", "rm", "-f", id.trim()]);
+    let svc = Svc::new("roll-pulled", "", DOCKER_HEALTH);
+
+    // No --revision: the `.version` gate expects the image's label, readable only once pulled.
+    let out = svc.run(&["rollout", &image, "--format", "json"], &[]);
+    let (stdout, stderr) = text(&out);
+    assert_eq!(code(&out), 0, "{stdout}\n{stderr}");
+    let report: serde_json::Value = serde_json::from_str(&stdout).expect("the report is JSON");
+    assert_eq!(report["revision"], "v4", "{stdout}");
+    svc.assert_serves("v4");
 }
 
 #[test]
