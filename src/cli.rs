@@ -226,12 +226,7 @@ pub struct WatchArgs {
 #[derive(Debug, Clone, Args)]
 pub struct SmokeArgs {
     /// Public URL to check; repeat for several (SLIPWAY_URL: comma-separated)
-    #[arg(
-        long = "url",
-        env = "SLIPWAY_URL",
-        value_delimiter = ',',
-        value_name = "URL"
-    )]
+    #[arg(long = "url", env = "SLIPWAY_URL", value_delimiter = ',', value_name = "URL")]
     pub urls: Vec<String>,
     /// The version the URL must serve [default: GITHUB_SHA, else the deployed revision]
     #[arg(long, env = "SLIPWAY_EXPECT_VERSION")]
@@ -252,12 +247,7 @@ pub struct SmokeArgs {
     #[arg(long = "header", value_name = "NAME: VALUE")]
     pub headers: Vec<String>,
     /// Pin HOST:PORT to ADDRESS, as curl does (repeatable; SLIPWAY_RESOLVE: comma-separated)
-    #[arg(
-        long,
-        env = "SLIPWAY_RESOLVE",
-        value_delimiter = ',',
-        value_name = "HOST:PORT:ADDR"
-    )]
+    #[arg(long, env = "SLIPWAY_RESOLVE", value_delimiter = ',', value_name = "HOST:PORT:ADDR")]
     pub resolve: Vec<String>,
     /// Trust only this CA bundle (PEM) for HTTPS instead of the system roots
     #[arg(long, env = "SLIPWAY_CACERT", value_name = "FILE")]
@@ -311,12 +301,7 @@ pub struct ServiceArgs {
     pub config: std::path::PathBuf,
     /// Override a spec key: KEY.PATH=VALUE, e.g. limits.memory=256m (repeatable; in SLIPWAY_SET
     /// one a line)
-    #[arg(
-        long = "set",
-        env = "SLIPWAY_SET",
-        value_name = "KEY=VALUE",
-        value_delimiter = '\n'
-    )]
+    #[arg(long = "set", env = "SLIPWAY_SET", value_name = "KEY=VALUE", value_delimiter = '\n')]
     pub set: Vec<String>,
     #[command(flatten)]
     pub sibling: SiblingArgs,
@@ -403,13 +388,7 @@ pub struct ImageArgs {
     )]
     pub build_args: Vec<String>,
     /// Waive a lint rule on purpose (repeatable, or comma-separated)
-    #[arg(
-        long,
-        env = "SLIPWAY_ALLOW",
-        value_enum,
-        value_delimiter = ',',
-        value_name = "RULE"
-    )]
+    #[arg(long, env = "SLIPWAY_ALLOW", value_enum, value_delimiter = ',', value_name = "RULE")]
     pub allow: Vec<Rule>,
     /// The deploy checks an HTTP health endpoint, so the image need not have a HEALTHCHECK
     #[arg(long, env = "SLIPWAY_HEALTH_PROBE_CONFIGURED")]
@@ -449,12 +428,7 @@ pub struct BuildOptions {
     #[arg(long, env = "SLIPWAY_REVISION_ARG", value_name = "NAME")]
     pub revision_arg: Option<String>,
     /// Extra tag to push besides the revision (repeatable, or comma-separated)
-    #[arg(
-        long = "tag",
-        env = "SLIPWAY_TAGS",
-        value_delimiter = ',',
-        value_name = "TAG"
-    )]
+    #[arg(long = "tag", env = "SLIPWAY_TAGS", value_delimiter = ',', value_name = "TAG")]
     pub tags: Vec<String>,
     /// Extra label NAME=VALUE (repeatable; in SLIPWAY_LABELS one a line). The OCI labels
     /// org.opencontainers.image.revision, .source and .created are always set

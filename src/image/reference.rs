@@ -290,10 +290,7 @@ impl PinnedImage {
     }
 
     /// The `sha256:...` digest.
-    #[allow(
-        dead_code,
-        reason = "the rollout compares it with the running container's image"
-    )]
+    #[allow(dead_code, reason = "the rollout compares it with the running container's image")]
     pub fn digest(&self) -> &str {
         &self.digest
     }
