@@ -74,7 +74,7 @@ fn names_only<S: serde::Serializer>(env: &[(String, String)], s: S) -> Result<S:
 }
 
 /// What `inspect` tells about a container, in slipway's terms.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct ContainerInfo {
     pub id: String,
     pub name: String,

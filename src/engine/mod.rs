@@ -26,7 +26,7 @@ mod watch;
 pub use build::{BuildEvent, Builder, ImageBuild, ImageInfo, StepUpdate};
 pub use containers::*;
 pub use services::*;
-pub use watch::{ProbeSession, ProbeSibling};
+pub use watch::{ProbeSession, ProbeSibling, ROLE_WATCH_PROBE};
 
 pub const DEFAULT_DOCKER_HOST: &str = "unix:///var/run/docker.sock";
 /// Label put on every container slipway creates.

@@ -1,7 +1,9 @@
 //! Facts: what the engine says about a service, read without changing anything.
 
 use super::LABEL_SERVICE;
-use crate::engine::{ContainerInfo, Engine, EngineError, ImageInfo, LABEL_MANAGED, LABEL_ROLE};
+use crate::engine::{
+    ContainerInfo, Engine, EngineError, ImageInfo, LABEL_MANAGED, LABEL_ROLE, ROLE_WATCH_PROBE,
+};
 use crate::image::reference::PinnedImage;
 
 /// Everything the planner may know, gathered before any change.
@@ -55,15 +57,7 @@ pub async fn gather_facts(
     let role = |c: &ContainerInfo, r: &str| c.labels.get(LABEL_ROLE).map(String::as_str) == Some(r);
     let (containers, others): (Vec<_>, Vec<_>) = all.into_iter().partition(|c| role(c, "app"));
     let (workers, helpers): (Vec<_>, Vec<_>) = others.into_iter().partition(|c| role(c, "worker"));
-    let leftovers = helpers
-        .into_iter()
-        .filter(|c| {
-            matches!(
-                c.labels.get(LABEL_ROLE).map(String::as_str),
-                Some("agent" | "probe" | "release")
-            )
-        })
-        .collect();
+    let leftovers = helpers.into_iter().filter(left_behind).collect();
     let image = match image {
         Some(i) => engine.inspect_image(&i.to_string()).await?,
         None => None,
@@ -80,4 +74,36 @@ pub async fn gather_facts(
         now_unix_ms,
         ..Facts::default()
     })
+}
+
+/// A helper of a run that died: an agent, probe or release container; or a watchdog's probe
+/// sibling that does not run (its watchdog was killed between creating and starting it).
+fn left_behind(c: &ContainerInfo) -> bool {
+    match c.labels.get(LABEL_ROLE).map(String::as_str) {
+        Some("agent" | "probe" | "release") => true,
+        Some(ROLE_WATCH_PROBE) => !c.running,
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_role(role: &str, running: bool) -> ContainerInfo {
+        let mut c = ContainerInfo {
+            running,
+            ..ContainerInfo::default()
+        };
+        c.labels.insert(LABEL_ROLE.into(), role.into());
+        c
+    }
+
+    #[test]
+    fn a_watch_probe_that_never_ran_is_left_behind_a_running_one_is_not() {
+        assert!(left_behind(&with_role(ROLE_WATCH_PROBE, false)));
+        assert!(!left_behind(&with_role(ROLE_WATCH_PROBE, true)));
+        assert!(left_behind(&with_role("agent", true)));
+        assert!(!left_behind(&with_role("app", false)));
+    }
 }

@@ -189,9 +189,17 @@ fn watch(svc: &Svc, args: &[&str], env: &[(&str, &str)]) -> Watchdog {
 
 /// Probe siblings of `service` left on the engine.
 fn probe_siblings(service: &str) -> Vec<String> {
+    siblings(service, "-a")
+}
+
+fn running_probe_siblings(service: &str) -> Vec<String> {
+    siblings(service, "--filter=status=running")
+}
+
+fn siblings(service: &str, which: &str) -> Vec<String> {
     docker_ok(&[
         "ps",
-        "-a",
+        which,
         "--filter",
         &format!("label=dev.slipway.service={service}"),
         "--filter",
@@ -675,7 +683,7 @@ fn a_deploy_while_watching_is_not_fought_and_the_new_release_is_picked_up() {
         Duration::from_secs(30),
     );
     let since = Instant::now();
-    while probe_siblings(&svc.name).is_empty() {
+    while running_probe_siblings(&svc.name).is_empty() {
         assert!(since.elapsed() < Duration::from_secs(10), "{}", w.log());
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -691,6 +699,30 @@ fn a_deploy_while_watching_is_not_fought_and_the_new_release_is_picked_up() {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
+    // Killed between creating and starting it, a watchdog leaves a sibling that never ran:
+    // the next rollout removes it with the other leftovers of dead runs.
+    let labels = [
+        "dev.slipway.managed=true",
+        &format!("dev.slipway.service={}", svc.name),
+        "dev.slipway.role=watch-probe",
+    ];
+    let base = sandbox().base_image;
+    let mut create = vec!["create", "--name", "slipway-probe-watch-deploy-dead"];
+    for l in &labels {
+        create.extend(["--label", l]);
+    }
+    create.extend([base.as_str(), "true"]);
+    docker_ok(&create);
+    assert_eq!(probe_siblings(&svc.name).len(), 1);
+    let out = svc.run(&["rollout", &img.v1], &[]);
+    let (stdout, stderr) = text(&out);
+    assert_eq!(code(&out), 0, "{stdout}\n{stderr}");
+    assert!(
+        probe_siblings(&svc.name).is_empty(),
+        "{:?}",
+        svc.containers()
+    );
+    svc.assert_serves("v1");
 }
 
 /// A unix-socket forwarder to the sandbox's Docker socket that the test can cut and restore,
