@@ -520,6 +520,7 @@ fn build_mode_builds_the_actions_checkout_and_outputs_the_binary() {
         .env("SLIPWAY_ACTION_PATH", src)
         .env("GITHUB_OUTPUT", &output)
         .env_remove("CARGO_TARGET_DIR")
+        .env_remove("CARGO_BUILD_TARGET")
         .env("CARGO_NET_OFFLINE", "true")
         .output()
         .unwrap();
@@ -532,6 +533,20 @@ fn build_mode_builds_the_actions_checkout_and_outputs_the_binary() {
         format!("bin={}\n", bin.display())
     );
     assert!(stderr.contains("slipway 0.0.1"), "{stderr}");
+
+    // A target set in the job's environment: the binary is found one level down.
+    let out = Command::new(script("scripts/action/install-slipway"))
+        .env("SLIPWAY_BINARY_SOURCE", "build")
+        .env("SLIPWAY_ACTION_PATH", src)
+        .env_remove("CARGO_TARGET_DIR")
+        .env("CARGO_BUILD_TARGET", "x86_64-unknown-linux-gnu")
+        .env("CARGO_NET_OFFLINE", "true")
+        .output()
+        .unwrap();
+    let (stdout, stderr) = text(&out);
+    assert_eq!(code(&out), 0, "{stderr}");
+    let bin = src.join("target/x86_64-unknown-linux-gnu/release/slipway");
+    assert_eq!(stdout.trim(), bin.display().to_string());
 
     // Without Rust on PATH: a usage error that says what to do.
     assert!(
