@@ -33,7 +33,8 @@ fn var(name: &str, why: &str) -> String {
 /// The machine's Rust toolchain, cargo home and target dir, as scripts/host-tier bound them.
 fn rust_paths() -> [String; 3] {
     let why = "scripts/host-tier binds the machine's Rust toolchain (rustc --print sysroot), cargo \
-               home and target dir into the host for these tests, and found no rustc";
+               home and target dir into the host for these tests, and one of them was missing \
+               (run scripts/build-static first)";
     [
         "SLIPWAY_HOST_RUST_SYSROOT",
         "SLIPWAY_HOST_CARGO_HOME",
