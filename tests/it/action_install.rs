@@ -493,8 +493,7 @@ fn bad_pins_and_unsafe_urls_are_usage_errors_before_any_download() {
 
 /// `binary-source: build` from the action's checkout: a stand-in crate named slipway (the real
 /// one's release build takes minutes), built with the same `cargo build --locked --release`.
-#[test]
-fn build_mode_builds_the_actions_checkout_and_outputs_the_binary() {
+fn stand_in_crate() -> tempfile::TempDir {
     let action = tempfile::tempdir().unwrap();
     let src = action.path();
     std::fs::create_dir(src.join("src")).unwrap();
@@ -513,6 +512,13 @@ fn build_mode_builds_the_actions_checkout_and_outputs_the_binary() {
         "fn main() { println!(\"slipway 0.0.1\"); }\n",
     )
     .unwrap();
+    action
+}
+
+#[test]
+fn build_mode_builds_the_actions_checkout_and_outputs_the_binary() {
+    let action = stand_in_crate();
+    let src = action.path();
     let output = src.join("github_output");
     std::fs::write(&output, "").unwrap();
     let out = Command::new(script("scripts/action/install-slipway"))
@@ -520,6 +526,7 @@ fn build_mode_builds_the_actions_checkout_and_outputs_the_binary() {
         .env("SLIPWAY_ACTION_PATH", src)
         .env("GITHUB_OUTPUT", &output)
         .env_remove("CARGO_TARGET_DIR")
+        .env_remove("CARGO_BUILD_TARGET")
         .env("CARGO_NET_OFFLINE", "true")
         .output()
         .unwrap();
@@ -565,4 +572,23 @@ fn build_mode_builds_the_actions_checkout_and_outputs_the_binary() {
         "{stderr}"
     );
     assert!(!stderr.contains("building slipway"), "{stderr}");
+}
+
+/// A target set in the job's environment (e.g. for static builds): the binary is one level down.
+#[test]
+fn build_mode_finds_the_binary_under_cargo_build_target() {
+    let action = stand_in_crate();
+    let src = action.path();
+    let out = Command::new(script("scripts/action/install-slipway"))
+        .env("SLIPWAY_BINARY_SOURCE", "build")
+        .env("SLIPWAY_ACTION_PATH", src)
+        .env_remove("CARGO_TARGET_DIR")
+        .env("CARGO_BUILD_TARGET", "x86_64-unknown-linux-gnu")
+        .env("CARGO_NET_OFFLINE", "true")
+        .output()
+        .unwrap();
+    let (stdout, stderr) = text(&out);
+    assert_eq!(code(&out), 0, "{stderr}");
+    let bin = src.join("target/x86_64-unknown-linux-gnu/release/slipway");
+    assert_eq!(stdout.trim(), bin.display().to_string());
 }

@@ -15,7 +15,7 @@ const JOB_IMAGE: &str = "slipway-act-job:host-tier";
 const RELEASE: &str = "v0.1.0";
 const SECRET: &str = "hunter2-act-note-7f3a";
 
-fn act_bin() -> PathBuf {
+pub fn act_bin() -> PathBuf {
     let cache = std::env::var_os("XDG_CACHE_HOME")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(std::env::var("HOME").unwrap()).join(".cache"));

@@ -10,6 +10,7 @@ mod deploy;
 mod doctor;
 mod host_act;
 mod host_tier;
+mod host_workflows;
 mod lint;
 mod one_file;
 mod podman;
