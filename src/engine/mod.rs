@@ -26,12 +26,15 @@ mod watch;
 pub use build::{BuildEvent, Builder, ImageBuild, ImageInfo, StepUpdate};
 pub use containers::*;
 pub use services::*;
-pub use watch::{ProbeSession, ProbeSibling, ROLE_WATCH_PROBE};
+pub use watch::{ProbeSession, ProbeSibling};
 
 pub const DEFAULT_DOCKER_HOST: &str = "unix:///var/run/docker.sock";
 /// Label put on every container slipway creates.
 pub const LABEL_MANAGED: &str = "dev.slipway.managed";
 pub const LABEL_ROLE: &str = "dev.slipway.role";
+/// The role label of a watchdog's probe sibling. Not `probe`: a rollout removes the helpers of
+/// dead runs, and a running sibling belongs to a live watchdog (one that never ran is removed).
+pub const ROLE_WATCH_PROBE: &str = "watch-probe";
 
 #[derive(Debug, Error)]
 pub enum EngineError {

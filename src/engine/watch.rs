@@ -18,11 +18,10 @@ use bollard::query_parameters::AttachContainerOptions;
 use futures_util::{Stream, TryStreamExt};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
-use super::{Engine, EngineError, LABEL_MANAGED, LABEL_ROLE, OneShotExit, push_output, within};
-
-/// The role label of a probe sibling. Not `probe`: a rollout removes `agent`/`probe` helpers it
-/// finds as leftovers of a dead run, and a watchdog's sibling is neither dead nor the rollout's.
-pub const ROLE_WATCH_PROBE: &str = "watch-probe";
+use super::{
+    Engine, EngineError, LABEL_MANAGED, LABEL_ROLE, OneShotExit, ROLE_WATCH_PROBE, push_output,
+    within,
+};
 
 /// A probe sibling: joins `target`'s network namespace and runs `argv` once per line on stdin.
 #[derive(Debug, Clone, PartialEq, Eq)]
