@@ -30,18 +30,11 @@ mkdir -p "$work/logs" "$work/reports"
 # shellcheck source=benches/common.sh
 . benches/common.sh
 
-# --- the images: the fixture app plus a 2 s endpoint, two versions, pushed and pinned
+# --- the images: the fixture app (Dockerfile.classic: the docker CLI here has only the classic
+# builder; it carries the 2 s /cgi-bin/slow endpoint), two versions, pushed and pinned
 for v in v1 v2; do
   docker build -q --build-arg BASE_IMAGE="$SLIPWAY_SANDBOX_BASE_IMAGE" --build-arg VERSION=$v \
-    -t "bench/speed-base:$v" tests/fixtures/app >/dev/null
-  docker build -q -t "$SLIPWAY_SANDBOX_REGISTRY/bench/speed:$v" - >/dev/null <<DOCKERFILE
-FROM bench/speed-base:$v
-USER root
-RUN mkdir -p /app/www/cgi-bin \
- && printf '#!/bin/sh\nsleep 2\nprintf "Content-Type: text/plain\\\\r\\\\n\\\\r\\\\n%%s\\\\n" "\$APP_VERSION"\n' >/app/www/cgi-bin/slow \
- && chmod 0755 /app/www/cgi-bin /app/www/cgi-bin/slow
-USER 10001:10001
-DOCKERFILE
+    -f tests/fixtures/app/Dockerfile.classic -t "$SLIPWAY_SANDBOX_REGISTRY/bench/speed:$v" tests/fixtures/app >/dev/null
   docker push -q "$SLIPWAY_SANDBOX_REGISTRY/bench/speed:$v" >/dev/null
 done
 pinned() { docker inspect --format '{{index .RepoDigests 0}}' "$SLIPWAY_SANDBOX_REGISTRY/bench/speed:$1"; }
@@ -50,7 +43,8 @@ declare -A image=([v1]=$(pinned v1) [v2]=$(pinned v2))
 start_caddy "$work/caddy-script" 18081 "$work/logs/caddy-script.log"
 url_s=$SLIPWAY_SANDBOX_PUBLIC_URL url_b=http://127.0.0.1:18081
 engine_cg_setup "$work"
-trap 'stop_caddy; engine_cg_teardown; touch "$work/stop"; wait' EXIT
+load_pids=()
+trap 'touch "$work/stop"; [ ${#load_pids[@]} = 0 ] || wait "${load_pids[@]}"; stop_caddy; engine_cg_teardown' EXIT
 
 # --- slipway
 cat >"$work/slipway.toml" <<TOML
@@ -114,6 +108,7 @@ script_deploy v1 first >/dev/null
 load_start() { # $1: url, $2: tag
   SLOW_THREADS=${SLOW_THREADS:-2} SLOW_URL="$1/cgi-bin/slow" THREADS=${THREADS:-2} PAUSE=${PAUSE:-0.01} \
     benches/loadgen.py "$1/version" "$work/stop" 1800 >"$work/load-$2.json" &
+  load_pids+=($!)
 }
 rm -f "$work/stop"
 load_start "$url_s" slipway; load_start "$url_b" script
@@ -134,7 +129,7 @@ for i in $(seq 1 "$rounds"); do
     '"\($i | . + " " * (6 - length)) \($o) \($v) \($s.served | tostring | " " * (12 - length) + .) \($b.served | tostring | " " * (12 - length) + .) \($s.wall | tostring | " " * (10 - length) + .) \($b.wall | tostring | " " * (10 - length) + .)"' >&2
 done
 sleep 2
-touch "$work/stop"; wait
+touch "$work/stop"; wait "${load_pids[@]}"; load_pids=()
 
 jq -s --argjson drain "$drain" --slurpfile ls "$work/load-slipway.json" --slurpfile lb "$work/load-script.json" '
   def median: sort | if length == 0 then null elif length % 2 == 1 then .[length / 2 | floor]

@@ -142,12 +142,32 @@ impl Stop {
 }
 
 pub async fn execute(ctx: &Context<'_>, plan: &Plan, hook: &impl AfterSwitch) -> Report {
+    execute_adopting(ctx, plan, hook, None).await
+}
+
+/// `execute`, with the plan's new container already started (see `Adopted`).
+pub async fn execute_adopting(
+    ctx: &Context<'_>,
+    plan: &Plan,
+    hook: &impl AfterSwitch,
+    adopted: Option<Adopted>,
+) -> Report {
     let live = Live {
         engine: ctx.engine,
         agent: ctx.agent,
         driver: &ctx.driver,
     };
-    run(&live, ctx.cancel, plan, hook).await
+    run_adopting(&live, ctx.cancel, plan, hook, adopted).await
+}
+
+/// The plan's new container, created and started before the executor ran (while the lock's
+/// agent started; ADR 0010): the start step takes it instead of creating one, and any stop
+/// takes it down.
+#[derive(Debug, Clone)]
+pub struct Adopted {
+    pub id: String,
+    /// Just before it was started: the health deadline counts from here.
+    pub started: Instant,
 }
 
 /// The executor over any backend: the live one, or a fake in tests.
@@ -157,7 +177,23 @@ pub async fn run<B: Backend>(
     plan: &Plan,
     hook: &impl AfterSwitch,
 ) -> Report {
+    run_adopting(backend, cancel, plan, hook, None).await
+}
+
+/// `run`, with the plan's new container already started.
+pub async fn run_adopting<B: Backend>(
+    backend: &B,
+    cancel: &CancellationToken,
+    plan: &Plan,
+    hook: &impl AfterSwitch,
+    adopted: Option<Adopted>,
+) -> Report {
     let mut exec = Exec::new(backend, cancel, plan);
+    if let Some(a) = &adopted {
+        // It exists: from here on, every stop takes it down.
+        exec.done.new_id = Some(a.id.clone());
+    }
+    exec.adopted = adopted;
     let began = exec.began;
     if plan.target.image.pinned().is_none() {
         let why = format!(
@@ -204,6 +240,7 @@ struct Exec<'a, B> {
     /// The gate as the image allows it (see `super::gate_for_image`).
     gate: Option<Gate>,
     started: Option<Instant>,
+    adopted: Option<Adopted>,
 }
 
 impl<'a, B: Backend> Exec<'a, B> {
@@ -235,6 +272,7 @@ impl<'a, B: Backend> Exec<'a, B> {
             image_id: String::new(),
             gate: None,
             started: None,
+            adopted: None,
         }
     }
 
@@ -485,6 +523,17 @@ impl<'a, B: Backend> Exec<'a, B> {
     /// 3. The new container in the free slot.
     async fn start(&mut self, r: &Rollout) -> Result<(), Stop> {
         let t = Instant::now();
+        if let Some(a) = self.adopted.take() {
+            self.started = Some(a.started);
+            let detail = format!(
+                "{} on 127.0.0.1:{} (slot {}), started while the lock's agent started",
+                r.new.name(),
+                r.port,
+                r.slot
+            );
+            self.record(StepName::Start, a.started, true, detail);
+            return Ok(());
+        }
         let id = match &r.new {
             NewContainer::Create(spec) => match self.b.create(spec).await {
                 Ok(id) => id,
@@ -793,6 +842,10 @@ impl<'a, B: Backend> Exec<'a, B> {
     /// The one undo policy: by what was done, put the host back, then say what serves.
     async fn stop(mut self, stop: Stop, r: &Rollout, hook: &impl AfterSwitch) -> Report {
         let (outcome, why, verify) = match stop {
+            // An adopted container exists before any step: it is taken down on every stop.
+            Stop::Plain(outcome, message) if self.done.new_id.is_some() => {
+                (outcome, message, false)
+            }
             Stop::Plain(outcome, message) => return self.end(outcome, message),
             Stop::Undo {
                 outcome,

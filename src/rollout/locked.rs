@@ -13,6 +13,7 @@ use crate::exit::{Exit, Failure};
 use crate::host::HostAccess;
 use crate::host::agent::{AgentError, HostAgent};
 use crate::host::lock::{self, Lock, LockError, LockRequest, Owner};
+use crate::host::proxy::Driver;
 use crate::image::reference::PinnedImage;
 use crate::rollout;
 use crate::spec::ServiceSpec;
@@ -157,7 +158,8 @@ pub async fn plan_only(p: &Prepared, choice: &Choice) -> Result<Plan, Failure> {
 }
 
 /// Takes the lock (whose container is the host agent), plans from fresh facts, executes, and
-/// releases the lock on every path.
+/// releases the lock on every path. While the lock's agent starts, the new container may start
+/// too (`early.rs`, ADR 0010).
 pub async fn execute_locked(
     p: &Prepared,
     args: &ServiceArgs,
@@ -171,26 +173,55 @@ pub async fn execute_locked(
         None => proxy_driver(&p.spec, None)?,
     };
     let request = lock_request(&p.spec, &p.host, &p.owner, args.lock_ttl, args.lock_wait);
-    let body = async |agent: &HostAgent| -> Result<Report, Failure> {
-        let plan = plan_locked(p, agent, choice).await?;
-        let ctx = rollout::execute::Context {
-            engine: &p.engine,
-            agent,
-            driver: driver.clone(),
-            cancel,
-        };
-        Ok(rollout::execute(&ctx, &plan, hook).await)
-    };
-    rollout::locked::with_lock(&p.engine, &request, cancel, body)
+    let created = Lock::create(&p.engine, &request, cancel)
         .await
-        .map_err(|e| {
-            let exit = match e {
-                lock::LockError::Interrupted { .. } => Exit::Interrupted,
-                _ => Exit::Unavailable,
-            };
-            let hint = e.hint();
-            Failure::new(exit, e).with_hint(hint)
-        })?
+        .map_err(lock_failure)?;
+    let (started, early) = tokio::join!(created.start(&p.engine), super::early::start(p, choice));
+    let lock = match started {
+        Ok(lock) => lock,
+        Err(e) => {
+            if let Some(early) = &early {
+                early.abandon(p).await;
+            }
+            return Err(lock_failure(e));
+        }
+    };
+    let agent = HostAgent::attach(&lock.id, &p.host);
+    let result = plan_and_execute(p, &agent, driver, choice, early, hook, cancel).await;
+    lock.release(&p.engine).await;
+    result
+}
+
+fn lock_failure(e: LockError) -> Failure {
+    let exit = match e {
+        lock::LockError::Interrupted { .. } => Exit::Interrupted,
+        _ => Exit::Unavailable,
+    };
+    let hint = e.hint();
+    Failure::new(exit, e).with_hint(hint)
+}
+
+/// With the lock held and its agent running: the plan (confirming an early start), executed.
+async fn plan_and_execute(
+    p: &Prepared,
+    agent: &HostAgent,
+    driver: Driver,
+    choice: &Choice,
+    early: Option<super::early::Early>,
+    hook: &impl rollout::execute::AfterSwitch,
+    cancel: &CancellationToken,
+) -> Result<Report, Failure> {
+    let (plan, adopted) = match early {
+        Some(early) => early.confirm(p, agent).await?,
+        None => (plan_locked(p, agent, choice).await?, None),
+    };
+    let ctx = rollout::execute::Context {
+        engine: &p.engine,
+        agent,
+        driver,
+        cancel,
+    };
+    Ok(rollout::execute::execute_adopting(&ctx, &plan, hook, adopted).await)
 }
 
 /// A gate that waits for image HEALTHCHECKs on an engine that never runs them (Podman without

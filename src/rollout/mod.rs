@@ -3,6 +3,7 @@
 
 mod backend;
 mod containers;
+mod early;
 mod facts;
 mod gate;
 pub mod inputs;

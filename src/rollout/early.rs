@@ -1,0 +1,131 @@
+//! The new container started while the lock's agent starts (ADR 0010). The lock is taken first
+//! (its container created: from then on nobody else can take it); then, side by side, its agent
+//! starts and the engine's facts give a first plan. When that plan only starts a container of an
+//! image the engine holds with the target digest (nothing to reconcile, no release command, no
+//! workers), that container starts at once. Once the agent runs, the snippet completes the facts
+//! and the plan is made again: the same rollout keeps the container (the executor adopts it);
+//! any other removes it, never having been routed to, and the executor runs the new plan.
+
+use tokio::time::Instant;
+
+use super::execute::Adopted;
+use super::inputs::{Choice, Prepared};
+use super::locked::{FactsError, gather, resolve_target};
+use super::render::render_plan;
+use super::{Action, Facts, NewContainer, Plan, SnippetState, Target};
+use crate::engine::AppContainer;
+use crate::exit::{Exit, Failure};
+use crate::host::agent::HostAgent;
+
+/// A container started from the engine's facts, before the snippet was read.
+pub struct Early {
+    target: Target,
+    facts: Facts,
+    plan: Plan,
+    adopted: Adopted,
+}
+
+/// Under the created lock: the first plan, and its new container started when that is all the
+/// plan does before the gate. `None`: nothing was started.
+pub async fn start(p: &Prepared, choice: &Choice) -> Option<Early> {
+    let Choice::Image { .. } = choice else {
+        return None;
+    };
+    let target = resolve_target(choice, &Facts::default()).ok()?;
+    let facts = gather(p, target.image.pinned()).await.ok()?;
+    let plan = super::plan(&p.spec, &target, &facts, &p.reload_text);
+    let spec = only_starts(&plan, &facts)?;
+    let id = p.engine.create_app(spec).await.ok()?;
+    let started = Instant::now();
+    if p.engine.start(&id).await.is_err() {
+        let _ = p.engine.remove_container(&id).await;
+        return None;
+    }
+    Some(Early {
+        target,
+        facts,
+        plan,
+        adopted: Adopted { id, started },
+    })
+}
+
+/// The new container's spec when the plan does nothing before it starts, and the engine holds
+/// the image with the target digest and a health check the gate allows.
+fn only_starts<'a>(plan: &'a Plan, facts: &Facts) -> Option<&'a AppContainer> {
+    let Action::Rollout(r) = &plan.action else {
+        return None;
+    };
+    let NewContainer::Create(spec) = &r.new else {
+        return None;
+    };
+    let nothing_before = !r.pull
+        && r.recover.is_none()
+        && r.remove_abandoned.is_empty()
+        && r.stop_stale.is_empty()
+        && r.leftovers.is_empty()
+        && r.release.is_none()
+        && r.workers.is_empty();
+    let image = facts.image.as_ref()?;
+    let digest = plan.target.image.digest()?;
+    let pinned = image
+        .repo_digests
+        .iter()
+        .any(|d| d.ends_with(&format!("@{digest}")));
+    let gated = super::gate_for_image(&r.gate, image.has_healthcheck).is_ok();
+    (nothing_before && pinned && gated).then_some(spec)
+}
+
+impl Early {
+    /// With the agent running: the snippet read, the plan made again from the same engine facts
+    /// plus the snippet. The container is kept (returned to adopt) when the rollout is the same.
+    pub async fn confirm(
+        self,
+        p: &Prepared,
+        agent: &HostAgent,
+    ) -> Result<(Plan, Option<Adopted>), Failure> {
+        let snippet = match p.spec.proxy() {
+            Some(proxy) => match agent.read(&p.engine, &proxy.file(&p.spec.name)).await {
+                Ok(read) => Some(SnippetState::of(read, proxy.kind())),
+                Err(e) => {
+                    self.abandon(p).await;
+                    let hint = format!("check {} in the spec", proxy.dir_key());
+                    return Err(
+                        Failure::new(Exit::Unavailable, FactsError::Snippet(e)).with_hint(hint)
+                    );
+                }
+            },
+            None => None,
+        };
+        let facts = Facts {
+            snippet,
+            ..self.facts.clone()
+        };
+        let plan = super::plan(&p.spec, &self.target, &facts, &p.reload_text);
+        tracing::info!("{}", render_plan(&plan).lines().next().unwrap_or_default());
+        if same_rollout(&self.plan, &plan) {
+            return Ok((plan, Some(self.adopted)));
+        }
+        tracing::info!("the snippet changed the plan: the container started early is removed");
+        self.abandon(p).await;
+        Ok((plan, None))
+    }
+
+    /// Removes the early container: nothing ever routed to it.
+    pub async fn abandon(&self, p: &Prepared) {
+        if let Err(e) = p.engine.remove_container(&self.adopted.id).await {
+            tracing::warn!("could not remove {}: {e}", self.adopted.id);
+        }
+    }
+}
+
+/// The same rollout, but for what only the snippet adds (the snippet to put back on failure,
+/// and the failure text naming it).
+fn same_rollout(first: &Plan, now: &Plan) -> bool {
+    let (Action::Rollout(a), Action::Rollout(b)) = (&first.action, &now.action) else {
+        return false;
+    };
+    let mut b = (**b).clone();
+    b.snippet.previous = a.snippet.previous.clone();
+    b.on_failure = a.on_failure.clone();
+    first.active == now.active && first.revision == now.revision && **a == b
+}
