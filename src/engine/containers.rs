@@ -233,7 +233,8 @@ impl Engine {
         }
     }
 
-    /// Every container (running or not) carrying all of `labels`, inspected.
+    /// Every container (running or not) carrying all of `labels`, inspected (side by side, in
+    /// the list's order; one removed meanwhile is left out).
     pub async fn containers_with_labels(
         &self,
         labels: &[(&str, &str)],
@@ -242,15 +243,12 @@ impl Engine {
             .list_labelled(labels, &[])
             .await
             .map_err(EngineError::api("listing containers"))?;
-        let mut out = Vec::new();
-        for s in summaries {
-            if let Some(id) = s.id
-                && let Some(info) = self.inspect_container(&id).await?
-            {
-                out.push(info);
-            }
-        }
-        Ok(out)
+        let inspected = summaries
+            .into_iter()
+            .filter_map(|s| s.id)
+            .map(|id| async move { self.inspect_container(&id).await });
+        let found = futures_util::future::try_join_all(inspected).await?;
+        Ok(found.into_iter().flatten().collect())
     }
 
     /// One list call: the containers carrying all of `labels`, in any state unless `states`

@@ -247,13 +247,18 @@ impl Lock {
             network: None,
             deadline: req.ttl,
         };
-        engine.ensure_image(&spec.image).await?;
         let give_up = tokio::time::Instant::now() + req.wait;
-        let mut announced = false;
+        let (mut announced, mut pulled) = (false, false);
         loop {
             match engine.create_sibling(&name, &spec, "lock").await {
                 Ok(id) => return Ok(Created { id, ttl }),
                 Err(EngineError::NameTaken { .. }) => {}
+                // The image is pulled only when the engine lacks it (one call less when not).
+                Err(e) if e.is_not_found() && !pulled => {
+                    engine.ensure_image(&spec.image).await?;
+                    pulled = true;
+                    continue;
+                }
                 Err(EngineError::MountSourceMissing { .. }) => {
                     return Err(LockError::SnippetDirMissing {
                         key: req.dir_key,

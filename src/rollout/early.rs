@@ -17,36 +17,52 @@ use crate::engine::AppContainer;
 use crate::exit::{Exit, Failure};
 use crate::host::agent::HostAgent;
 
-/// A container started from the engine's facts, before the snippet was read.
-pub struct Early {
+/// The first plan, made from the engine's facts before the snippet was read, and the container
+/// started for it when that is all it does before the gate.
+pub struct First {
     target: Target,
     facts: Facts,
     plan: Plan,
-    adopted: Adopted,
+    early: Option<Adopted>,
 }
 
 /// Under the created lock: the first plan, and its new container started when that is all the
-/// plan does before the gate. `None`: nothing was started.
-pub async fn start(p: &Prepared, choice: &Choice) -> Option<Early> {
+/// plan does before the gate. `None`: no first plan (not a given image, or the facts could not be
+/// read: the locked sequence reads them again and says why).
+pub async fn start(p: &Prepared, choice: &Choice) -> Option<First> {
     let Choice::Image { .. } = choice else {
         return None;
     };
     let target = resolve_target(choice, &Facts::default()).ok()?;
     let facts = gather(p, target.image.pinned()).await.ok()?;
     let plan = super::plan(&p.spec, &target, &facts, &p.reload_text);
-    let spec = only_starts(&plan, &facts)?;
-    let id = p.engine.create_app(spec).await.ok()?;
-    let started = Instant::now();
-    if p.engine.start(&id).await.is_err() {
-        let _ = p.engine.remove_container(&id).await;
-        return None;
-    }
-    Some(Early {
+    tracing::debug!("the engine's facts are read: a first plan");
+    let early = match only_starts(&plan, &facts) {
+        Some(spec) => start_app(p, spec).await,
+        None => None,
+    };
+    Some(First {
         target,
         facts,
         plan,
-        adopted: Adopted { id, started },
+        early,
     })
+}
+
+/// Creates and starts the container; `None` (nothing left behind) when either fails.
+async fn start_app(p: &Prepared, spec: &AppContainer) -> Option<Adopted> {
+    let id = p.engine.create_app(spec).await.ok()?;
+    let started = Instant::now();
+    if let Err(e) = p.engine.start(&id).await {
+        tracing::debug!(
+            "the early start of {} failed ({e}); the executor starts it",
+            spec.name
+        );
+        let _ = p.engine.remove_container(&id).await;
+        return None;
+    }
+    tracing::debug!("{} started while the lock's agent starts", spec.name);
+    Some(Adopted { id, started })
 }
 
 /// The new container's spec when the plan does nothing before it starts, and the engine holds
@@ -75,9 +91,10 @@ fn only_starts<'a>(plan: &'a Plan, facts: &Facts) -> Option<&'a AppContainer> {
     (nothing_before && pinned && gated).then_some(spec)
 }
 
-impl Early {
+impl First {
     /// With the agent running: the snippet read, the plan made again from the same engine facts
-    /// plus the snippet. The container is kept (returned to adopt) when the rollout is the same.
+    /// plus the snippet. A container started early is kept (returned to adopt) when the rollout
+    /// is the same, and removed otherwise.
     pub async fn confirm(
         self,
         p: &Prepared,
@@ -102,18 +119,23 @@ impl Early {
         };
         let plan = super::plan(&p.spec, &self.target, &facts, &p.reload_text);
         tracing::info!("{}", render_plan(&plan).lines().next().unwrap_or_default());
-        if same_rollout(&self.plan, &plan) {
-            return Ok((plan, Some(self.adopted)));
+        if self.early.is_some() && same_rollout(&self.plan, &plan) {
+            return Ok((plan, self.early));
         }
-        tracing::info!("the snippet changed the plan: the container started early is removed");
-        self.abandon(p).await;
+        if self.early.is_some() {
+            tracing::info!("the snippet changed the plan: the container started early is removed");
+            self.abandon(p).await;
+        }
         Ok((plan, None))
     }
 
-    /// Removes the early container: nothing ever routed to it.
+    /// Removes the container started early, if any: nothing ever routed to it.
     pub async fn abandon(&self, p: &Prepared) {
-        if let Err(e) = p.engine.remove_container(&self.adopted.id).await {
-            tracing::warn!("could not remove {}: {e}", self.adopted.id);
+        let Some(early) = &self.early else {
+            return;
+        };
+        if let Err(e) = p.engine.remove_container(&early.id).await {
+            tracing::warn!("could not remove {}: {e}", early.id);
         }
     }
 }

@@ -292,6 +292,14 @@ impl<'a, B: Backend> Exec<'a, B> {
         });
     }
 
+    /// A step that ran beside others, timed on its own.
+    fn record_done(&mut self, d: super::retire::Done) {
+        self.record(d.name, d.started, d.ok, d.detail);
+        if let Some(step) = self.report.steps.last_mut() {
+            step.duration_ms = d.took.as_millis() as u64;
+        }
+    }
+
     fn end(mut self, outcome: Outcome, message: impl Into<String>) -> Report {
         self.report.outcome = outcome;
         self.report.message = message.into();
@@ -672,27 +680,6 @@ impl<'a, B: Backend> Exec<'a, B> {
         )
     }
 
-    /// The serving release's workers stop once the new ones run; kept for rollback.
-    async fn retire_workers(&mut self, r: &Rollout) {
-        for old in r.workers.iter().flat_map(|w| &w.retire) {
-            let t = Instant::now();
-            match self.b.stop(&old.id, r.stop_grace).await {
-                Ok(()) => self.record(
-                    StepName::Retire,
-                    t,
-                    true,
-                    format!("stopped worker {} (kept for rollback)", old.name),
-                ),
-                Err(e) => self.record(
-                    StepName::Retire,
-                    t,
-                    false,
-                    format!("{e} (stop worker {} by hand)", old.name),
-                ),
-            }
-        }
-    }
-
     /// 6. Switch the proxy: write its file, let it check and apply it, record what was applied.
     async fn switch(&mut self, r: &Rollout) -> Result<(), Stop> {
         let t = Instant::now();
@@ -787,47 +774,10 @@ impl<'a, B: Backend> Exec<'a, B> {
     }
 
     /// The last step: retire the old release (kept stopped for rollback) and prune beyond
-    /// `retain`. Past the drain nothing is undone: the new release serves.
+    /// `retain`, side by side. Past the drain nothing is undone: the new release serves.
     async fn finish(mut self, r: &Rollout) -> Report {
-        let t = Instant::now();
-        if let Some(old) = &r.retire {
-            let (done, kept) = if r.remove_retired {
-                (
-                    self.b.remove(&old.id).await,
-                    "removed {} (it stopped answering; not kept)",
-                )
-            } else {
-                (
-                    self.b.stop(&old.id, r.stop_grace).await,
-                    "stopped {} (kept for rollback)",
-                )
-            };
-            match done {
-                Ok(()) => self.record(StepName::Retire, t, true, kept.replace("{}", &old.name)),
-                Err(e) => {
-                    let what = if r.remove_retired { "remove" } else { "stop" };
-                    let detail =
-                        format!("{e} (the new release serves; {what} {} by hand)", old.name);
-                    self.record(StepName::Retire, t, false, detail);
-                }
-            }
-        }
-        let t = Instant::now();
-        self.retire_workers(r).await;
-        let mut pruned = Vec::new();
-        let old_workers = r.workers.iter().flat_map(|w| &w.prune);
-        for c in r.prune.iter().chain(old_workers) {
-            if self.b.remove(&c.id).await.is_ok() {
-                pruned.push(c.name.clone());
-            }
-        }
-        if !pruned.is_empty() {
-            self.record(
-                StepName::Prune,
-                t,
-                true,
-                format!("removed {}", pruned.join(", ")),
-            );
+        for done in super::retire::retire_and_prune(self.b, r).await {
+            self.record_done(done);
         }
         let message = format!(
             "{} serves {} (revision {}) on 127.0.0.1:{}",

@@ -62,8 +62,8 @@ pub enum FactsError {
     Engine(#[from] EngineError),
 }
 
-/// What the engine and the host say now, read under the lock: the proxy's file and its applied
-/// record, the service's containers, the image if present.
+/// What the engine and the host say now, read under the lock (side by side): the proxy's file and
+/// its applied record, the service's containers, the image if present.
 pub async fn fresh_facts(
     engine: &Engine,
     agent: &HostAgent,
@@ -72,14 +72,18 @@ pub async fn fresh_facts(
     env: Vec<(String, String)>,
     run_url: String,
 ) -> Result<Facts, FactsError> {
-    let snippet = match spec.proxy() {
-        Some(proxy) => {
-            let read = agent.read(engine, &proxy.file(&spec.name)).await?;
-            Some(super::facts::SnippetState::of(read, proxy.kind()))
+    let snippet = async {
+        match spec.proxy() {
+            Some(proxy) => {
+                let read = agent.read(engine, &proxy.file(&spec.name)).await?;
+                Ok::<_, FactsError>(Some(super::facts::SnippetState::of(read, proxy.kind())))
+            }
+            None => Ok(None),
         }
-        None => None,
     };
-    let facts = super::gather_facts(engine, &spec.name, image).await?;
+    let engine_facts =
+        async { Ok::<_, FactsError>(super::gather_facts(engine, &spec.name, image).await?) };
+    let (snippet, facts) = tokio::try_join!(snippet, engine_facts)?;
     Ok(Facts {
         snippet,
         env,
@@ -176,19 +180,22 @@ pub async fn execute_locked(
     let created = Lock::create(&p.engine, &request, cancel)
         .await
         .map_err(lock_failure)?;
-    let (started, early) = tokio::join!(created.start(&p.engine), super::early::start(p, choice));
+    tracing::debug!("the lock of {} is taken (its agent starts)", p.spec.name);
+    let (started, first) = tokio::join!(created.start(&p.engine), super::early::start(p, choice));
     let lock = match started {
         Ok(lock) => lock,
         Err(e) => {
-            if let Some(early) = &early {
-                early.abandon(p).await;
+            if let Some(first) = &first {
+                first.abandon(p).await;
             }
             return Err(lock_failure(e));
         }
     };
+    tracing::debug!("the lock's agent runs");
     let agent = HostAgent::attach(&lock.id, &p.host);
-    let result = plan_and_execute(p, &agent, driver, choice, early, hook, cancel).await;
+    let result = plan_and_execute(p, &agent, driver, choice, first, hook, cancel).await;
     lock.release(&p.engine).await;
+    tracing::debug!("the lock is released");
     result
 }
 
@@ -207,12 +214,12 @@ async fn plan_and_execute(
     agent: &HostAgent,
     driver: Driver,
     choice: &Choice,
-    early: Option<super::early::Early>,
+    first: Option<super::early::First>,
     hook: &impl rollout::execute::AfterSwitch,
     cancel: &CancellationToken,
 ) -> Result<Report, Failure> {
-    let (plan, adopted) = match early {
-        Some(early) => early.confirm(p, agent).await?,
+    let (plan, adopted) = match first {
+        Some(first) => first.confirm(p, agent).await?,
         None => (plan_locked(p, agent, choice).await?, None),
     };
     let ctx = rollout::execute::Context {
@@ -232,7 +239,7 @@ async fn healthchecks_usable(p: &Prepared) -> Result<(), Failure> {
         return Ok(());
     }
     // An engine that does not answer is reported by the lock step, with its own advice.
-    let Ok(v) = p.engine.version().await else {
+    let Ok(v) = p.engine.version_once().await else {
         return Ok(());
     };
     if p.engine.runs_healthchecks(v.kind).await.unwrap_or(true) {
@@ -251,8 +258,11 @@ async fn healthchecks_usable(p: &Prepared) -> Result<(), Failure> {
 
 /// Under the lock: facts read again, the snippet through the agent, then the plan.
 async fn plan_locked(p: &Prepared, agent: &HostAgent, choice: &Choice) -> Result<Plan, Failure> {
-    let facts = gather(p, None).await?;
-    let target = resolve_target(choice, &facts)?;
+    // Only a rollback's target comes from the facts.
+    let target = match choice {
+        Choice::LastGood => resolve_target(choice, &gather(p, None).await?)?,
+        _ => resolve_target(choice, &Facts::default())?,
+    };
     let facts = fresh_facts(
         &p.engine,
         agent,

@@ -12,6 +12,7 @@ mod model;
 mod plan;
 pub mod render;
 mod report;
+mod retire;
 mod undo;
 pub mod worker_gate;
 pub mod workers;
