@@ -67,7 +67,7 @@ async fn start_app(p: &Prepared, spec: &AppContainer) -> Option<Adopted> {
 
 /// The new container's spec when the plan does nothing before it starts, and the engine holds
 /// the image with the target digest and a health check the gate allows.
-fn only_starts<'a>(plan: &'a Plan, facts: &Facts) -> Option<&'a AppContainer> {
+pub(super) fn only_starts<'a>(plan: &'a Plan, facts: &Facts) -> Option<&'a AppContainer> {
     let Action::Rollout(r) = &plan.action else {
         return None;
     };
@@ -142,7 +142,7 @@ impl First {
 
 /// The same rollout, but for what only the snippet adds (the snippet to put back on failure,
 /// and the failure text naming it).
-fn same_rollout(first: &Plan, now: &Plan) -> bool {
+pub(super) fn same_rollout(first: &Plan, now: &Plan) -> bool {
     let (Action::Rollout(a), Action::Rollout(b)) = (&first.action, &now.action) else {
         return false;
     };

@@ -3,7 +3,7 @@
 
 mod backend;
 mod containers;
-mod early;
+pub(crate) mod early;
 mod facts;
 mod gate;
 pub mod inputs;
