@@ -58,7 +58,9 @@ pub async fn gather_facts(
         }
     };
     let labels = [(LABEL_MANAGED, "true"), (LABEL_SERVICE, service)];
-    let (all, image) = tokio::try_join!(engine.containers_with_labels(&labels), inspect_image)?;
+    // The lock's container is no fact of the plan (and is being started beside this).
+    let containers = engine.containers_with_labels_but(&labels, (LABEL_ROLE, "lock"));
+    let (all, image) = tokio::try_join!(containers, inspect_image)?;
     let role = |c: &ContainerInfo, r: &str| c.labels.get(LABEL_ROLE).map(String::as_str) == Some(r);
     let (containers, others): (Vec<_>, Vec<_>) = all.into_iter().partition(|c| role(c, "app"));
     let (workers, helpers): (Vec<_>, Vec<_>) = others.into_iter().partition(|c| role(c, "worker"));
