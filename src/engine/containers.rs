@@ -247,7 +247,11 @@ impl Engine {
             .await
             .map_err(EngineError::api("listing containers"))?;
         let skipped = |s: &ContainerSummary| {
-            s.labels.as_ref().and_then(|l| l.get(skip.0)).map(String::as_str) == Some(skip.1)
+            s.labels
+                .as_ref()
+                .and_then(|l| l.get(skip.0))
+                .map(String::as_str)
+                == Some(skip.1)
         };
         let inspected = summaries
             .into_iter()

@@ -1,10 +1,11 @@
-//! The new container started while the lock's agent starts (ADR 0010). The lock is taken first
-//! (its container created: from then on nobody else can take it); then, side by side, its agent
-//! starts and the engine's facts give a first plan. When that plan only starts a container of an
-//! image the engine holds with the target digest (nothing to reconcile, no release command, no
-//! workers), that container starts at once. Once the agent runs, the snippet completes the facts
-//! and the plan is made again: the same rollout keeps the container (the executor adopts it);
-//! any other removes it, never having been routed to, and the executor runs the new plan.
+//! The new container started before the lock's agent (ADR 0010). The lock is taken first (its
+//! container created: from then on nobody else can take it); then the engine's facts give a first
+//! plan. When that plan only starts a container of an image the engine holds with the target
+//! digest (nothing to reconcile, no release command, no workers), that container starts at once,
+//! and the agent after it (the engine starts one container faster than two side by side, and the
+//! agent is first needed by the gate's probe). Once the agent runs, the snippet completes the
+//! facts and the plan is made again: the same rollout keeps the container (the executor adopts
+//! it); any other removes it, never having been routed to, and the executor runs the new plan.
 
 use tokio::time::Instant;
 
@@ -26,10 +27,10 @@ pub struct First {
     early: Option<Adopted>,
 }
 
-/// Under the created lock: the first plan, and its new container started when that is all the
-/// plan does before the gate. `None`: no first plan (not a given image, or the facts could not be
-/// read: the locked sequence reads them again and says why).
-pub async fn start(p: &Prepared, choice: &Choice) -> Option<First> {
+/// Under the created lock, before its agent starts: the first plan, from the engine's facts.
+/// `None`: no first plan (not a given image, or the facts could not be read: the locked sequence
+/// reads them again and says why).
+pub async fn first_plan(p: &Prepared, choice: &Choice) -> Option<First> {
     let Choice::Image { .. } = choice else {
         return None;
     };
@@ -37,15 +38,11 @@ pub async fn start(p: &Prepared, choice: &Choice) -> Option<First> {
     let facts = gather(p, target.image.pinned()).await.ok()?;
     let plan = super::plan(&p.spec, &target, &facts, &p.reload_text);
     tracing::debug!("the engine's facts are read: a first plan");
-    let early = match only_starts(&plan, &facts) {
-        Some(spec) => start_app(p, spec).await,
-        None => None,
-    };
     Some(First {
         target,
         facts,
         plan,
-        early,
+        early: None,
     })
 }
 
@@ -61,7 +58,7 @@ async fn start_app(p: &Prepared, spec: &AppContainer) -> Option<Adopted> {
         let _ = p.engine.remove_container(&id).await;
         return None;
     }
-    tracing::debug!("{} started while the lock's agent starts", spec.name);
+    tracing::debug!("{} started before the lock's agent", spec.name);
     Some(Adopted { id, started })
 }
 
@@ -92,6 +89,14 @@ pub(super) fn only_starts<'a>(plan: &'a Plan, facts: &Facts) -> Option<&'a AppCo
 }
 
 impl First {
+    /// Starts the plan's new container when that is all the plan does before the gate (alone:
+    /// the engine starts it sooner than beside the agent, which is not needed before the gate).
+    pub async fn start_early(&mut self, p: &Prepared) {
+        if let Some(spec) = only_starts(&self.plan, &self.facts) {
+            self.early = start_app(p, spec).await;
+        }
+    }
+
     /// With the agent running: the snippet read, the plan made again from the same engine facts
     /// plus the snippet. A container started early is kept (returned to adopt) when the rollout
     /// is the same, and removed otherwise.

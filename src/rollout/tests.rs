@@ -533,10 +533,16 @@ fn the_snippet_keeps_an_early_container_only_for_the_same_rollout() {
         plan(&spec(), &target(D2), &with, "x")
     };
     // Routed to slot a: the same rollout (only the snippet to put back is new).
-    assert!(early::same_rollout(&first, &confirmed(Some(snippet(18001)), None)));
+    assert!(early::same_rollout(
+        &first,
+        &confirmed(Some(snippet(18001)), None)
+    ));
     // Routed nowhere: v1 is an abandoned run's container to remove first, v2 goes to slot a.
     let nowhere = crate::host::proxy::PLACEHOLDER.to_string();
-    assert!(!early::same_rollout(&first, &confirmed(Some(nowhere), None)));
+    assert!(!early::same_rollout(
+        &first,
+        &confirmed(Some(nowhere), None)
+    ));
     // A run died between its write and its reload: the applied content is put back first.
     let pending = confirmed(Some(snippet(18002)), Some(snippet(18001)));
     assert!(!early::same_rollout(&first, &pending));
