@@ -160,7 +160,7 @@ pub async fn execute_adopting(
     run_adopting(&live, ctx.cancel, plan, hook, adopted).await
 }
 
-/// The plan's new container, created and started before the executor ran (before the lock's
+/// The plan's new container, created and started before the executor ran (while the lock's
 /// agent started; ADR 0010): the start step takes it instead of creating one, and any stop
 /// takes it down.
 #[derive(Debug, Clone)]
@@ -534,7 +534,7 @@ impl<'a, B: Backend> Exec<'a, B> {
         if let Some(a) = self.adopted.take() {
             self.started = Some(a.started);
             let detail = format!(
-                "{} on 127.0.0.1:{} (slot {}), started before the lock's agent",
+                "{} on 127.0.0.1:{} (slot {}), started while the lock's agent started",
                 r.new.name(),
                 r.port,
                 r.slot

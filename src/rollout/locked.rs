@@ -162,8 +162,8 @@ pub async fn plan_only(p: &Prepared, choice: &Choice) -> Result<Plan, Failure> {
 }
 
 /// Takes the lock (whose container is the host agent), plans from fresh facts, executes, and
-/// releases the lock on every path. Before the lock's agent starts, the new container may start
-/// (`early.rs`, ADR 0010).
+/// releases the lock on every path. While the lock's agent starts, the new container may start
+/// too (`early.rs`, ADR 0010).
 pub async fn execute_locked(
     p: &Prepared,
     args: &ServiceArgs,
@@ -181,11 +181,15 @@ pub async fn execute_locked(
         .await
         .map_err(lock_failure)?;
     tracing::debug!("the lock of {} is taken", p.spec.name);
-    let mut first = super::early::first_plan(p, choice).await;
-    if let Some(first) = &mut first {
-        first.start_early(p).await;
-    }
-    let lock = match created.start(&p.engine).await {
+    let first = async {
+        let mut first = super::early::first_plan(p, choice).await;
+        if let Some(first) = &mut first {
+            first.start_early(p).await;
+        }
+        first
+    };
+    let (started, first) = tokio::join!(created.start(&p.engine), first);
+    let lock = match started {
         Ok(lock) => lock,
         Err(e) => {
             if let Some(first) = &first {
