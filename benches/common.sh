@@ -72,3 +72,40 @@ engine_cg_teardown() {
   done
   echo "could not remove $engine_cg" >&2
 }
+
+# Optional: the whole sandbox (engine, shims, containers, both Caddies, the load, the deploys)
+# held to QUOTA CPUs (e.g. 0.3) by a cpu cgroup, to reproduce a loaded host without loading the
+# shared machine. Containers start in the engine's own /docker/<id> cgroups: a mover brings this
+# sandbox's ones (their ids from containerd's task dir) into the throttled cgroup as they appear.
+throttle_start() { # $1: quota in CPUs, $2: work dir (for the mover's log); rest: other pids to hold
+  local quota=$1 log=$2/throttle-mover.log root=/sys/fs/cgroup/cpu p
+  shift 2
+  throttle_cg="$root/slipway-bench-throttle-$$"
+  mkdir "$throttle_cg"
+  echo 10000 >"$throttle_cg/cpu.cfs_period_us"
+  awk -v q="$quota" 'BEGIN { printf "%d\n", q * 10000 }' >"$throttle_cg/cpu.cfs_quota_us"
+  for p in $(engine_pids) "$@" $$; do echo "$p" >"$throttle_cg/cgroup.procs" 2>/dev/null || true; done
+  local tasks="$SLIPWAY_SANDBOX_DIR/exec/containerd/daemon/io.containerd.runtime.v2.task/moby"
+  (
+    while [ -d "$throttle_cg" ]; do
+      for id in $(ls "$tasks" 2>/dev/null); do
+        cat "$root/docker/$id/cgroup.procs" 2>/dev/null | while read -r p; do
+          echo "$p" >"$throttle_cg/cgroup.procs" 2>/dev/null || true
+        done
+      done
+      sleep 0.02
+    done
+  ) >"$log" 2>&1 &
+  throttle_mover=$!
+}
+throttle_stop() {
+  local p
+  [ -n "${throttle_cg:-}" ] && [ -d "$throttle_cg" ] || return 0
+  kill "$throttle_mover" 2>/dev/null || true
+  for _ in 1 2 3 4 5; do
+    while read -r p; do echo "$p" >/sys/fs/cgroup/cpu/cgroup.procs 2>/dev/null || true; done <"$throttle_cg/cgroup.procs"
+    rmdir "$throttle_cg" 2>/dev/null && return 0
+    sleep 0.1
+  done
+  echo "could not remove $throttle_cg" >&2
+}

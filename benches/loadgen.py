@@ -9,7 +9,8 @@ Two client kinds run side by side against one URL:
   slow       (SLOW_THREADS > 0) a new connection per request to SLOW_URL, a request the app
              takes ~2 s to answer: any failure is an in-flight request cut by the switch or
              the retire
-Runs until STOP_FILE exists or MAX_SECONDS pass, then prints one JSON object on stdout.
+Runs until STOP_FILE exists or MAX_SECONDS pass, then prints one JSON object on stdout (per kind:
+counts, errors by kind, and failed_at: [unix ms, error] of the first 5000 failures).
 """
 import http.client, json, os, sys, threading, time
 from urllib.parse import urlparse
@@ -21,7 +22,8 @@ deadline = time.monotonic() + max_seconds
 lock = threading.Lock()
 slow_threads, slow_url = int(os.environ.get("SLOW_THREADS", "0")), urlparse(os.environ.get("SLOW_URL", ""))
 kinds = ("new", "keepalive") + (("slow",) if slow_threads > 0 else ())
-stats = {k: {"requests": 0, "failures": 0, "retried": 0, "errors": {}, "versions": {}, "first_failures_at": []} for k in kinds}
+stats = {k: {"requests": 0, "failures": 0, "retried": 0, "errors": {}, "versions": {}, "first_failures_at": [],
+             "failed_at": []} for k in kinds}
 
 def done():
     return os.path.exists(stop_file) or time.monotonic() > deadline
@@ -36,8 +38,11 @@ def record(kind, ok, detail, retried=False):
         else:
             s["failures"] += 1
             s["errors"][detail] = s["errors"].get(detail, 0) + 1
+            at = int(time.time() * 1000)
             if len(s["first_failures_at"]) < 20:
-                s["first_failures_at"].append(int(time.time() * 1000))
+                s["first_failures_at"].append(at)
+            if len(s["failed_at"]) < 5000:
+                s["failed_at"].append([at, detail])
 
 def get(conn, close, path=None):
     conn.request("GET", path or url.path or "/", headers={"Connection": "close"} if close else {})

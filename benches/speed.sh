@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Rollout speed against a careful hand-written blue-green script, same run, inside the sandbox:
 # `scripts/sandbox benches/speed.sh [ROUNDS]` (default 10). Env: DRAIN (seconds, both sides,
-# default 2: longer than the 2 s in-flight requests), THREADS/PAUSE/SLOW_THREADS (the load).
+# default 2: longer than the 2 s in-flight requests), THREADS/PAUSE/SLOW_THREADS (the load),
+# CPU_QUOTA (e.g. 0.3: the whole sandbox held to that many CPUs, a loaded host reproduced).
 #
 # Both sides roll out the same prebuilt, digest-pinned images (the fixture app plus a /cgi-bin/slow
 # endpoint that answers after 2 s), alternately v2 and v1, in alternating order per round, each
@@ -30,18 +31,11 @@ mkdir -p "$work/logs" "$work/reports"
 # shellcheck source=benches/common.sh
 . benches/common.sh
 
-# --- the images: the fixture app plus a 2 s endpoint, two versions, pushed and pinned
+# --- the images: the fixture app (Dockerfile.classic: the docker CLI here has only the classic
+# builder; it carries the 2 s /cgi-bin/slow endpoint), two versions, pushed and pinned
 for v in v1 v2; do
   docker build -q --build-arg BASE_IMAGE="$SLIPWAY_SANDBOX_BASE_IMAGE" --build-arg VERSION=$v \
-    -t "bench/speed-base:$v" tests/fixtures/app >/dev/null
-  docker build -q -t "$SLIPWAY_SANDBOX_REGISTRY/bench/speed:$v" - >/dev/null <<DOCKERFILE
-FROM bench/speed-base:$v
-USER root
-RUN mkdir -p /app/www/cgi-bin \
- && printf '#!/bin/sh\nsleep 2\nprintf "Content-Type: text/plain\\\\r\\\\n\\\\r\\\\n%%s\\\\n" "\$APP_VERSION"\n' >/app/www/cgi-bin/slow \
- && chmod 0755 /app/www/cgi-bin /app/www/cgi-bin/slow
-USER 10001:10001
-DOCKERFILE
+    -f tests/fixtures/app/Dockerfile.classic -t "$SLIPWAY_SANDBOX_REGISTRY/bench/speed:$v" tests/fixtures/app >/dev/null
   docker push -q "$SLIPWAY_SANDBOX_REGISTRY/bench/speed:$v" >/dev/null
 done
 pinned() { docker inspect --format '{{index .RepoDigests 0}}' "$SLIPWAY_SANDBOX_REGISTRY/bench/speed:$1"; }
@@ -50,7 +44,14 @@ declare -A image=([v1]=$(pinned v1) [v2]=$(pinned v2))
 start_caddy "$work/caddy-script" 18081 "$work/logs/caddy-script.log"
 url_s=$SLIPWAY_SANDBOX_PUBLIC_URL url_b=http://127.0.0.1:18081
 engine_cg_setup "$work"
-trap 'stop_caddy; engine_cg_teardown; touch "$work/stop"; wait' EXIT
+# The engine's events, for lining failed requests up with what the engine did.
+docker events --format '{{json .}}' >"$work/logs/docker-events.jsonl" 2>&1 &
+events_pid=$!
+load_pids=()
+trap 'touch "$work/stop"; [ ${#load_pids[@]} = 0 ] || wait "${load_pids[@]}"; kill $events_pid 2>/dev/null; stop_caddy; throttle_stop; engine_cg_teardown' EXIT
+if [ -n "${CPU_QUOTA:-}" ]; then
+  throttle_start "$CPU_QUOTA" "$work" "$caddy_pid" $(pgrep -f "caddy run --config $SLIPWAY_SANDBOX_CADDYFILE" || true)
+fi
 
 # --- slipway
 cat >"$work/slipway.toml" <<TOML
@@ -108,12 +109,14 @@ script_deploy() { # $1: version, $2: tag
       drain: (.drain // 0), cpu_ms: $cpu, steps: .}' -R
 }
 
+loadavg_before=$(cut -d' ' -f1-3 /proc/loadavg)
 echo "== speed: slipway rollout vs the hand-written script; first deploy each, then $rounds rounds (drain ${drain}s)" >&2
 slipway_deploy v1 first >/dev/null
 script_deploy v1 first >/dev/null
 load_start() { # $1: url, $2: tag
   SLOW_THREADS=${SLOW_THREADS:-2} SLOW_URL="$1/cgi-bin/slow" THREADS=${THREADS:-2} PAUSE=${PAUSE:-0.01} \
     benches/loadgen.py "$1/version" "$work/stop" 1800 >"$work/load-$2.json" &
+  load_pids+=($!)
 }
 rm -f "$work/stop"
 load_start "$url_s" slipway; load_start "$url_b" script
@@ -134,9 +137,10 @@ for i in $(seq 1 "$rounds"); do
     '"\($i | . + " " * (6 - length)) \($o) \($v) \($s.served | tostring | " " * (12 - length) + .) \($b.served | tostring | " " * (12 - length) + .) \($s.wall | tostring | " " * (10 - length) + .) \($b.wall | tostring | " " * (10 - length) + .)"' >&2
 done
 sleep 2
-touch "$work/stop"; wait
+touch "$work/stop"; wait "${load_pids[@]}"; load_pids=()
 
-jq -s --argjson drain "$drain" --slurpfile ls "$work/load-slipway.json" --slurpfile lb "$work/load-script.json" '
+loadavg_after=$(cut -d' ' -f1-3 /proc/loadavg)
+jq -s --argjson drain "$drain" --arg quota "${CPU_QUOTA:-}" --arg la0 "$loadavg_before" --arg la1 "$loadavg_after" --slurpfile ls "$work/load-slipway.json" --slurpfile lb "$work/load-script.json" '
   def median: sort | if length == 0 then null elif length % 2 == 1 then .[length / 2 | floor]
     else ((.[length / 2 - 1] + .[length / 2]) / 2) end;
   def side(f): map(f) | {
@@ -147,7 +151,7 @@ jq -s --argjson drain "$drain" --slurpfile ls "$work/load-slipway.json" --slurpf
     steps: ((map(.steps | keys[]) | unique) as $n
       | [$n[] as $k | {($k): (map(.steps[$k] // empty) | median)}] | add)};
   def load(l): l[0] | with_entries(.value |= {requests, failures, retried, errors});
-  {rounds: length, drain_s: $drain, slipway: side(.slipway), script: side(.script),
+  {rounds: length, drain_s: $drain, cpu_quota: $quota, loadavg: {before: $la0, after: $la1}, slipway: side(.slipway), script: side(.script),
    load: {slipway: load($ls), script: load($lb)}, per_round: .}
   | .ratio = {switch: (.slipway.switch_ms / .script.switch_ms), wall: (.slipway.wall_ms / .script.wall_ms)}
 ' "$work/rounds.jsonl" >"$work/results.json"
@@ -159,6 +163,7 @@ fi
 
 jq -r '
   def r2: . * 100 | round / 100;
+  "machine load average (1/5/15 min): \(.loadavg.before) before, \(.loadavg.after) after; sandbox CPU quota: \(if .cpu_quota == "" then "none" else .cpu_quota end)",
   "medians over \(.rounds) rounds (drain \(.drain_s) s)      slipway     script   ratio",
   "  time to switch (ms)              \(.slipway.switch_ms)  \(.script.switch_ms)  \(.ratio.switch | r2)",
   "  whole wall (ms)                  \(.slipway.wall_ms)  \(.script.wall_ms)  \(.ratio.wall | r2)",

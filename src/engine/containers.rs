@@ -233,24 +233,33 @@ impl Engine {
         }
     }
 
-    /// Every container (running or not) carrying all of `labels`, inspected.
-    pub async fn containers_with_labels(
+    /// Every container (running or not) carrying all of `labels`, inspected side by side (in the
+    /// list's order; one removed meanwhile is left out), but for those whose label `skip.0` is
+    /// `skip.1`: not inspected, since an inspect waits while the engine starts or stops that
+    /// container.
+    pub async fn containers_with_labels_but(
         &self,
         labels: &[(&str, &str)],
+        skip: (&str, &str),
     ) -> Result<Vec<ContainerInfo>, EngineError> {
         let summaries = self
             .list_labelled(labels, &[])
             .await
             .map_err(EngineError::api("listing containers"))?;
-        let mut out = Vec::new();
-        for s in summaries {
-            if let Some(id) = s.id
-                && let Some(info) = self.inspect_container(&id).await?
-            {
-                out.push(info);
-            }
-        }
-        Ok(out)
+        let skipped = |s: &ContainerSummary| {
+            s.labels
+                .as_ref()
+                .and_then(|l| l.get(skip.0))
+                .map(String::as_str)
+                == Some(skip.1)
+        };
+        let inspected = summaries
+            .into_iter()
+            .filter(|s| !skipped(s))
+            .filter_map(|s| s.id)
+            .map(|id| async move { self.inspect_container(&id).await });
+        let found = futures_util::future::try_join_all(inspected).await?;
+        Ok(found.into_iter().flatten().collect())
     }
 
     /// One list call: the containers carrying all of `labels`, in any state unless `states`

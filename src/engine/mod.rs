@@ -100,6 +100,20 @@ impl EngineError {
         text
     }
 
+    /// The engine answered 404 (e.g. a create from an image it does not hold).
+    pub fn is_not_found(&self) -> bool {
+        matches!(
+            self,
+            EngineError::Api {
+                source: BollardError::DockerResponseServerError {
+                    status_code: 404,
+                    ..
+                },
+                ..
+            }
+        )
+    }
+
     /// The one classifier of bollard's errors: the engine did not answer (its socket, the
     /// connection, a timeout) is `Unreachable`; anything else (the engine answered with an
     /// error, or with something unreadable) is an `Api` error of `op`.
@@ -207,6 +221,8 @@ pub struct OneShotExit {
 pub struct Engine {
     docker: Docker,
     host: String,
+    /// What `version_once` saw first (one `/version` call per process for the checks).
+    seen: std::sync::Arc<tokio::sync::OnceCell<EngineVersion>>,
 }
 
 impl Engine {
@@ -222,6 +238,7 @@ impl Engine {
         Ok(Engine {
             docker,
             host: host.to_string(),
+            seen: Default::default(),
         })
     }
 
@@ -247,6 +264,12 @@ impl Engine {
             os: v.os.unwrap_or_default(),
             arch: v.arch.unwrap_or_default(),
         })
+    }
+
+    /// The engine's version as first seen by this process: the checks before a rollout ask once.
+    /// (`version` asks every time: it is also the liveness check.)
+    pub async fn version_once(&self) -> Result<EngineVersion, EngineError> {
+        self.seen.get_or_try_init(|| self.version()).await.cloned()
     }
 
     /// Whether this engine runs images' HEALTHCHECKs: Docker always; Podman only under systemd

@@ -173,12 +173,50 @@ pub struct LockRequest<'a> {
     pub wait: Duration,
 }
 
+/// A lock whose container is created but not started yet: already held (nobody else can
+/// create it, and `lock status` shows it held), but its agent does not run yet.
+pub struct Created {
+    pub id: String,
+    ttl: u64,
+}
+
+impl Created {
+    /// Starts the container (the host agent) and its heartbeat. On failure it is removed.
+    pub async fn start(self, engine: &Engine) -> Result<Lock, LockError> {
+        if let Err(e) = engine.start(&self.id).await {
+            let _ = engine.remove_container(&self.id).await;
+            return Err(e.into());
+        }
+        let every = Duration::from_secs(self.ttl) / 3;
+        let heartbeat = tokio::spawn(beat(engine.clone(), self.id.clone(), every));
+        Ok(Lock {
+            id: self.id,
+            heartbeat,
+        })
+    }
+
+    /// Gives the lock up without starting it.
+    pub async fn abandon(self, engine: &Engine) {
+        let _ = engine.remove_container(&self.id).await;
+    }
+}
+
 impl Lock {
     pub async fn acquire(
         engine: &Engine,
         req: &LockRequest<'_>,
         cancel: &CancellationToken,
     ) -> Result<Lock, LockError> {
+        Lock::create(engine, req, cancel).await?.start(engine).await
+    }
+
+    /// Takes the lock by creating its container (atomic on the name); waits up to `req.wait`
+    /// while another run holds it; takes over one whose heartbeat stopped.
+    pub async fn create(
+        engine: &Engine,
+        req: &LockRequest<'_>,
+        cancel: &CancellationToken,
+    ) -> Result<Created, LockError> {
         let name = lock_name(req.service);
         let ttl = req.ttl.as_secs().max(3);
         let spec = OneShot {
@@ -209,24 +247,18 @@ impl Lock {
             network: None,
             deadline: req.ttl,
         };
-        engine.ensure_image(&spec.image).await?;
         let give_up = tokio::time::Instant::now() + req.wait;
-        let mut announced = false;
+        let (mut announced, mut pulled) = (false, false);
         loop {
             match engine.create_sibling(&name, &spec, "lock").await {
-                Ok(id) => {
-                    if let Err(e) = engine.start(&id).await {
-                        let _ = engine.remove_container(&id).await;
-                        return Err(e.into());
-                    }
-                    let heartbeat = tokio::spawn(beat(
-                        engine.clone(),
-                        id.clone(),
-                        Duration::from_secs(ttl) / 3,
-                    ));
-                    return Ok(Lock { id, heartbeat });
-                }
+                Ok(id) => return Ok(Created { id, ttl }),
                 Err(EngineError::NameTaken { .. }) => {}
+                // The image is pulled only when the engine lacks it (one call less when not).
+                Err(e) if e.is_not_found() && !pulled => {
+                    engine.ensure_image(&spec.image).await?;
+                    pulled = true;
+                    continue;
+                }
                 Err(EngineError::MountSourceMissing { .. }) => {
                     return Err(LockError::SnippetDirMissing {
                         key: req.dir_key,

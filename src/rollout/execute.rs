@@ -142,12 +142,32 @@ impl Stop {
 }
 
 pub async fn execute(ctx: &Context<'_>, plan: &Plan, hook: &impl AfterSwitch) -> Report {
+    execute_adopting(ctx, plan, hook, None).await
+}
+
+/// `execute`, with the plan's new container already started (see `Adopted`).
+pub async fn execute_adopting(
+    ctx: &Context<'_>,
+    plan: &Plan,
+    hook: &impl AfterSwitch,
+    adopted: Option<Adopted>,
+) -> Report {
     let live = Live {
         engine: ctx.engine,
         agent: ctx.agent,
         driver: &ctx.driver,
     };
-    run(&live, ctx.cancel, plan, hook).await
+    run_adopting(&live, ctx.cancel, plan, hook, adopted).await
+}
+
+/// The plan's new container, created and started before the executor ran (while the lock's
+/// agent started; ADR 0010): the start step takes it instead of creating one, and any stop
+/// takes it down.
+#[derive(Debug, Clone)]
+pub struct Adopted {
+    pub id: String,
+    /// Just before it was started: the health deadline counts from here.
+    pub started: Instant,
 }
 
 /// The executor over any backend: the live one, or a fake in tests.
@@ -157,7 +177,23 @@ pub async fn run<B: Backend>(
     plan: &Plan,
     hook: &impl AfterSwitch,
 ) -> Report {
+    run_adopting(backend, cancel, plan, hook, None).await
+}
+
+/// `run`, with the plan's new container already started.
+pub async fn run_adopting<B: Backend>(
+    backend: &B,
+    cancel: &CancellationToken,
+    plan: &Plan,
+    hook: &impl AfterSwitch,
+    adopted: Option<Adopted>,
+) -> Report {
     let mut exec = Exec::new(backend, cancel, plan);
+    if let Some(a) = &adopted {
+        // It exists: from here on, every stop takes it down.
+        exec.done.new_id = Some(a.id.clone());
+    }
+    exec.adopted = adopted;
     let began = exec.began;
     if plan.target.image.pinned().is_none() {
         let why = format!(
@@ -204,6 +240,7 @@ struct Exec<'a, B> {
     /// The gate as the image allows it (see `super::gate_for_image`).
     gate: Option<Gate>,
     started: Option<Instant>,
+    adopted: Option<Adopted>,
 }
 
 impl<'a, B: Backend> Exec<'a, B> {
@@ -235,6 +272,7 @@ impl<'a, B: Backend> Exec<'a, B> {
             image_id: String::new(),
             gate: None,
             started: None,
+            adopted: None,
         }
     }
 
@@ -252,6 +290,14 @@ impl<'a, B: Backend> Exec<'a, B> {
             ok,
             detail,
         });
+    }
+
+    /// A step that ran beside others, timed on its own.
+    fn record_done(&mut self, d: super::retire::Done) {
+        self.record(d.name, d.started, d.ok, d.detail);
+        if let Some(step) = self.report.steps.last_mut() {
+            step.duration_ms = d.took.as_millis() as u64;
+        }
     }
 
     fn end(mut self, outcome: Outcome, message: impl Into<String>) -> Report {
@@ -485,6 +531,17 @@ impl<'a, B: Backend> Exec<'a, B> {
     /// 3. The new container in the free slot.
     async fn start(&mut self, r: &Rollout) -> Result<(), Stop> {
         let t = Instant::now();
+        if let Some(a) = self.adopted.take() {
+            self.started = Some(a.started);
+            let detail = format!(
+                "{} on 127.0.0.1:{} (slot {}), started while the lock's agent started",
+                r.new.name(),
+                r.port,
+                r.slot
+            );
+            self.record(StepName::Start, a.started, true, detail);
+            return Ok(());
+        }
         let id = match &r.new {
             NewContainer::Create(spec) => match self.b.create(spec).await {
                 Ok(id) => id,
@@ -623,27 +680,6 @@ impl<'a, B: Backend> Exec<'a, B> {
         )
     }
 
-    /// The serving release's workers stop once the new ones run; kept for rollback.
-    async fn retire_workers(&mut self, r: &Rollout) {
-        for old in r.workers.iter().flat_map(|w| &w.retire) {
-            let t = Instant::now();
-            match self.b.stop(&old.id, r.stop_grace).await {
-                Ok(()) => self.record(
-                    StepName::Retire,
-                    t,
-                    true,
-                    format!("stopped worker {} (kept for rollback)", old.name),
-                ),
-                Err(e) => self.record(
-                    StepName::Retire,
-                    t,
-                    false,
-                    format!("{e} (stop worker {} by hand)", old.name),
-                ),
-            }
-        }
-    }
-
     /// 6. Switch the proxy: write its file, let it check and apply it, record what was applied.
     async fn switch(&mut self, r: &Rollout) -> Result<(), Stop> {
         let t = Instant::now();
@@ -738,47 +774,10 @@ impl<'a, B: Backend> Exec<'a, B> {
     }
 
     /// The last step: retire the old release (kept stopped for rollback) and prune beyond
-    /// `retain`. Past the drain nothing is undone: the new release serves.
+    /// `retain`, side by side. Past the drain nothing is undone: the new release serves.
     async fn finish(mut self, r: &Rollout) -> Report {
-        let t = Instant::now();
-        if let Some(old) = &r.retire {
-            let (done, kept) = if r.remove_retired {
-                (
-                    self.b.remove(&old.id).await,
-                    "removed {} (it stopped answering; not kept)",
-                )
-            } else {
-                (
-                    self.b.stop(&old.id, r.stop_grace).await,
-                    "stopped {} (kept for rollback)",
-                )
-            };
-            match done {
-                Ok(()) => self.record(StepName::Retire, t, true, kept.replace("{}", &old.name)),
-                Err(e) => {
-                    let what = if r.remove_retired { "remove" } else { "stop" };
-                    let detail =
-                        format!("{e} (the new release serves; {what} {} by hand)", old.name);
-                    self.record(StepName::Retire, t, false, detail);
-                }
-            }
-        }
-        let t = Instant::now();
-        self.retire_workers(r).await;
-        let mut pruned = Vec::new();
-        let old_workers = r.workers.iter().flat_map(|w| &w.prune);
-        for c in r.prune.iter().chain(old_workers) {
-            if self.b.remove(&c.id).await.is_ok() {
-                pruned.push(c.name.clone());
-            }
-        }
-        if !pruned.is_empty() {
-            self.record(
-                StepName::Prune,
-                t,
-                true,
-                format!("removed {}", pruned.join(", ")),
-            );
+        for done in super::retire::retire_and_prune(self.b, r).await {
+            self.record_done(done);
         }
         let message = format!(
             "{} serves {} (revision {}) on 127.0.0.1:{}",
@@ -793,6 +792,10 @@ impl<'a, B: Backend> Exec<'a, B> {
     /// The one undo policy: by what was done, put the host back, then say what serves.
     async fn stop(mut self, stop: Stop, r: &Rollout, hook: &impl AfterSwitch) -> Report {
         let (outcome, why, verify) = match stop {
+            // An adopted container exists before any step: it is taken down on every stop.
+            Stop::Plain(outcome, message) if self.done.new_id.is_some() => {
+                (outcome, message, false)
+            }
             Stop::Plain(outcome, message) => return self.end(outcome, message),
             Stop::Undo {
                 outcome,

@@ -642,3 +642,55 @@ async fn a_plan_for_an_image_not_built_yet_is_refused_before_any_call() {
     );
     assert!(fake.calls().is_empty(), "{:?}", fake.calls());
 }
+
+/// The plan without its release command, run with its new container already started.
+async fn run_adopted(fake: &Fake) -> (Report, String) {
+    let mut plan = the_plan();
+    if let Action::Rollout(r) = &mut plan.action {
+        r.release = None;
+    }
+    let new = new_name(&plan);
+    let adopted = Adopted {
+        id: new.clone(),
+        started: Instant::now(),
+    };
+    let report = run_adopting(fake, &fake.cancel, &plan, &Hook::passing(), Some(adopted)).await;
+    (report, new)
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_adopted_container_is_verified_and_gated_not_created_again() {
+    let fake = Fake::new(&[], None);
+    let (report, new) = run_adopted(&fake).await;
+    assert_eq!(report.outcome, Outcome::Deployed, "{}", report.message);
+    let order = [
+        "inspect_image".to_string(),
+        format!("inspect:{new}"),
+        "gate".into(),
+        "write:new".into(),
+        "reload".into(),
+        "mark".into(),
+        "stop:old".into(),
+    ];
+    assert_eq!(fake.calls(), order);
+    assert!(report.steps.iter().any(|s| s.name == StepName::Start));
+}
+
+#[tokio::test(start_paused = true)]
+async fn any_stop_takes_an_adopted_container_down() {
+    for fail in ["inspect_image", "gate", "write", "reload", "mark"] {
+        let fake = Fake::new(&[fail], None);
+        let (report, new) = run_adopted(&fake).await;
+        assert_ne!(report.outcome, Outcome::Deployed, "{fail}");
+        assert!(
+            fake.called(&format!("remove:{new}")),
+            "{fail}: the adopted container is removed: {:?}",
+            fake.calls()
+        );
+        assert!(!fake.called("stop:old"), "{fail}: {:?}", fake.calls());
+    }
+    let fake = Fake::new(&[], Some("inspect_image"));
+    let (report, new) = run_adopted(&fake).await;
+    assert_eq!(report.outcome, Outcome::Interrupted, "{}", report.message);
+    assert!(fake.called(&format!("remove:{new}")), "{:?}", fake.calls());
+}

@@ -45,23 +45,28 @@ impl SnippetState {
 }
 
 /// What the engine says about `service` and `image`, for any caller; the env values and the run
-/// URL are the caller's (the watchdog's are those of the container it replaces).
+/// URL are the caller's (the watchdog's are those of the container it replaces). The containers
+/// and the image are read side by side.
 pub async fn gather_facts(
     engine: &Engine,
     service: &str,
     image: Option<&PinnedImage>,
 ) -> Result<Facts, EngineError> {
-    let all = engine
-        .containers_with_labels(&[(LABEL_MANAGED, "true"), (LABEL_SERVICE, service)])
-        .await?;
+    let image_ref = image.map(PinnedImage::to_string);
+    let inspect_image = async {
+        match &image_ref {
+            Some(i) => engine.inspect_image(i).await,
+            None => Ok(None),
+        }
+    };
+    let labels = [(LABEL_MANAGED, "true"), (LABEL_SERVICE, service)];
+    // The lock's container is no fact of the plan (and is being started beside this).
+    let containers = engine.containers_with_labels_but(&labels, (LABEL_ROLE, "lock"));
+    let (all, image) = tokio::try_join!(containers, inspect_image)?;
     let role = |c: &ContainerInfo, r: &str| c.labels.get(LABEL_ROLE).map(String::as_str) == Some(r);
     let (containers, others): (Vec<_>, Vec<_>) = all.into_iter().partition(|c| role(c, "app"));
     let (workers, helpers): (Vec<_>, Vec<_>) = others.into_iter().partition(|c| role(c, "worker"));
     let leftovers = helpers.into_iter().filter(left_behind).collect();
-    let image = match image {
-        Some(i) => engine.inspect_image(&i.to_string()).await?,
-        None => None,
-    };
     let now_unix_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)

@@ -119,7 +119,7 @@ pub fn connect(global: &GlobalArgs) -> Result<Engine, Failure> {
 }
 
 pub async fn reachable(engine: &Engine) -> Result<(), Failure> {
-    engine.version().await.map(|_| ()).map_err(|e| {
+    engine.version_once().await.map(|_| ()).map_err(|e| {
         Failure::new(Exit::Unavailable, e).with_hint(
             "is the Docker socket mounted into the job (/var/run/docker.sock)? `slipway doctor` checks every prerequisite",
         )

@@ -13,6 +13,7 @@ use crate::exit::{Exit, Failure};
 use crate::host::HostAccess;
 use crate::host::agent::{AgentError, HostAgent};
 use crate::host::lock::{self, Lock, LockError, LockRequest, Owner};
+use crate::host::proxy::Driver;
 use crate::image::reference::PinnedImage;
 use crate::rollout;
 use crate::spec::ServiceSpec;
@@ -61,8 +62,8 @@ pub enum FactsError {
     Engine(#[from] EngineError),
 }
 
-/// What the engine and the host say now, read under the lock: the proxy's file and its applied
-/// record, the service's containers, the image if present.
+/// What the engine and the host say now, read under the lock (side by side): the proxy's file and
+/// its applied record, the service's containers, the image if present.
 pub async fn fresh_facts(
     engine: &Engine,
     agent: &HostAgent,
@@ -71,14 +72,18 @@ pub async fn fresh_facts(
     env: Vec<(String, String)>,
     run_url: String,
 ) -> Result<Facts, FactsError> {
-    let snippet = match spec.proxy() {
-        Some(proxy) => {
-            let read = agent.read(engine, &proxy.file(&spec.name)).await?;
-            Some(super::facts::SnippetState::of(read, proxy.kind()))
+    let snippet = async {
+        match spec.proxy() {
+            Some(proxy) => {
+                let read = agent.read(engine, &proxy.file(&spec.name)).await?;
+                Ok::<_, FactsError>(Some(super::facts::SnippetState::of(read, proxy.kind())))
+            }
+            None => Ok(None),
         }
-        None => None,
     };
-    let facts = super::gather_facts(engine, &spec.name, image).await?;
+    let engine_facts =
+        async { Ok::<_, FactsError>(super::gather_facts(engine, &spec.name, image).await?) };
+    let (snippet, facts) = tokio::try_join!(snippet, engine_facts)?;
     Ok(Facts {
         snippet,
         env,
@@ -151,7 +156,8 @@ pub async fn plan_target(p: &Prepared, target: &Target) -> Result<Plan, Failure>
 }
 
 /// Takes the lock (whose container is the host agent), plans from fresh facts, executes, and
-/// releases the lock on every path.
+/// releases the lock on every path. While the lock's agent starts, the new container may start
+/// too (`early.rs`, ADR 0010).
 pub async fn execute_locked(
     p: &Prepared,
     args: &ServiceArgs,
@@ -165,26 +171,65 @@ pub async fn execute_locked(
         None => proxy_driver(&p.spec, None)?,
     };
     let request = lock_request(&p.spec, &p.host, &p.owner, args.lock_ttl, args.lock_wait);
-    let body = async |agent: &HostAgent| -> Result<Report, Failure> {
-        let plan = plan_locked(p, agent, choice).await?;
-        let ctx = rollout::execute::Context {
-            engine: &p.engine,
-            agent,
-            driver: driver.clone(),
-            cancel,
-        };
-        Ok(rollout::execute(&ctx, &plan, hook).await)
-    };
-    rollout::locked::with_lock(&p.engine, &request, cancel, body)
+    let created = Lock::create(&p.engine, &request, cancel)
         .await
-        .map_err(|e| {
-            let exit = match e {
-                lock::LockError::Interrupted { .. } => Exit::Interrupted,
-                _ => Exit::Unavailable,
-            };
-            let hint = e.hint();
-            Failure::new(exit, e).with_hint(hint)
-        })?
+        .map_err(lock_failure)?;
+    tracing::debug!("the lock of {} is taken", p.spec.name);
+    let first = async {
+        let mut first = super::early::first_plan(p, choice).await;
+        if let Some(first) = &mut first {
+            first.start_early(p).await;
+        }
+        first
+    };
+    let (started, first) = tokio::join!(created.start(&p.engine), first);
+    let lock = match started {
+        Ok(lock) => lock,
+        Err(e) => {
+            if let Some(first) = &first {
+                first.abandon(p).await;
+            }
+            return Err(lock_failure(e));
+        }
+    };
+    tracing::debug!("the lock's agent runs");
+    let agent = HostAgent::attach(&lock.id, &p.host);
+    let result = plan_and_execute(p, &agent, driver, choice, first, hook, cancel).await;
+    lock.release(&p.engine).await;
+    tracing::debug!("the lock is released");
+    result
+}
+
+fn lock_failure(e: LockError) -> Failure {
+    let exit = match e {
+        lock::LockError::Interrupted { .. } => Exit::Interrupted,
+        _ => Exit::Unavailable,
+    };
+    let hint = e.hint();
+    Failure::new(exit, e).with_hint(hint)
+}
+
+/// With the lock held and its agent running: the plan (confirming an early start), executed.
+async fn plan_and_execute(
+    p: &Prepared,
+    agent: &HostAgent,
+    driver: Driver,
+    choice: &Choice,
+    first: Option<super::early::First>,
+    hook: &impl rollout::execute::AfterSwitch,
+    cancel: &CancellationToken,
+) -> Result<Report, Failure> {
+    let (plan, adopted) = match first {
+        Some(first) => first.confirm(p, agent).await?,
+        None => (plan_locked(p, agent, choice).await?, None),
+    };
+    let ctx = rollout::execute::Context {
+        engine: &p.engine,
+        agent,
+        driver,
+        cancel,
+    };
+    Ok(rollout::execute::execute_adopting(&ctx, &plan, hook, adopted).await)
 }
 
 /// A gate that waits for image HEALTHCHECKs on an engine that never runs them (Podman without
@@ -195,7 +240,7 @@ async fn healthchecks_usable(p: &Prepared) -> Result<(), Failure> {
         return Ok(());
     }
     // An engine that does not answer is reported by the lock step, with its own advice.
-    let Ok(v) = p.engine.version().await else {
+    let Ok(v) = p.engine.version_once().await else {
         return Ok(());
     };
     if p.engine.runs_healthchecks(v.kind).await.unwrap_or(true) {
@@ -214,8 +259,11 @@ async fn healthchecks_usable(p: &Prepared) -> Result<(), Failure> {
 
 /// Under the lock: facts read again, the snippet through the agent, then the plan.
 async fn plan_locked(p: &Prepared, agent: &HostAgent, choice: &Choice) -> Result<Plan, Failure> {
-    let facts = gather(p, None).await?;
-    let target = resolve_target(choice, &facts)?;
+    // Only a rollback's target comes from the facts.
+    let target = match choice {
+        Choice::LastGood => resolve_target(choice, &gather(p, None).await?)?,
+        _ => resolve_target(choice, &Facts::default())?,
+    };
     let facts = fresh_facts(
         &p.engine,
         agent,
@@ -237,7 +285,7 @@ async fn plan_locked(p: &Prepared, agent: &HostAgent, choice: &Choice) -> Result
 
 /// An image the engine lacks is pulled before planning, so the plan reads its revision label and
 /// its HEALTHCHECK like any other image's; a failed pull changes nothing.
-async fn with_image(
+pub(super) async fn with_image(
     engine: &Engine,
     image: Option<&PinnedImage>,
     facts: Facts,

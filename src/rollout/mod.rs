@@ -3,6 +3,7 @@
 
 mod backend;
 mod containers;
+pub(crate) mod early;
 mod facts;
 mod gate;
 pub mod inputs;
@@ -11,6 +12,7 @@ mod model;
 mod plan;
 pub mod render;
 mod report;
+mod retire;
 mod undo;
 pub mod worker_gate;
 pub mod workers;

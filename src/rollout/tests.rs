@@ -469,3 +469,83 @@ fn each_proxy_plans_its_own_file_and_reads_its_own_route_back() {
         assert!(!text.contains("Caddy"), "{text}");
     }
 }
+
+/// The engine's copy of the target, pinned by `digest`, with a HEALTHCHECK.
+fn image_held(digest: &str) -> crate::engine::ImageInfo {
+    crate::engine::ImageInfo {
+        id: "sha256:cfg".into(),
+        repo_digests: vec![format!("127.0.0.1:5000/web@{digest}")],
+        has_healthcheck: true,
+        labels: BTreeMap::new(),
+    }
+}
+
+#[test]
+fn a_first_plan_starts_early_only_when_nothing_else_comes_before_the_gate() {
+    // The engine's facts alone (no snippet yet): v1 serves in slot a, v2 is held.
+    let first = |f: &Facts, s: &ServiceSpec| plan(s, &target(D2), f, "x");
+    let mut f = facts(vec![app("old", 0, D1, 1, true)], None);
+    f.snippet = None;
+    f.image = Some(image_held(D2));
+    let p = first(&f, &spec());
+    let spec_of = early::only_starts(&p, &f).map(|c| (c.host_port, c.name.clone()));
+    assert_eq!(spec_of, Some((18002, "web-b-1700000000000".into())));
+    // Not held (a pull comes first), held under another digest, a stale release still running,
+    // a release command: nothing starts early.
+    let mut absent = f.clone();
+    absent.image = None;
+    assert!(early::only_starts(&first(&absent, &spec()), &absent).is_none());
+    let mut other = f.clone();
+    other.image = Some(image_held(D1));
+    assert!(early::only_starts(&first(&other, &spec()), &other).is_none());
+    let mut stale = f.clone();
+    stale.containers.push(app("stale", 1, D1, 0, true));
+    assert!(early::only_starts(&first(&stale, &spec()), &stale).is_none());
+    let text = r#"
+name = "web"
+slots = [18001, 18002]
+container_port = 8080
+release_command = ["bin/migrate"]
+[health.http]
+[caddy]
+snippet_dir = "/etc/caddy/slipway"
+"#;
+    let with_release = ServiceSpec::parse(Path::new("s.toml"), text).unwrap();
+    assert!(early::only_starts(&first(&f, &with_release), &f).is_none());
+}
+
+#[test]
+fn the_snippet_keeps_an_early_container_only_for_the_same_rollout() {
+    // v1 runs in slot a; the engine's facts alone take it as serving, so the first plan starts
+    // v2 in slot b. The snippet then says what the proxy really routes to.
+    let mut f = facts(vec![app("old", 0, D1, 1, true)], None);
+    f.snippet = None;
+    f.image = Some(image_held(D2));
+    let first = plan(&spec(), &target(D2), &f, "x");
+    assert!(early::only_starts(&first, &f).is_some());
+    let confirmed = |file: Option<String>, applied: Option<String>| {
+        let mut with = f.clone();
+        with.snippet = Some(crate::rollout::facts::SnippetState {
+            file,
+            applied,
+            proxy: Default::default(),
+        });
+        plan(&spec(), &target(D2), &with, "x")
+    };
+    // Routed to slot a: the same rollout (only the snippet to put back is new).
+    assert!(early::same_rollout(
+        &first,
+        &confirmed(Some(snippet(18001)), None)
+    ));
+    // Routed nowhere: v1 is an abandoned run's container to remove first, v2 goes to slot a.
+    let nowhere = crate::host::proxy::PLACEHOLDER.to_string();
+    assert!(!early::same_rollout(
+        &first,
+        &confirmed(Some(nowhere), None)
+    ));
+    // A run died between its write and its reload: the applied content is put back first.
+    let pending = confirmed(Some(snippet(18002)), Some(snippet(18001)));
+    assert!(!early::same_rollout(&first, &pending));
+    // No snippet while a release runs: the host contract, nothing is rolled out.
+    assert!(!early::same_rollout(&first, &confirmed(None, None)));
+}
