@@ -9,7 +9,7 @@ use crate::host::agent::{self};
 use crate::host::lock::{self, LockState};
 use crate::output;
 use crate::rollout::inputs::{host_access, reload_argv};
-use crate::rollout::locked::resolve_target;
+use crate::rollout::read::resolve_target;
 use crate::rollout::{
     self, Choice, Facts, connect, execute_locked, plan_only, prepare, reachable, render_plan,
     render_report,

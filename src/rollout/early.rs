@@ -12,7 +12,7 @@ use tokio::time::Instant;
 
 use super::execute::Adopted;
 use super::inputs::{Choice, Prepared};
-use super::locked::{FactsError, gather, resolve_target};
+use super::read::{FactsError, gather, resolve_target, with_image};
 use super::render::render_plan;
 use super::{Action, Facts, NewContainer, Plan, SnippetState, Target};
 use crate::engine::AppContainer;
@@ -123,7 +123,7 @@ impl First {
             ..self.facts.clone()
         };
         // No container starts early without the image, so a pull here leaves nothing behind.
-        let facts = super::locked::with_image(&p.engine, self.target.image.pinned(), facts).await?;
+        let facts = with_image(&p.engine, self.target.image.pinned(), facts).await?;
         let plan = super::plan(&p.spec, &self.target, &facts, &p.reload_text);
         tracing::info!("{}", render_plan(&plan).lines().next().unwrap_or_default());
         if self.early.is_some() && same_rollout(&self.plan, &plan) {

@@ -10,6 +10,7 @@ pub mod inputs;
 pub mod locked;
 mod model;
 mod plan;
+pub mod read;
 pub mod render;
 mod report;
 mod retire;

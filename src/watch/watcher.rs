@@ -390,7 +390,7 @@ impl Watcher {
             .filter(|r| !r.is_empty())
             .unwrap_or_else(|| sh.owner.run.clone());
         let facts =
-            rollout::locked::fresh_facts(&sh.engine, agent, &self.spec, Some(&image), env, run_url)
+            rollout::read::fresh_facts(&sh.engine, agent, &self.spec, Some(&image), env, run_url)
                 .await
                 .map_err(|e| (Exit::Unavailable, e.to_string()))?;
         Ok((image, facts))
