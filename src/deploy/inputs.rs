@@ -3,7 +3,7 @@
 
 use crate::ci::Ci;
 use crate::cli::{DeployArgs, GlobalArgs};
-use crate::exit::{Exit, Failure};
+use crate::exit::Failure;
 use crate::image::lint;
 use crate::image::reference::PinnedImage;
 use crate::image::revision::Revision;
@@ -117,14 +117,8 @@ pub(crate) async fn revision_label(
     p: &rollout::Prepared,
     image: &PinnedImage,
 ) -> Result<String, Failure> {
-    p.engine
-        .ensure_image(&image.to_string())
-        .await
-        .map_err(|e| Failure::new(Exit::Unavailable, e))?;
-    p.engine
-        .inspect_image(&image.to_string())
-        .await
-        .map_err(|e| Failure::new(Exit::Unavailable, e))?
+    rollout::read::pulled(&p.engine, image)
+        .await?
         .and_then(|i| i.labels.get(rollout::REVISION_LABEL).cloned())
         .map(|label| {
             rollout::revision_arg(&label, "the image's org.opencontainers.image.revision label")

@@ -3,7 +3,7 @@
 
 use super::inputs::{Choice, Prepared, revision_arg};
 use super::{Facts, Target};
-use crate::engine::{Engine, EngineError};
+use crate::engine::{Engine, EngineError, ImageInfo};
 use crate::exit::{Exit, Failure};
 use crate::host::agent::{AgentError, HostAgent};
 use crate::image::reference::PinnedImage;
@@ -109,6 +109,14 @@ pub async fn with_image(
     let Some(image) = image.filter(|_| facts.image.is_none()) else {
         return Ok(facts);
     };
+    Ok(Facts {
+        image: pulled(engine, image).await?,
+        ..facts
+    })
+}
+
+/// The image as the engine holds it, pulled by digest first when it is missing.
+pub async fn pulled(engine: &Engine, image: &PinnedImage) -> Result<Option<ImageInfo>, Failure> {
     let unavailable = |e: EngineError| {
         let hint = e.hint().unwrap_or_else(|| {
             format!("push {image} to a registry the host's engine can reach, or `docker pull` it on the host")
@@ -119,9 +127,5 @@ pub async fn with_image(
     };
     let name = image.to_string();
     engine.ensure_image(&name).await.map_err(unavailable)?;
-    let info = engine.inspect_image(&name).await.map_err(unavailable)?;
-    Ok(Facts {
-        image: info,
-        ..facts
-    })
+    engine.inspect_image(&name).await.map_err(unavailable)
 }
