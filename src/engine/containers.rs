@@ -369,6 +369,55 @@ impl Engine {
         unless_already(stopped, &[304, 404], format!("stopping container {id}"))
     }
 
+    /// Stops the container like `stop`, but returns once its process has exited: the engine's
+    /// teardown after that (network, ports, mounts; Docker holds the container's lock through
+    /// it) goes on in the stop call, left running. Exited means a `kill` event, then `die`: the
+    /// engine took a stop or kill (it ends the restart policy) and the process is gone. Without
+    /// those events (an engine that does not send them) it is the stop call's return.
+    pub async fn stop_until_exited(&self, id: &str, grace: Duration) -> Result<(), EngineError> {
+        let mut events = self.kill_and_die(id);
+        let engine = self.clone();
+        let owned = id.to_string();
+        let mut stop = tokio::spawn(async move { engine.stop(&owned, grace).await });
+        let (mut killed, mut watching) = (false, true);
+        loop {
+            tokio::select! {
+                done = &mut stop => return done.unwrap_or_else(|_| Err(EngineError::Interrupted {
+                    what: format!("stopping container {id}"),
+                })),
+                event = events.next(), if watching => match event.map(|e| e.map(|e| e.action)) {
+                    Some(Ok(Some(a))) if a == "kill" => killed = true,
+                    Some(Ok(Some(a))) if a == "die" && killed => return Ok(()),
+                    Some(Ok(_)) => {}
+                    _ => watching = false,
+                },
+            }
+        }
+    }
+
+    /// The container's `kill` and `die` events from now on (`since` now: none is missed while
+    /// the subscription is being made).
+    fn kill_and_die(
+        &self,
+        id: &str,
+    ) -> impl futures_util::Stream<Item = Result<bollard::models::EventMessage, BollardError>> + use<>
+    {
+        let since = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| format!("{}.{:09}", d.as_secs(), d.subsec_nanos()))
+            .unwrap_or_default();
+        let filters = HashMap::from([
+            ("container", vec![id.to_string()]),
+            ("type", vec!["container".to_string()]),
+            ("event", vec!["kill".to_string(), "die".to_string()]),
+        ]);
+        let options = EventsOptionsBuilder::default()
+            .since(&since)
+            .filters(&filters)
+            .build();
+        self.docker.events(Some(options)).boxed()
+    }
+
     pub async fn signal(&self, id: &str, signal: &str) -> Result<(), EngineError> {
         let options = KillContainerOptionsBuilder::default()
             .signal(signal)

@@ -121,7 +121,9 @@ fn state_of(info: &ContainerInfo) -> LockState {
     // Created but not started yet: its holder is between the two calls, unless that was
     // longer ago than the TTL (the holder died there).
     let starting = info.status == "created" && age_secs(&info.created).is_none_or(|a| a < ttl);
-    if info.running || starting {
+    // Being removed: its holder releases it (or a run takes it over); free once it is gone.
+    let removing = info.status == "removing";
+    if info.running || starting || removing {
         LockState::Held {
             owner: label(LABEL_OWNER),
             host: label(LABEL_OWNER_HOST),
@@ -361,5 +363,7 @@ mod tests {
         info.status = "exited".into();
         info.created = humantime::format_rfc3339_nanos(std::time::SystemTime::now()).to_string();
         assert!(matches!(state_of(&info), LockState::Expired { .. }));
+        info.status = "removing".into();
+        assert!(matches!(state_of(&info), LockState::Held { .. }));
     }
 }

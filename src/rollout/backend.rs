@@ -20,6 +20,8 @@ pub trait Backend {
     async fn start(&self, id: &str) -> Result<(), String>;
     async fn inspect(&self, id: &str) -> Result<Option<ContainerInfo>, String>;
     async fn stop(&self, id: &str, grace: Duration) -> Result<(), String>;
+    /// Like `stop`, but done once the process has exited; the engine's teardown goes on.
+    async fn stop_until_exited(&self, id: &str, grace: Duration) -> Result<(), String>;
     async fn remove(&self, id: &str) -> Result<(), String>;
     async fn log_tail(&self, id: &str) -> String;
     async fn gate(&self, run: GateRun<'_>, cancel: &CancellationToken) -> Result<(), GateFailure>;
@@ -78,6 +80,12 @@ impl Backend for Live<'_> {
     async fn stop(&self, id: &str, grace: Duration) -> Result<(), String> {
         self.engine
             .stop(id, grace)
+            .await
+            .map_err(|e| e.with_causes())
+    }
+    async fn stop_until_exited(&self, id: &str, grace: Duration) -> Result<(), String> {
+        self.engine
+            .stop_until_exited(id, grace)
             .await
             .map_err(|e| e.with_causes())
     }

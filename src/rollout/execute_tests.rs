@@ -119,6 +119,9 @@ impl Backend for Fake {
     async fn stop(&self, id: &str, _: Duration) -> Result<(), String> {
         self.call("stop", id)
     }
+    async fn stop_until_exited(&self, id: &str, _: Duration) -> Result<(), String> {
+        self.call("stop", id)
+    }
     async fn remove(&self, id: &str) -> Result<(), String> {
         self.call("remove", id)?;
         self.removed.borrow_mut().push(id.to_string());

@@ -31,7 +31,8 @@ pub(super) async fn retire_and_prune<B: Backend>(b: &B, r: &Rollout) -> Vec<Done
     web.into_iter().chain(workers).chain(pruned).collect()
 }
 
-/// The serving release: stopped and kept, or removed when it is being replaced.
+/// The serving release: stopped and kept (done once its process exited; the engine tears it
+/// down after), or removed when it is being replaced.
 async fn web<B: Backend>(b: &B, r: &Rollout) -> Option<Done> {
     let old = r.retire.as_ref()?;
     let started = Instant::now();
@@ -42,7 +43,7 @@ async fn web<B: Backend>(b: &B, r: &Rollout) -> Option<Done> {
         )
     } else {
         (
-            b.stop(&old.id, r.stop_grace).await,
+            b.stop_until_exited(&old.id, r.stop_grace).await,
             "stopped {} (kept for rollback)",
         )
     };

@@ -244,6 +244,37 @@ fn concurrent_rollouts_never_both_proceed() {
     svc.assert_serves("v2");
 }
 
+/// The retire step is done once the old process exited; the engine may still tear it down when
+/// a rollout queued on the lock takes the lock. That one still succeeds on the same ports.
+#[test]
+fn a_rollout_queued_on_the_lock_follows_one_whose_old_release_is_torn_down() {
+    let img = images();
+    let svc = Svc::new("roll-queued", "", DOCKER_HEALTH);
+    ok(&svc, &img.v1);
+    let (first, first_err) = svc.spawn_until(&["rollout", &img.v2], &[], "start:");
+    let second = svc.run(&["rollout", &img.v1, "--lock-wait", "60s"], &[]);
+    let first = first.wait_with_output().expect("the first rollout ends");
+    let first_out = String::from_utf8_lossy(&first.stdout);
+    let first_err = first_err.lock().unwrap().clone();
+    assert!(first.status.success(), "{first_out}\n{first_err}");
+    assert!(first_out.contains("(kept for rollback)"), "{first_out}");
+    let (stdout, stderr) = text(&second);
+    assert_eq!(code(&second), 0, "{stdout}\n{stderr}");
+    assert!(
+        stderr.contains("waiting up to 60s for the deploy lock"),
+        "{stderr}"
+    );
+    svc.assert_serves("v1");
+    assert_eq!(svc.running_revisions(), ["v1"]);
+    let all = svc.containers();
+    let exited_v2 = all
+        .iter()
+        .any(|c| c.contains(" exited app ") && c.ends_with(" v2"));
+    assert!(exited_v2, "the first's release is kept stopped: {all:?}");
+    let helpers: Vec<&String> = all.iter().filter(|c| !c.contains(" app ")).collect();
+    assert!(helpers.is_empty(), "no lock or helper left: {all:?}");
+}
+
 #[test]
 fn a_stale_lock_is_taken_over_and_a_dead_run_is_reconciled() {
     let img = images();

@@ -307,15 +307,19 @@ impl Svc {
     }
 
     /// `name state` of every container labelled with this service (app, lock, helpers).
+    /// Inspected, not only listed: the list may still show a container the engine is tearing
+    /// down as running; inspect answers once that is done.
     pub fn containers(&self) -> Vec<String> {
-        let out = docker_ok(&[
-            "ps",
-            "-a",
-            "--filter",
-            &format!("label=dev.slipway.service={}", self.name),
-            "--format",
-            "{{.Names}} {{.State}} {{.Label \"dev.slipway.role\"}} {{.Label \"dev.slipway.revision\"}}",
-        ]);
+        let label = format!("label=dev.slipway.service={}", self.name);
+        let ids = docker_ok(&["ps", "-aq", "--filter", &label]);
+        let ids: Vec<&str> = ids.split_whitespace().collect();
+        if ids.is_empty() {
+            return Vec::new();
+        }
+        let format = "{{slice .Name 1}} {{.State.Status}} {{index .Config.Labels \"dev.slipway.role\"}} {{index .Config.Labels \"dev.slipway.revision\"}}";
+        // One removed meanwhile is left out (its error on stderr).
+        let out = docker(&[&["inspect", "--format", format][..], &ids].concat());
+        let out = String::from_utf8_lossy(&out.stdout);
         let mut v: Vec<String> = out.lines().map(String::from).collect();
         v.sort();
         v
