@@ -265,11 +265,7 @@ impl AuthRegistry {
         let entry = htpasswd.wait_with_output().unwrap();
         assert!(entry.status.success());
         std::fs::write(dir.path().join("htpasswd"), &entry.stdout).unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = crate::service::free_port();
         let addr = format!("127.0.0.1:{port}");
         let config = format!(
             "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {root}\nhttp:\n  addr: {addr}\nauth:\n  htpasswd:\n    realm: slipway-test\n    path: {htpasswd}\n",

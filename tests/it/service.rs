@@ -6,6 +6,7 @@ use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -61,11 +62,19 @@ pub fn push_fixture(name: &str, version: &str, extra: &[&str]) -> String {
         .to_string()
 }
 
+/// A loopback port no other test of this run is handed, free when handed out. Drawn below the
+/// kernel's ephemeral range (32768+): a port from `bind(0)` is released at once, so the kernel
+/// may hand it again (to another test's `free_port`, or as a client connection's source port)
+/// before the test's container or proxy binds it.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
+    static NEXT: AtomicU16 = AtomicU16::new(20_000);
+    loop {
+        let port = NEXT.fetch_add(1, Ordering::Relaxed);
+        assert!(port < 32_000, "no free loopback port left below 32000");
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 pub struct Svc {
@@ -298,11 +307,16 @@ impl Svc {
     }
 
     pub fn assert_serves(&self, version: &str) {
-        assert_eq!(
-            self.served(),
-            (200, version.to_string()),
-            "Caddy does not serve {version}; containers: {:?}",
-            self.containers()
+        let served = self.served();
+        if served == (200, version.to_string()) {
+            return;
+        }
+        let log = std::fs::read_to_string(self.dir.join("caddy.log")).unwrap_or_default();
+        let tail: Vec<&str> = log.lines().rev().take(5).collect();
+        panic!(
+            "Caddy does not serve {version} but {served:?}; containers: {:?}; snippet: {:?}; Caddy's log, newest first: {tail:#?}",
+            self.containers(),
+            self.snippet()
         );
     }
 
