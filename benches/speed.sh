@@ -2,7 +2,10 @@
 # Rollout speed against a careful hand-written blue-green script, same run, inside the sandbox:
 # `scripts/sandbox benches/speed.sh [ROUNDS]` (default 10). Env: DRAIN (seconds, both sides,
 # default 2: longer than the 2 s in-flight requests), THREADS/PAUSE/SLOW_THREADS (the load),
-# CPU_QUOTA (e.g. 0.3: the whole sandbox held to that many CPUs, a loaded host reproduced).
+# CPU_QUOTA (e.g. 0.3: the whole sandbox held to that many CPUs, a loaded host reproduced),
+# SETTLE (seconds before each deploy, both sides, default 1: the engine finishes tearing down the
+# previous deploy's old container first, as it has long before a real next deploy; without it a
+# deploy that follows slipway's at once waits for that teardown in its own first inspect).
 #
 # Both sides roll out the same prebuilt, digest-pinned images (the fixture app plus a /cgi-bin/slow
 # endpoint that answers after 2 s), alternately v2 and v1, in alternating order per round, each
@@ -24,6 +27,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 : "${SLIPWAY_SANDBOX_DIR:?run this inside scripts/sandbox: scripts/sandbox benches/speed.sh}"
 rounds=${1:-10}
 drain=${DRAIN:-2}
+settle=${SETTLE:-1}
 bin=${SLIPWAY_BIN:-$(scripts/build-static)}
 [ -x /usr/bin/time ] || { echo "speed.sh: GNU time is missing (apt-get install time)" >&2; exit 2; }
 work="$SLIPWAY_SANDBOX_DIR/bench-speed"
@@ -73,6 +77,7 @@ export SLIPWAY_RELOAD_IMAGE=$SLIPWAY_SANDBOX_BASE_IMAGE
 # Each deploy prints one JSON line: wall, switch (served), start-to-healthy, drain, cpu, rss.
 slipway_deploy() { # $1: version, $2: tag
   local t0 t1 c0 c1 served log="$work/logs/$2-slipway.log" rep="$work/reports/$2.json"
+  sleep "$settle"
   benches/served-at.py "$url_s/version" "$1" 60 >"$work/logs/$2-slipway-served" &
   local poller=$!
   c0=$(engine_cpu_ns) t0=$(now_ms)
@@ -95,6 +100,7 @@ export RELOAD_IMAGE=$SLIPWAY_SANDBOX_BASE_IMAGE STATE="$work/script-state" DRAIN
 export RELOAD_COMMAND="caddy reload --config $work/caddy-script/Caddyfile --adapter caddyfile"
 script_deploy() { # $1: version, $2: tag
   local t0 t1 c0 c1 served log="$work/logs/$2-script.log"
+  sleep "$settle"
   export PHASES="$work/logs/$2-phases.txt"
   : >"$PHASES"
   benches/served-at.py "$url_b/version" "$1" 60 >"$work/logs/$2-script-served" &
@@ -110,7 +116,7 @@ script_deploy() { # $1: version, $2: tag
 }
 
 loadavg_before=$(cut -d' ' -f1-3 /proc/loadavg)
-echo "== speed: slipway rollout vs the hand-written script; first deploy each, then $rounds rounds (drain ${drain}s)" >&2
+echo "== speed: slipway rollout vs the hand-written script; first deploy each, then $rounds rounds (drain ${drain}s, settle ${settle}s)" >&2
 slipway_deploy v1 first >/dev/null
 script_deploy v1 first >/dev/null
 load_start() { # $1: url, $2: tag
