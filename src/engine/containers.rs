@@ -375,15 +375,36 @@ impl Engine {
     /// engine took a stop or kill (it ends the restart policy) and the process is gone. Without
     /// those events (an engine that does not send them) it is the stop call's return.
     pub async fn stop_until_exited(&self, id: &str, grace: Duration) -> Result<(), EngineError> {
-        let mut events = self.kill_and_die(id);
         let engine = self.clone();
         let owned = id.to_string();
-        let mut stop = tokio::spawn(async move { engine.stop(&owned, grace).await });
+        let stop = async move { engine.stop(&owned, grace).await };
+        self.until_exited(id, "stopping", stop).await
+    }
+
+    /// Removes the container like `remove_container` (forced), but returns once its process has
+    /// exited (`kill`, then `die`); the engine removes it after, marked `removing` from the start.
+    pub async fn remove_until_exited(&self, id: &str) -> Result<(), EngineError> {
+        let engine = self.clone();
+        let owned = id.to_string();
+        let remove = async move { engine.remove_container(&owned).await };
+        self.until_exited(id, "removing", remove).await
+    }
+
+    /// Runs `call` (which ends the container) on its own task and returns when it returns, or
+    /// as soon as the container's `kill` and `die` events say its process is gone.
+    async fn until_exited(
+        &self,
+        id: &str,
+        doing: &str,
+        call: impl Future<Output = Result<(), EngineError>> + Send + 'static,
+    ) -> Result<(), EngineError> {
+        let mut events = self.kill_and_die(id);
+        let mut call = tokio::spawn(call);
         let (mut killed, mut watching) = (false, true);
         loop {
             tokio::select! {
-                done = &mut stop => return done.unwrap_or_else(|_| Err(EngineError::Interrupted {
-                    what: format!("stopping container {id}"),
+                done = &mut call => return done.unwrap_or_else(|_| Err(EngineError::Interrupted {
+                    what: format!("{doing} container {id}"),
                 })),
                 event = events.next(), if watching => match event.map(|e| e.map(|e| e.action)) {
                     Some(Ok(Some(a))) if a == "kill" => killed = true,

@@ -156,6 +156,10 @@ pub async fn force_release(engine: &Engine, service: &str) -> Result<bool, Engin
     Ok(existed)
 }
 
+/// How long a lock being removed (released: its holder's process has exited) is waited for,
+/// whatever `--lock-wait` says: the engine's removal takes well under a second.
+const RELEASE_GRACE: Duration = Duration::from_secs(10);
+
 /// A held lock. Dropping it without `release` leaves the heartbeat stopped, so it expires.
 pub struct Lock {
     pub id: String,
@@ -250,6 +254,7 @@ impl Lock {
             deadline: req.ttl,
         };
         let give_up = tokio::time::Instant::now() + req.wait;
+        let released_by = tokio::time::Instant::now() + RELEASE_GRACE;
         let (mut announced, mut pulled) = (false, false);
         loop {
             match engine.create_sibling(&name, &spec, "lock").await {
@@ -275,6 +280,11 @@ impl Lock {
             let Some(info) = engine.inspect_container(&name).await? else {
                 continue;
             };
+            // Released by its holder, and being removed by the engine: free in a moment.
+            if info.status == "removing" && tokio::time::Instant::now() < released_by {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
             match state_of(&info) {
                 LockState::Expired { owner, at } => {
                     tracing::warn!(
@@ -312,7 +322,9 @@ impl Lock {
 
     pub async fn release(self, engine: &Engine) {
         self.heartbeat.abort();
-        if let Err(e) = engine.remove_container(&self.id).await {
+        // Done once the lock's process has exited: a waiter sees it `removing` (held) until the
+        // engine has removed it (ADR 0010).
+        if let Err(e) = engine.remove_until_exited(&self.id).await {
             tracing::warn!(
                 "could not release the deploy lock ({e}); it expires by itself once its heartbeat stops"
             );
