@@ -14,7 +14,6 @@ use crate::host::proxy::Driver;
 /// report shows.
 #[allow(async_fn_in_trait)] // used through generics inside this crate only
 pub trait Backend {
-    async fn ensure_image(&self, image: &str) -> Result<(), String>;
     async fn inspect_image(&self, image: &str) -> Result<Option<ImageInfo>, String>;
     async fn create(&self, spec: &AppContainer) -> Result<String, String>;
     async fn start(&self, id: &str) -> Result<(), String>;
@@ -50,12 +49,6 @@ pub struct Live<'a> {
 }
 
 impl Backend for Live<'_> {
-    async fn ensure_image(&self, image: &str) -> Result<(), String> {
-        self.engine
-            .ensure_image(image)
-            .await
-            .map_err(|e| e.with_causes())
-    }
     async fn inspect_image(&self, image: &str) -> Result<Option<ImageInfo>, String> {
         self.engine
             .inspect_image(image)

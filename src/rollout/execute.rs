@@ -370,23 +370,10 @@ impl<'a, B: Backend> Exec<'a, B> {
         let t = Instant::now();
         let image = self.plan.target.image.to_string();
         let unavailable = |m: String| Stop::Plain(Outcome::Unavailable, m);
-        if r.pull
-            && let Err(e) = self.b.ensure_image(&image).await
-        {
-            self.record(StepName::Pull, t, false, e.clone());
-            return Err(unavailable(format!(
-                "could not pull {image}: {e}; nothing was changed"
-            )));
-        }
         let info = match self.b.inspect_image(&image).await {
             Ok(Some(info)) => info,
             Ok(None) => {
-                self.record(
-                    StepName::Image,
-                    t,
-                    false,
-                    "not in the engine after the pull",
-                );
+                self.record(StepName::Image, t, false, "not in the engine");
                 return Err(unavailable(format!(
                     "{image} is not in the engine; nothing was changed"
                 )));

@@ -93,9 +93,6 @@ fn container(id: &str) -> ContainerInfo {
 }
 
 impl Backend for Fake {
-    async fn ensure_image(&self, _: &str) -> Result<(), String> {
-        self.call("ensure_image", "")
-    }
     async fn inspect_image(&self, _: &str) -> Result<Option<ImageInfo>, String> {
         self.call("inspect_image", "")?;
         Ok(Some(ImageInfo {

@@ -149,7 +149,9 @@ pub struct ContainerRef {
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Rollout {
-    /// Pull the image by digest first (the engine does not have it).
+    /// The engine lacks the image: a plan shown without the lock (`slipway plan`) says it will be
+    /// pulled; under the lock it is pulled before planning (`read::with_image`), so an executed
+    /// plan never has this set.
     pub pull: bool,
     /// A run died between writing the snippet and the reload: the file names another upstream
     /// than Caddy serves. Write this (what the last reload applied) back and reload first, then

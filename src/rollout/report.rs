@@ -56,7 +56,6 @@ impl Outcome {
 pub enum StepName {
     Build,
     Plan,
-    Pull,
     Image,
     Reconcile,
     Release,
@@ -79,7 +78,6 @@ impl StepName {
         match self {
             StepName::Build => "build",
             StepName::Plan => "plan",
-            StepName::Pull => "pull",
             StepName::Image => "image",
             StepName::Reconcile => "reconcile",
             StepName::Release => "release",
