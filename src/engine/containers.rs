@@ -221,6 +221,14 @@ fn not_found(e: &BollardError) -> bool {
     )
 }
 
+/// When a container being ended counts as ended: at its `kill` event (the engine carries on
+/// alone), or at `kill` then `die` (its process is gone).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Ends {
+    AtKill,
+    AtDie,
+}
+
 impl Engine {
     pub async fn inspect_container(&self, id: &str) -> Result<Option<ContainerInfo>, EngineError> {
         match self.docker.inspect_container(id, None).await {
@@ -378,24 +386,26 @@ impl Engine {
         let engine = self.clone();
         let owned = id.to_string();
         let stop = async move { engine.stop(&owned, grace).await };
-        self.until_exited(id, "stopping", stop).await
+        self.until_ended(id, "stopping", Ends::AtDie, stop).await
     }
 
-    /// Removes the container like `remove_container` (forced), but returns once its process has
-    /// exited (`kill`, then `die`); the engine removes it after, marked `removing` from the start.
-    pub async fn remove_until_exited(&self, id: &str) -> Result<(), EngineError> {
+    /// Removes the container like `remove_container` (forced), but returns at its `kill` event:
+    /// moby marks it `removing` before that kill, and finishes the removal without the caller
+    /// (its remove handler takes no request context).
+    pub async fn remove_until_killed(&self, id: &str) -> Result<(), EngineError> {
         let engine = self.clone();
         let owned = id.to_string();
         let remove = async move { engine.remove_container(&owned).await };
-        self.until_exited(id, "removing", remove).await
+        self.until_ended(id, "removing", Ends::AtKill, remove).await
     }
 
     /// Runs `call` (which ends the container) on its own task and returns when it returns, or
-    /// as soon as the container's `kill` and `die` events say its process is gone.
-    async fn until_exited(
+    /// as soon as the container's events say it has ended as `ends` says.
+    async fn until_ended(
         &self,
         id: &str,
         doing: &str,
+        ends: Ends,
         call: impl Future<Output = Result<(), EngineError>> + Send + 'static,
     ) -> Result<(), EngineError> {
         let mut events = self.kill_and_die(id);
@@ -407,6 +417,7 @@ impl Engine {
                     what: format!("{doing} container {id}"),
                 })),
                 event = events.next(), if watching => match event.map(|e| e.map(|e| e.action)) {
+                    Some(Ok(Some(a))) if a == "kill" && ends == Ends::AtKill => return Ok(()),
                     Some(Ok(Some(a))) if a == "kill" => killed = true,
                     Some(Ok(Some(a))) if a == "die" && killed => return Ok(()),
                     Some(Ok(_)) => {}

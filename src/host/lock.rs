@@ -156,7 +156,7 @@ pub async fn force_release(engine: &Engine, service: &str) -> Result<bool, Engin
     Ok(existed)
 }
 
-/// How long a lock being removed (released: its holder's process has exited) is waited for,
+/// How long a lock being removed (released by its holder, the engine finishing) is waited for,
 /// whatever `--lock-wait` says: the engine's removal takes well under a second.
 const RELEASE_GRACE: Duration = Duration::from_secs(10);
 
@@ -322,9 +322,9 @@ impl Lock {
 
     pub async fn release(self, engine: &Engine) {
         self.heartbeat.abort();
-        // Done once the lock's process has exited: a waiter sees it `removing` (held) until the
-        // engine has removed it (ADR 0010).
-        if let Err(e) = engine.remove_until_exited(&self.id).await {
+        // Done once the engine has begun removing it: a waiter sees it `removing` (held) until
+        // it is gone (ADR 0010).
+        if let Err(e) = engine.remove_until_killed(&self.id).await {
             tracing::warn!(
                 "could not release the deploy lock ({e}); it expires by itself once its heartbeat stops"
             );
