@@ -400,7 +400,7 @@ impl Engine {
     }
 
     /// Runs `call` (which ends the container) on its own task and returns when it returns, or
-    /// as soon as the container's events say it has ended as `ends` says.
+    /// (Docker only) as soon as the container's events say it has ended as `ends` says.
     async fn until_ended(
         &self,
         id: &str,
@@ -408,6 +408,10 @@ impl Engine {
         ends: Ends,
         call: impl Future<Output = Result<(), EngineError>> + Send + 'static,
     ) -> Result<(), EngineError> {
+        // Read from moby's handlers; Podman's follow the request's context, so it is waited for.
+        if !matches!(self.version_once().await, Ok(v) if v.kind == super::EngineKind::Docker) {
+            return call.await;
+        }
         let mut events = self.kill_and_die(id);
         let mut call = tokio::spawn(call);
         let (mut killed, mut watching) = (false, true);

@@ -99,6 +99,11 @@ pub enum LockState {
         since: String,
         ttl_secs: String,
     },
+    /// Released by its holder; the engine is removing it (free in a moment).
+    Releasing {
+        owner: String,
+        since: String,
+    },
     /// The holder's heartbeat stopped: anyone may take it over.
     Expired {
         owner: String,
@@ -121,9 +126,14 @@ fn state_of(info: &ContainerInfo) -> LockState {
     // Created but not started yet: its holder is between the two calls, unless that was
     // longer ago than the TTL (the holder died there).
     let starting = info.status == "created" && age_secs(&info.created).is_none_or(|a| a < ttl);
-    // Being removed: its holder releases it (or a run takes it over); free once it is gone.
-    let removing = info.status == "removing";
-    if info.running || starting || removing {
+    // Being removed: its holder released it (or a run takes it over); free once it is gone.
+    if info.status == "removing" {
+        return LockState::Releasing {
+            owner: label(LABEL_OWNER),
+            since: info.started_at.clone(),
+        };
+    }
+    if info.running || starting {
         LockState::Held {
             owner: label(LABEL_OWNER),
             host: label(LABEL_OWNER_HOST),
@@ -280,12 +290,11 @@ impl Lock {
             let Some(info) = engine.inspect_container(&name).await? else {
                 continue;
             };
-            // Released by its holder, and being removed by the engine: free in a moment.
-            if info.status == "removing" && tokio::time::Instant::now() < released_by {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
             match state_of(&info) {
+                LockState::Releasing { .. } if tokio::time::Instant::now() < released_by => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
                 LockState::Expired { owner, at } => {
                     tracing::warn!(
                         "taking over the expired deploy lock of {} (held by {owner}, heartbeat stopped at {at})",
@@ -294,7 +303,8 @@ impl Lock {
                     engine.remove_container(&info.id).await?;
                     continue;
                 }
-                LockState::Held { owner, since, .. } => {
+                // Still being removed after RELEASE_GRACE: waited for like a held lock.
+                LockState::Held { owner, since, .. } | LockState::Releasing { owner, since } => {
                     if tokio::time::Instant::now() >= give_up {
                         return Err(LockError::Held {
                             service: req.service.into(),
@@ -376,6 +386,6 @@ mod tests {
         info.created = humantime::format_rfc3339_nanos(std::time::SystemTime::now()).to_string();
         assert!(matches!(state_of(&info), LockState::Expired { .. }));
         info.status = "removing".into();
-        assert!(matches!(state_of(&info), LockState::Held { .. }));
+        assert!(matches!(state_of(&info), LockState::Releasing { .. }));
     }
 }
