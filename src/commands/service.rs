@@ -135,6 +135,10 @@ pub async fn lock_command(global: &GlobalArgs, args: &LockArgs) -> Result<Exit, 
                     "{}: held by {owner} (host {host}, pid {pid}) since {since}; expires {ttl_secs}s after its last heartbeat\n",
                     spec.name
                 ),
+                LockState::Releasing { owner, .. } => format!(
+                    "{}: released by {owner}, being removed by the engine; free in a moment\n",
+                    spec.name
+                ),
                 LockState::Expired { owner, at } => format!(
                     "{}: expired (held by {owner}; heartbeat stopped at {at}); the next run takes it over\n",
                     spec.name

@@ -221,6 +221,14 @@ fn not_found(e: &BollardError) -> bool {
     )
 }
 
+/// When a container being ended counts as ended: at its `kill` event (the engine carries on
+/// alone), or at `kill` then `die` (its process is gone).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Ends {
+    AtKill,
+    AtDie,
+}
+
 impl Engine {
     pub async fn inspect_container(&self, id: &str) -> Result<Option<ContainerInfo>, EngineError> {
         match self.docker.inspect_container(id, None).await {
@@ -375,17 +383,45 @@ impl Engine {
     /// engine took a stop or kill (it ends the restart policy) and the process is gone. Without
     /// those events (an engine that does not send them) it is the stop call's return.
     pub async fn stop_until_exited(&self, id: &str, grace: Duration) -> Result<(), EngineError> {
-        let mut events = self.kill_and_die(id);
         let engine = self.clone();
         let owned = id.to_string();
-        let mut stop = tokio::spawn(async move { engine.stop(&owned, grace).await });
+        let stop = async move { engine.stop(&owned, grace).await };
+        self.until_ended(id, "stopping", Ends::AtDie, stop).await
+    }
+
+    /// Removes the container like `remove_container` (forced), but returns at its `kill` event:
+    /// moby marks it `removing` before that kill, and finishes the removal without the caller
+    /// (its remove handler takes no request context).
+    pub async fn remove_until_killed(&self, id: &str) -> Result<(), EngineError> {
+        let engine = self.clone();
+        let owned = id.to_string();
+        let remove = async move { engine.remove_container(&owned).await };
+        self.until_ended(id, "removing", Ends::AtKill, remove).await
+    }
+
+    /// Runs `call` (which ends the container) on its own task and returns when it returns, or
+    /// (Docker only) as soon as the container's events say it has ended as `ends` says.
+    async fn until_ended(
+        &self,
+        id: &str,
+        doing: &str,
+        ends: Ends,
+        call: impl Future<Output = Result<(), EngineError>> + Send + 'static,
+    ) -> Result<(), EngineError> {
+        // Read from moby's handlers; Podman's follow the request's context, so it is waited for.
+        if !matches!(self.version_once().await, Ok(v) if v.kind == super::EngineKind::Docker) {
+            return call.await;
+        }
+        let mut events = self.kill_and_die(id);
+        let mut call = tokio::spawn(call);
         let (mut killed, mut watching) = (false, true);
         loop {
             tokio::select! {
-                done = &mut stop => return done.unwrap_or_else(|_| Err(EngineError::Interrupted {
-                    what: format!("stopping container {id}"),
+                done = &mut call => return done.unwrap_or_else(|_| Err(EngineError::Interrupted {
+                    what: format!("{doing} container {id}"),
                 })),
                 event = events.next(), if watching => match event.map(|e| e.map(|e| e.action)) {
+                    Some(Ok(Some(a))) if a == "kill" && ends == Ends::AtKill => return Ok(()),
                     Some(Ok(Some(a))) if a == "kill" => killed = true,
                     Some(Ok(Some(a))) if a == "die" && killed => return Ok(()),
                     Some(Ok(_)) => {}

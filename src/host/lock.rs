@@ -99,6 +99,11 @@ pub enum LockState {
         since: String,
         ttl_secs: String,
     },
+    /// Released by its holder; the engine is removing it (free in a moment).
+    Releasing {
+        owner: String,
+        since: String,
+    },
     /// The holder's heartbeat stopped: anyone may take it over.
     Expired {
         owner: String,
@@ -121,9 +126,14 @@ fn state_of(info: &ContainerInfo) -> LockState {
     // Created but not started yet: its holder is between the two calls, unless that was
     // longer ago than the TTL (the holder died there).
     let starting = info.status == "created" && age_secs(&info.created).is_none_or(|a| a < ttl);
-    // Being removed: its holder releases it (or a run takes it over); free once it is gone.
-    let removing = info.status == "removing";
-    if info.running || starting || removing {
+    // Being removed: its holder released it (or a run takes it over); free once it is gone.
+    if info.status == "removing" {
+        return LockState::Releasing {
+            owner: label(LABEL_OWNER),
+            since: info.started_at.clone(),
+        };
+    }
+    if info.running || starting {
         LockState::Held {
             owner: label(LABEL_OWNER),
             host: label(LABEL_OWNER_HOST),
@@ -155,6 +165,10 @@ pub async fn force_release(engine: &Engine, service: &str) -> Result<bool, Engin
     engine.remove_container(&lock_name(service)).await?;
     Ok(existed)
 }
+
+/// How long a lock being removed (released by its holder, the engine finishing) is waited for,
+/// whatever `--lock-wait` says: the engine's removal takes well under a second.
+const RELEASE_GRACE: Duration = Duration::from_secs(10);
 
 /// A held lock. Dropping it without `release` leaves the heartbeat stopped, so it expires.
 pub struct Lock {
@@ -250,6 +264,7 @@ impl Lock {
             deadline: req.ttl,
         };
         let give_up = tokio::time::Instant::now() + req.wait;
+        let released_by = tokio::time::Instant::now() + RELEASE_GRACE;
         let (mut announced, mut pulled) = (false, false);
         loop {
             match engine.create_sibling(&name, &spec, "lock").await {
@@ -276,6 +291,10 @@ impl Lock {
                 continue;
             };
             match state_of(&info) {
+                LockState::Releasing { .. } if tokio::time::Instant::now() < released_by => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
                 LockState::Expired { owner, at } => {
                     tracing::warn!(
                         "taking over the expired deploy lock of {} (held by {owner}, heartbeat stopped at {at})",
@@ -284,7 +303,8 @@ impl Lock {
                     engine.remove_container(&info.id).await?;
                     continue;
                 }
-                LockState::Held { owner, since, .. } => {
+                // Still being removed after RELEASE_GRACE: waited for like a held lock.
+                LockState::Held { owner, since, .. } | LockState::Releasing { owner, since } => {
                     if tokio::time::Instant::now() >= give_up {
                         return Err(LockError::Held {
                             service: req.service.into(),
@@ -312,7 +332,9 @@ impl Lock {
 
     pub async fn release(self, engine: &Engine) {
         self.heartbeat.abort();
-        if let Err(e) = engine.remove_container(&self.id).await {
+        // Done once the engine has begun removing it: a waiter sees it `removing` (held) until
+        // it is gone (ADR 0010).
+        if let Err(e) = engine.remove_until_killed(&self.id).await {
             tracing::warn!(
                 "could not release the deploy lock ({e}); it expires by itself once its heartbeat stops"
             );
@@ -364,6 +386,6 @@ mod tests {
         info.created = humantime::format_rfc3339_nanos(std::time::SystemTime::now()).to_string();
         assert!(matches!(state_of(&info), LockState::Expired { .. }));
         info.status = "removing".into();
-        assert!(matches!(state_of(&info), LockState::Held { .. }));
+        assert!(matches!(state_of(&info), LockState::Releasing { .. }));
     }
 }

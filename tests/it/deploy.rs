@@ -228,6 +228,8 @@ fn ctrl_c_in_each_stage_leaves_the_previous_release_serving() {
 /// What a dry run must not touch: this service's containers and their state, its lock, the
 /// snippet Caddy imports. (Other tests run beside this one, so nothing global is compared.)
 fn engine_state(svc: &Svc) -> String {
+    // Waits out a released lock that the engine is still removing.
+    svc.containers();
     format!(
         "{}\n{:?}",
         docker_ok(&[

@@ -324,6 +324,20 @@ impl Svc {
     /// Inspected, not only listed: the list may still show a container the engine is tearing
     /// down as running; inspect answers once that is done.
     pub fn containers(&self) -> Vec<String> {
+        // The lock is released once its process has exited; the engine removes it after.
+        let since = std::time::Instant::now();
+        loop {
+            let now = self.listed();
+            if !now.iter().any(|c| c.contains(" removing "))
+                || since.elapsed() > std::time::Duration::from_secs(10)
+            {
+                return now;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+
+    fn listed(&self) -> Vec<String> {
         let label = format!("label=dev.slipway.service={}", self.name);
         let ids = docker_ok(&["ps", "-aq", "--filter", &label]);
         let ids: Vec<&str> = ids.split_whitespace().collect();

@@ -568,6 +568,8 @@ fn a_held_deploy_lock_makes_it_wait() {
     let img = images();
     let svc = Svc::new("watch-locked", "", HEALTH);
     deployed(&svc, &img.v1);
+    // The deploy's own lock may still be being removed (released once its process exited).
+    svc.containers();
     // The lock as `slipway rollout` makes it (src/lock.rs): a running container of that name.
     let lock = format!("slipway-lock-{}", svc.name);
     let owner = "https://git.example/o/r/actions/runs/42";
