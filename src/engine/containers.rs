@@ -13,7 +13,7 @@ use bollard::models::{
 };
 use bollard::query_parameters::{
     EventsOptionsBuilder, KillContainerOptionsBuilder, ListContainersOptionsBuilder,
-    StopContainerOptionsBuilder,
+    RenameContainerOptionsBuilder, StopContainerOptionsBuilder,
 };
 use futures_util::{StreamExt, TryStreamExt};
 use tokio_util::sync::CancellationToken;
@@ -389,14 +389,29 @@ impl Engine {
         self.until_ended(id, "stopping", Ends::AtDie, stop).await
     }
 
-    /// Removes the container like `remove_container` (forced), but returns at its `kill` event:
-    /// moby marks it `removing` before that kill, and finishes the removal without the caller
-    /// (its remove handler takes no request context).
-    pub async fn remove_until_killed(&self, id: &str) -> Result<(), EngineError> {
+    /// Frees the container's name at once (renamed to `new_name`), then removes it (forced),
+    /// returning at its `kill` event: moby finishes a removal without the caller (its remove
+    /// handler takes no request context). Podman, or a rename refused: the removal is waited for.
+    pub async fn free_name_and_remove(&self, id: &str, new_name: &str) -> Result<(), EngineError> {
+        let docker =
+            matches!(self.version_once().await, Ok(v) if v.kind == super::EngineKind::Docker);
+        if !docker || self.rename(id, new_name).await.is_err() {
+            return self.remove_container(id).await;
+        }
         let engine = self.clone();
         let owned = id.to_string();
         let remove = async move { engine.remove_container(&owned).await };
         self.until_ended(id, "removing", Ends::AtKill, remove).await
+    }
+
+    async fn rename(&self, id: &str, name: &str) -> Result<(), EngineError> {
+        let options = RenameContainerOptionsBuilder::default().name(name).build();
+        self.docker
+            .rename_container(id, options)
+            .await
+            .map_err(EngineError::api(format!(
+                "renaming container {id} to {name}"
+            )))
     }
 
     /// Runs `call` (which ends the container) on its own task and returns when it returns, or

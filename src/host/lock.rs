@@ -173,6 +173,8 @@ const RELEASE_GRACE: Duration = Duration::from_secs(10);
 /// A held lock. Dropping it without `release` leaves the heartbeat stopped, so it expires.
 pub struct Lock {
     pub id: String,
+    /// The lock's container name; renamed `NAME-released-ID` on release.
+    name: String,
     heartbeat: JoinHandle<()>,
 }
 
@@ -193,6 +195,7 @@ pub struct LockRequest<'a> {
 /// create it, and `lock status` shows it held), but its agent does not run yet.
 pub struct Created {
     pub id: String,
+    name: String,
     ttl: u64,
 }
 
@@ -207,6 +210,7 @@ impl Created {
         let heartbeat = tokio::spawn(beat(engine.clone(), self.id.clone(), every));
         Ok(Lock {
             id: self.id,
+            name: self.name,
             heartbeat,
         })
     }
@@ -268,7 +272,7 @@ impl Lock {
         let (mut announced, mut pulled) = (false, false);
         loop {
             match engine.create_sibling(&name, &spec, "lock").await {
-                Ok(id) => return Ok(Created { id, ttl }),
+                Ok(id) => return Ok(Created { id, name, ttl }),
                 Err(EngineError::NameTaken { .. }) => {}
                 // The image is pulled only when the engine lacks it (one call less when not).
                 Err(e) if e.is_not_found() && !pulled => {
@@ -332,9 +336,10 @@ impl Lock {
 
     pub async fn release(self, engine: &Engine) {
         self.heartbeat.abort();
-        // Done once the engine has begun removing it: a waiter sees it `removing` (held) until
-        // it is gone (ADR 0010).
-        if let Err(e) = engine.remove_until_killed(&self.id).await {
+        // Its name is free at once; the engine removes the container after (ADR 0010).
+        let short = self.id.get(..12).unwrap_or(&self.id);
+        let released = format!("{}-released-{short}", self.name);
+        if let Err(e) = engine.free_name_and_remove(&self.id, &released).await {
             tracing::warn!(
                 "could not release the deploy lock ({e}); it expires by itself once its heartbeat stops"
             );

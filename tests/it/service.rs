@@ -324,11 +324,14 @@ impl Svc {
     /// Inspected, not only listed: the list may still show a container the engine is tearing
     /// down as running; inspect answers once that is done.
     pub fn containers(&self) -> Vec<String> {
-        // The lock is released once its process has exited; the engine removes it after.
+        // A released lock is renamed and left to the engine to remove: waited out.
+        let released = format!("slipway-lock-{}-released-", self.name);
         let since = std::time::Instant::now();
         loop {
             let now = self.listed();
-            if !now.iter().any(|c| c.contains(" removing "))
+            if !now
+                .iter()
+                .any(|c| c.contains(" removing ") || c.starts_with(&released))
                 || since.elapsed() > std::time::Duration::from_secs(10)
             {
                 return now;
