@@ -470,6 +470,10 @@ pub struct DoctorArgs {
     /// and this overlay network exists (the host's sibling and reload checks are skipped)
     #[arg(long, env = "SLIPWAY_SWARM_NETWORK", value_name = "NETWORK")]
     pub swarm_network: Option<String>,
+    /// A service spec: check its proxy (the directory slipway writes, on the host; the spec's
+    /// reload and test commands, none for Traefik) instead of Caddy's defaults
+    #[arg(long, env = "SLIPWAY_CONFIG", value_name = "PATH")]
+    pub config: Option<std::path::PathBuf>,
     /// Output format on stdout
     #[arg(long, env = "SLIPWAY_FORMAT", value_enum, default_value_t = Format::Text)]
     pub format: Format,
@@ -495,9 +499,19 @@ pub struct RegistryArgs {
 pub struct ReloadArgs {
     #[command(flatten)]
     pub sibling: SiblingArgs,
-    /// Command run on the host (inside `nsenter -t PID -m -u -n -p -i --`) to reload Caddy
-    #[arg(long, env = "SLIPWAY_RELOAD_COMMAND", default_value = DEFAULT_RELOAD_COMMAND)]
-    pub reload_command: String,
+    /// Command run on the host (inside `nsenter -t PID -m -u -n -p -i --`) to reload the proxy
+    /// [default: systemctl reload caddy; doctor --config: the spec's]
+    #[arg(long, env = "SLIPWAY_RELOAD_COMMAND")]
+    pub reload_command: Option<String>,
+}
+
+impl ReloadArgs {
+    /// The reload command given, or Caddy's default.
+    pub fn command(&self) -> &str {
+        self.reload_command
+            .as_deref()
+            .unwrap_or(DEFAULT_RELOAD_COMMAND)
+    }
 }
 
 /// The privileged sibling that enters the host: shared by every command that reaches it.

@@ -7,6 +7,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::engine::{Engine, EngineError, OneShotExit};
 use crate::host::HostAccess;
+use crate::host::proxy::ProxyKind;
 use crate::image::credentials::Credentials;
 use crate::image::registry::Registry;
 
@@ -40,11 +41,23 @@ pub struct RegistryTarget {
     pub credentials: Option<Credentials>,
 }
 
+/// The proxy the host checks look at: a spec's, or Caddy's with the default reload command.
+pub struct ProxyTarget {
+    /// `None`: the spec names no proxy (nothing to reload).
+    pub kind: Option<ProxyKind>,
+    /// What reloads it on the host; `None`: it watches its directory (Traefik).
+    pub reload: Option<Vec<String>>,
+    /// What tests its config before a reload (nginx).
+    pub test: Option<Vec<String>>,
+    /// The directory slipway writes, and the spec key naming it (only with a spec).
+    pub dir: Option<(String, &'static str)>,
+}
+
 pub struct Doctor {
     pub docker_host: String,
     pub registry: Option<RegistryTarget>,
     pub host: HostAccess,
-    pub reload_argv: Vec<String>,
+    pub proxy: ProxyTarget,
     /// `--swarm-network`: check a swarm (ADR 0011) instead of the host's sibling and reload.
     pub swarm_network: Option<String>,
 }
@@ -59,25 +72,21 @@ impl Doctor {
                 checks.extend(swarm_checks(&engine, network).await);
             }
             (Some(engine), None) => {
-                let sibling_ok = self.check_sibling(&engine, cancel, &mut checks).await;
-                if sibling_ok {
-                    checks.push(self.check_reload_command(&engine, cancel).await);
-                    checks.push(self.check_reload_resets(&engine, cancel).await);
+                if self.check_sibling(&engine, cancel, &mut checks).await {
+                    checks.extend(self.host_checks(&engine, cancel).await);
                 } else {
-                    checks.push(skip(
-                        "reload-command",
-                        "the privileged sibling could not run",
-                    ));
-                    checks.push(skip(
-                        "reload-resets",
-                        "the privileged sibling could not run",
-                    ));
+                    checks.extend(
+                        self.host_check_names()
+                            .map(|name| skip(name, "the privileged sibling could not run")),
+                    );
                 }
             }
             (None, _) => {
                 checks.push(skip("privileged-sibling", "the engine is not usable"));
-                checks.push(skip("reload-command", "the engine is not usable"));
-                checks.push(skip("reload-resets", "the engine is not usable"));
+                checks.extend(
+                    self.host_check_names()
+                        .map(|name| skip(name, "the engine is not usable")),
+                );
             }
         }
         Report {
@@ -185,6 +194,74 @@ impl Doctor {
         passed
     }
 
+    /// The checks run on the host through the sibling, by name.
+    fn host_check_names(&self) -> impl Iterator<Item = &'static str> {
+        let dir = self.proxy.dir.is_some().then_some("proxy-dir");
+        dir.into_iter().chain(["reload-command", "reload-resets"])
+    }
+
+    /// The proxy's directory, its reload (and test) command, and the reload's resets.
+    async fn host_checks(&self, engine: &Engine, cancel: &CancellationToken) -> Vec<Check> {
+        let mut checks = Vec::new();
+        if let Some((dir, key)) = &self.proxy.dir {
+            checks.push(self.check_proxy_dir(engine, cancel, dir, key).await);
+        }
+        let Some(kind) = self.proxy.kind else {
+            let why = "the spec names no proxy";
+            return vec![skip("reload-command", why), skip("reload-resets", why)];
+        };
+        let name = kind.name();
+        match &self.proxy.reload {
+            Some(reload) => {
+                let mut found = Vec::new();
+                for argv in self.proxy.test.iter().chain([reload]) {
+                    found.push(self.check_reload_command(engine, cancel, argv).await);
+                }
+                checks.push(merge_checks(found));
+            }
+            None => checks.push(skip(
+                "reload-command",
+                &format!("{name} watches its directory itself: nothing is reloaded"),
+            )),
+        }
+        checks.push(match kind {
+            ProxyKind::Caddy => self.check_reload_resets(engine, cancel).await,
+            _ => skip(
+                "reload-resets",
+                &format!("only a Caddy reload closes its listener; {name} keeps it"),
+            ),
+        });
+        checks
+    }
+
+    /// The directory slipway writes the proxy's file in exists on the host (Day 0 makes it).
+    async fn check_proxy_dir(
+        &self,
+        engine: &Engine,
+        cancel: &CancellationToken,
+        dir: &str,
+        key: &str,
+    ) -> Check {
+        let started = Instant::now();
+        let name = "proxy-dir";
+        let probe = ["test", "-d", dir].map(String::from);
+        match engine
+            .run_oneshot(&self.host.nsenter("doctor", &probe), cancel)
+            .await
+        {
+            Ok(exit) if exit.code == 0 => {
+                ok(name, format!("{dir} ({key}) exists on the host"), started)
+            }
+            Ok(_) => fail(
+                name,
+                format!("{dir} ({key}) does not exist on the host"),
+                "create it as Day 0 does (deploy/host/setup, see docs/operator-guide.md), or correct the spec's path",
+                started,
+            ),
+            Err(e) => fail(name, chain(&e), sibling_hint(&e), started),
+        }
+    }
+
     /// A Caddy reload closes its listening socket; connections queued on it are reset unless
     /// the host migrates them (`net.ipv4.tcp_migrate_req`, Linux 5.14+).
     async fn check_reload_resets(&self, engine: &Engine, cancel: &CancellationToken) -> Check {
@@ -215,11 +292,17 @@ impl Doctor {
         }
     }
 
-    /// `command -v` of the reload command's program, run on the host side.
-    async fn check_reload_command(&self, engine: &Engine, cancel: &CancellationToken) -> Check {
+    /// `command -v` of a reload (or test) command's program, run on the host side.
+    async fn check_reload_command(
+        &self,
+        engine: &Engine,
+        cancel: &CancellationToken,
+        argv: &[String],
+    ) -> Check {
         let started = Instant::now();
         let name = "reload-command";
-        let program = &self.reload_argv[0];
+        let proxy = self.proxy.kind.unwrap_or_default().name();
+        let program = &argv[0];
         let probe = [
             "/bin/sh",
             "-c",
@@ -238,10 +321,12 @@ impl Doctor {
                     return fail(
                         name,
                         format!(
-                            "`{path}` exists, but PID {} on the host is `{init}`, not systemd, so `systemctl` cannot reload Caddy",
+                            "`{path}` exists, but PID {} on the host is `{init}`, not systemd, so `systemctl` cannot reload {proxy}",
                             self.host.pid
                         ),
-                        "is this engine Docker-in-Docker? Use the host's own socket, or set --reload-command to what reloads Caddy there (e.g. `caddy reload --config /etc/caddy/Caddyfile`)",
+                        &format!(
+                            "is this engine Docker-in-Docker? Use the host's own socket, or set --reload-command to what reloads {proxy} there (e.g. `caddy reload --config /etc/caddy/Caddyfile`)"
+                        ),
                         started,
                     );
                 }
@@ -249,7 +334,7 @@ impl Doctor {
                     name,
                     format!(
                         "`{}` found on the host at {path} (PID {} is {init})",
-                        self.reload_argv.join(" "),
+                        argv.join(" "),
                         self.host.pid
                     ),
                     started,
@@ -266,7 +351,9 @@ impl Doctor {
                         format!(": {}", exit.stderr.trim())
                     }
                 ),
-                "install it on the host or set --reload-command / SLIPWAY_RELOAD_COMMAND to the command that reloads Caddy there",
+                &format!(
+                    "install it on the host or set --reload-command / SLIPWAY_RELOAD_COMMAND (or the spec's reload and test commands) to what reloads {proxy} there"
+                ),
                 started,
             ),
             Err(e) => fail(name, chain(&e), sibling_hint(&e), started),
@@ -407,6 +494,21 @@ fn fail(name: &'static str, detail: String, hint: &str, started: Instant) -> Che
         detail,
         hint: Some(hint.to_string()),
         elapsed_ms: started.elapsed().as_millis(),
+    }
+}
+
+/// The checks of several commands as one: the first failure, or every detail joined.
+fn merge_checks(checks: Vec<Check>) -> Check {
+    if let Some(failed) = checks.iter().find(|c| c.status == Status::Fail) {
+        return failed.clone();
+    }
+    let detail: Vec<&str> = checks.iter().map(|c| c.detail.as_str()).collect();
+    Check {
+        name: "reload-command",
+        status: Status::Ok,
+        detail: detail.join("; "),
+        hint: None,
+        elapsed_ms: checks.iter().map(|c| c.elapsed_ms).sum(),
     }
 }
 

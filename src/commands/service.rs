@@ -87,14 +87,14 @@ pub async fn reload(
     cancel: &CancellationToken,
 ) -> Result<Exit, Failure> {
     let host = host_access(&args.sibling)?;
-    let argv = reload_argv(&args.reload_command)?;
+    let argv = reload_argv(args.command())?;
     let engine = connect(global)?;
     reachable(&engine).await?;
     match agent::reload_once(&engine, &host, &argv, cancel).await {
         Ok(out) => {
             eprintln!(
                 "reloaded: `{}` on the host took {} ms",
-                args.reload_command,
+                args.command(),
                 out.elapsed.as_millis()
             );
             Ok(Exit::Success)

@@ -234,3 +234,114 @@ fn a_host_that_resets_connections_on_reload_is_reported() {
         "{stdout}"
     );
 }
+
+/// Whether a line of doctor's report starts with `start` and says `says`.
+fn line(report: &str, start: &str, says: &str) -> bool {
+    report
+        .lines()
+        .any(|l| l.starts_with(start) && l.contains(says))
+}
+
+/// A spec for `doctor --config`: `proxy` is its proxy table.
+fn doctor_spec(name: &str, proxy: &str) -> std::path::PathBuf {
+    let dir = sandbox().dir.join(format!("doctor-{name}"));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let spec = dir.join("slipway.toml");
+    std::fs::write(
+        &spec,
+        format!(
+            "name = \"{name}\"\nslots = [18501, 18502]\ncontainer_port = 8080\n[health]\ndocker = true\n{proxy}"
+        ),
+    )
+    .unwrap();
+    spec
+}
+
+#[test]
+fn with_a_traefik_spec_its_directory_is_checked_and_nothing_is_reloaded() {
+    let s = sandbox();
+    let dynamic = s.dir.join("doctor-traefik-dynamic");
+    let _ = std::fs::remove_dir_all(&dynamic);
+    let table = format!(
+        "[traefik]\ndynamic_dir = \"{}\"\nrule = \"PathPrefix(`/`)\"\nentrypoints = [\"web\"]\n",
+        dynamic.display()
+    );
+    let spec = doctor_spec("doc-traefik", &table);
+    let args = [
+        "doctor",
+        "--reload-image",
+        &s.base_image,
+        "--config",
+        spec.to_str().unwrap(),
+    ];
+    let out = slipway(&args);
+    let (stdout, _) = text(&out);
+    assert_eq!(code(&out), 4, "{stdout}");
+    let missing = format!(
+        "{} (traefik.dynamic_dir) does not exist on the host",
+        dynamic.display()
+    );
+    assert!(line(&stdout, "FAIL  proxy-dir", &missing), "{stdout}");
+    assert!(stdout.contains("create it as Day 0 does"), "{stdout}");
+    let nothing = "Traefik watches its directory itself";
+    assert!(line(&stdout, "skip  reload-command", nothing), "{stdout}");
+    let kept = "only a Caddy reload closes its listener";
+    assert!(line(&stdout, "skip  reload-resets", kept), "{stdout}");
+
+    // Day 0 done: the directory is there, and nothing else is asked of a Traefik host.
+    std::fs::create_dir_all(&dynamic).unwrap();
+    let out = slipway(&args);
+    let (stdout, _) = text(&out);
+    assert_eq!(code(&out), 0, "{stdout}");
+    assert!(stdout.contains("ok    proxy-dir"), "{stdout}");
+}
+
+#[test]
+fn with_an_nginx_spec_its_test_and_reload_commands_are_checked() {
+    let s = sandbox();
+    let dir = s.dir.join("doctor-nginx-conf");
+    std::fs::create_dir_all(&dir).unwrap();
+    let table = |test: &str| {
+        format!(
+            "[nginx]\nupstream_file = \"{}/web.upstream\"\ntest_command = \"{test}\"\nreload_command = \"nginx -s reload\"\n",
+            dir.display()
+        )
+    };
+    let spec = doctor_spec("doc-nginx", &table("nginx -t"));
+    let args = [
+        "doctor",
+        "--reload-image",
+        &s.base_image,
+        "--config",
+        spec.to_str().unwrap(),
+    ];
+    let out = slipway(&args);
+    let (stdout, _) = text(&out);
+    assert_eq!(code(&out), 0, "{stdout}");
+    assert!(stdout.contains("ok    proxy-dir"), "{stdout}");
+    assert!(
+        stdout.contains("`nginx -t` found on the host at /usr/sbin/nginx")
+            && stdout.contains("`nginx -s reload` found on the host at /usr/sbin/nginx"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("skip  reload-resets"), "{stdout}");
+
+    // A test command the host lacks fails the check, naming it and nginx.
+    std::fs::write(
+        &spec,
+        std::fs::read_to_string(&spec)
+            .unwrap()
+            .replace("nginx -t", "no-such-tester -t"),
+    )
+    .unwrap();
+    let out = slipway(&args);
+    let (stdout, _) = text(&out);
+    assert_eq!(code(&out), 4, "{stdout}");
+    assert!(
+        stdout.contains("FAIL  reload-command")
+            && stdout.contains("`no-such-tester` was not found on the host")
+            && stdout.contains("what reloads nginx there"),
+        "{stdout}"
+    );
+}
