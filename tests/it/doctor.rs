@@ -242,6 +242,21 @@ fn line(report: &str, start: &str, says: &str) -> bool {
         .any(|l| l.starts_with(start) && l.contains(says))
 }
 
+/// `slipway doctor --config SPEC` in the sandbox: its output and stdout.
+fn doctor_with(spec: &std::path::Path) -> (std::process::Output, String) {
+    let s = sandbox();
+    let config = spec.to_str().unwrap();
+    let out = slipway(&[
+        "doctor",
+        "--reload-image",
+        &s.base_image,
+        "--config",
+        config,
+    ]);
+    let stdout = text(&out).0;
+    (out, stdout)
+}
+
 /// A spec for `doctor --config`: `proxy` is its proxy table.
 fn doctor_spec(name: &str, proxy: &str) -> std::path::PathBuf {
     let dir = sandbox().dir.join(format!("doctor-{name}"));
@@ -268,15 +283,7 @@ fn with_a_traefik_spec_its_directory_is_checked_and_nothing_is_reloaded() {
         dynamic.display()
     );
     let spec = doctor_spec("doc-traefik", &table);
-    let args = [
-        "doctor",
-        "--reload-image",
-        &s.base_image,
-        "--config",
-        spec.to_str().unwrap(),
-    ];
-    let out = slipway(&args);
-    let (stdout, _) = text(&out);
+    let (out, stdout) = doctor_with(&spec);
     assert_eq!(code(&out), 4, "{stdout}");
     let missing = format!(
         "{} (traefik.dynamic_dir) does not exist on the host",
@@ -291,8 +298,7 @@ fn with_a_traefik_spec_its_directory_is_checked_and_nothing_is_reloaded() {
 
     // Day 0 done: the directory is there, and nothing else is asked of a Traefik host.
     std::fs::create_dir_all(&dynamic).unwrap();
-    let out = slipway(&args);
-    let (stdout, _) = text(&out);
+    let (out, stdout) = doctor_with(&spec);
     assert_eq!(code(&out), 0, "{stdout}");
     assert!(stdout.contains("ok    proxy-dir"), "{stdout}");
 }
@@ -309,15 +315,7 @@ fn with_an_nginx_spec_its_test_and_reload_commands_are_checked() {
         )
     };
     let spec = doctor_spec("doc-nginx", &table("nginx -t"));
-    let args = [
-        "doctor",
-        "--reload-image",
-        &s.base_image,
-        "--config",
-        spec.to_str().unwrap(),
-    ];
-    let out = slipway(&args);
-    let (stdout, _) = text(&out);
+    let (out, stdout) = doctor_with(&spec);
     assert_eq!(code(&out), 0, "{stdout}");
     assert!(stdout.contains("ok    proxy-dir"), "{stdout}");
     assert!(
@@ -335,8 +333,7 @@ fn with_an_nginx_spec_its_test_and_reload_commands_are_checked() {
             .replace("nginx -t", "no-such-tester -t"),
     )
     .unwrap();
-    let out = slipway(&args);
-    let (stdout, _) = text(&out);
+    let (out, stdout) = doctor_with(&spec);
     assert_eq!(code(&out), 4, "{stdout}");
     assert!(
         stdout.contains("FAIL  reload-command")
