@@ -470,10 +470,6 @@ pub struct DoctorArgs {
     /// and this overlay network exists (the host's sibling and reload checks are skipped)
     #[arg(long, env = "SLIPWAY_SWARM_NETWORK", value_name = "NETWORK")]
     pub swarm_network: Option<String>,
-    /// A service spec: check its proxy (the directory slipway writes, on the host; the spec's
-    /// reload and test commands, none for Traefik) instead of Caddy's defaults
-    #[arg(long, env = "SLIPWAY_CONFIG", value_name = "PATH")]
-    pub config: Option<std::path::PathBuf>,
     /// Output format on stdout
     #[arg(long, env = "SLIPWAY_FORMAT", value_enum, default_value_t = Format::Text)]
     pub format: Format,
@@ -500,9 +496,13 @@ pub struct ReloadArgs {
     #[command(flatten)]
     pub sibling: SiblingArgs,
     /// Command run on the host (inside `nsenter -t PID -m -u -n -p -i --`) to reload the proxy
-    /// [default: systemctl reload caddy; doctor --config: the spec's]
+    /// [default: the spec's with --config, else systemctl reload caddy]
     #[arg(long, env = "SLIPWAY_RELOAD_COMMAND")]
     pub reload_command: Option<String>,
+    /// A service spec: its proxy is the one reloaded and checked (its test and reload commands,
+    /// none for Traefik; doctor also checks its directory on the host)
+    #[arg(long, env = "SLIPWAY_CONFIG", value_name = "PATH")]
+    pub config: Option<std::path::PathBuf>,
 }
 
 impl ReloadArgs {

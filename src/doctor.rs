@@ -7,7 +7,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::engine::{Engine, EngineError, OneShotExit};
 use crate::host::HostAccess;
-use crate::host::proxy::ProxyKind;
+use crate::host::proxy::{Driver, ProxyKind, ProxyTarget};
 use crate::image::credentials::Credentials;
 use crate::image::registry::Registry;
 
@@ -39,18 +39,6 @@ pub struct RegistryTarget {
     pub name: String,
     pub insecure: bool,
     pub credentials: Option<Credentials>,
-}
-
-/// The proxy the host checks look at: a spec's, or Caddy's with the default reload command.
-pub struct ProxyTarget {
-    /// `None`: the spec names no proxy (nothing to reload).
-    pub kind: Option<ProxyKind>,
-    /// What reloads it on the host; `None`: it watches its directory (Traefik).
-    pub reload: Option<Vec<String>>,
-    /// What tests its config before a reload (nginx).
-    pub test: Option<Vec<String>>,
-    /// The directory slipway writes, and the spec key naming it (only with a spec).
-    pub dir: Option<(String, &'static str)>,
 }
 
 pub struct Doctor {
@@ -206,20 +194,20 @@ impl Doctor {
         if let Some((dir, key)) = &self.proxy.dir {
             checks.push(self.check_proxy_dir(engine, cancel, dir, key).await);
         }
-        let Some(kind) = self.proxy.kind else {
+        let Some(driver) = &self.proxy.driver else {
             let why = "the spec names no proxy";
             return vec![skip("reload-command", why), skip("reload-resets", why)];
         };
-        let name = kind.name();
-        match &self.proxy.reload {
-            Some(reload) => {
+        let (kind, name) = (driver.kind(), driver.kind().name());
+        match driver {
+            Driver::Reload { test, reload, .. } => {
                 let mut found = Vec::new();
-                for argv in self.proxy.test.iter().chain([reload]) {
+                for argv in test.iter().chain([reload]) {
                     found.push(self.check_reload_command(engine, cancel, argv).await);
                 }
                 checks.push(merge_checks(found));
             }
-            None => checks.push(skip(
+            Driver::Confirm { .. } => checks.push(skip(
                 "reload-command",
                 &format!("{name} watches its directory itself: nothing is reloaded"),
             )),
@@ -301,7 +289,13 @@ impl Doctor {
     ) -> Check {
         let started = Instant::now();
         let name = "reload-command";
-        let proxy = self.proxy.kind.unwrap_or_default().name();
+        let proxy = self
+            .proxy
+            .driver
+            .as_ref()
+            .map(Driver::kind)
+            .unwrap_or_default()
+            .name();
         let program = &argv[0];
         let probe = [
             "/bin/sh",

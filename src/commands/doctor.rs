@@ -1,10 +1,6 @@
 //! `slipway doctor`.
 
-use std::path::Path;
-
-use crate::host::proxy::{Driver, ProxyKind};
-use crate::rollout::inputs::{host_access, reload_argv};
-use crate::spec::ServiceSpec;
+use crate::rollout::inputs::host_access;
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::{self};
@@ -19,7 +15,7 @@ pub async fn doctor(
 ) -> Result<Exit, Failure> {
     let reload = &args.reload;
     let host = host_access(&reload.sibling)?;
-    let proxy = proxy_target(args.config.as_deref(), reload)?;
+    let proxy = super::proxy_target(reload)?;
     let registry = match &args.registry.registry {
         Some(name) => Some(doctor::RegistryTarget {
             name: name.clone(),
@@ -49,49 +45,5 @@ pub async fn doctor(
         Exit::Success
     } else {
         Exit::Unavailable
-    })
-}
-
-/// The proxy the host checks look at: the spec's with `--config` (`--reload-command` still
-/// overrides its reload), else Caddy's with the given or default reload command.
-fn proxy_target(
-    config: Option<&Path>,
-    reload: &cli::ReloadArgs,
-) -> Result<doctor::ProxyTarget, Failure> {
-    let caddy_default = || -> Result<doctor::ProxyTarget, Failure> {
-        Ok(doctor::ProxyTarget {
-            kind: Some(ProxyKind::Caddy),
-            reload: Some(reload_argv(reload.command())?),
-            test: None,
-            dir: None,
-        })
-    };
-    let Some(path) = config else {
-        return caddy_default();
-    };
-    let spec = ServiceSpec::load(path, &[]).map_err(|e| {
-        let hint = e.hint();
-        Failure::usage(e).with_hint(hint)
-    })?;
-    let Some(proxy) = spec.proxy() else {
-        return Ok(doctor::ProxyTarget {
-            kind: None,
-            reload: None,
-            test: None,
-            dir: None,
-        });
-    };
-    let driver = proxy
-        .driver(&spec.name, reload.reload_command.as_deref())
-        .map_err(|e| Failure::usage(e).with_hint("check the spec's reload and test commands"))?;
-    let (reload, test) = match driver {
-        Driver::Reload { reload, test, .. } => (Some(reload), test),
-        Driver::Confirm { .. } => (None, None),
-    };
-    Ok(doctor::ProxyTarget {
-        kind: Some(proxy.kind()),
-        reload,
-        test,
-        dir: Some((proxy.dir().display().to_string(), proxy.dir_key())),
     })
 }

@@ -7,8 +7,11 @@ pub mod smoke;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::{Cli, Command, Format};
+use crate::cli::{Cli, Command, Format, ReloadArgs};
 use crate::exit::{Exit, Failure};
+use crate::host::proxy::{Driver, ProxyKind, ProxyTarget};
+use crate::rollout::inputs::reload_argv;
+use crate::spec::ServiceSpec;
 use crate::{deploy, output, rollout, watch};
 
 /// Runs one parsed command line.
@@ -53,4 +56,37 @@ pub async fn run(cli: Cli, cancel: &CancellationToken) -> Result<Exit, Failure> 
             Ok(Exit::Success)
         }
     }
+}
+
+/// The proxy `reload` and `doctor` reach: the spec's with `--config` (`--reload-command` still
+/// overrides its reload), else Caddy's with the given or default reload command.
+fn proxy_target(args: &ReloadArgs) -> Result<ProxyTarget, Failure> {
+    let Some(path) = &args.config else {
+        let driver = Driver::Reload {
+            kind: ProxyKind::Caddy,
+            test: None,
+            reload: reload_argv(args.command())?,
+        };
+        return Ok(ProxyTarget {
+            driver: Some(driver),
+            dir: None,
+        });
+    };
+    let spec = ServiceSpec::load(path, &[]).map_err(|e| {
+        let hint = e.hint();
+        Failure::usage(e).with_hint(hint)
+    })?;
+    let Some(proxy) = spec.proxy() else {
+        return Ok(ProxyTarget {
+            driver: None,
+            dir: None,
+        });
+    };
+    let driver = proxy
+        .driver(&spec.name, args.reload_command.as_deref())
+        .map_err(|e| Failure::usage(e).with_hint("check the spec's reload and test commands"))?;
+    Ok(ProxyTarget {
+        driver: Some(driver),
+        dir: Some((proxy.dir().display().to_string(), proxy.dir_key())),
+    })
 }

@@ -7,8 +7,9 @@ use crate::cli::{GlobalArgs, LockAction, LockArgs, ReloadArgs, ServiceArgs};
 use crate::exit::{Exit, Failure};
 use crate::host::agent::{self};
 use crate::host::lock::{self, LockState};
+use crate::host::proxy::Driver;
 use crate::output;
-use crate::rollout::inputs::{host_access, reload_argv};
+use crate::rollout::inputs::host_access;
 use crate::rollout::read::resolve_target;
 use crate::rollout::{
     self, Choice, Facts, connect, execute_locked, plan_only, prepare, reachable, render_plan,
@@ -80,30 +81,71 @@ async fn swarm_run(
     Ok(exit)
 }
 
-/// `slipway reload`.
+/// `slipway reload`: the proxy's test (nginx), then its reload, each run on the host.
 pub async fn reload(
     global: &GlobalArgs,
     args: &ReloadArgs,
     cancel: &CancellationToken,
 ) -> Result<Exit, Failure> {
     let host = host_access(&args.sibling)?;
-    let argv = reload_argv(args.command())?;
+    let target = super::proxy_target(args)?;
+    let Some(Driver::Reload { kind, test, reload }) = target.driver else {
+        let why = match (&target.driver, &target.dir) {
+            (Some(d), Some((dir, _))) => format!("{} watches {dir} itself", d.kind().name()),
+            _ => "the spec names no proxy".to_string(),
+        };
+        eprintln!("nothing to reload: {why}");
+        return Ok(Exit::Success);
+    };
     let engine = connect(global)?;
     reachable(&engine).await?;
-    match agent::reload_once(&engine, &host, &argv, cancel).await {
-        Ok(out) => {
-            eprintln!(
-                "reloaded: `{}` on the host took {} ms",
-                args.command(),
-                out.elapsed.as_millis()
-            );
-            Ok(Exit::Success)
+    let name = kind.name();
+    if let Some(test) = &test {
+        let ms = on_host(
+            &engine,
+            &host,
+            test,
+            cancel,
+            &format!("{name}'s config test"),
+        )
+        .await
+        .map_err(|f| {
+            f.with_hint(format!(
+                "fix {name}'s config on the host: nothing was reloaded"
+            ))
+        })?;
+        eprintln!("tested: `{}` on the host took {ms} ms", test.join(" "));
+    }
+    let ms = on_host(
+        &engine,
+        &host,
+        &reload,
+        cancel,
+        &format!("the {name} reload"),
+    )
+    .await?;
+    eprintln!("reloaded: `{}` on the host took {ms} ms", reload.join(" "));
+    Ok(Exit::Success)
+}
+
+/// Runs `argv` on the host in a short-lived sibling; its time in ms, or why it failed.
+async fn on_host(
+    engine: &crate::engine::Engine,
+    host: &crate::host::HostAccess,
+    argv: &[String],
+    cancel: &CancellationToken,
+    what: &str,
+) -> Result<u128, Failure> {
+    match agent::reload_once(engine, host, argv, cancel).await {
+        Ok(out) => Ok(out.elapsed.as_millis()),
+        Err(agent::AgentError::Engine(e @ crate::engine::EngineError::Interrupted { .. })) => {
+            Err(Failure::new(Exit::Interrupted, e))
         }
-        Err(agent::AgentError::Engine(crate::engine::EngineError::Interrupted { .. })) => {
-            Ok(Exit::Interrupted)
-        }
-        Err(e @ agent::AgentError::Reload { .. }) => Err(Failure::new(Exit::Unavailable, e)
-            .with_hint("run the command on the host by hand to see why; `slipway doctor` checks the sibling and the command")),
+        Err(agent::AgentError::Reload { code, output }) => Err(Failure::new(
+            Exit::Unavailable,
+            anyhow::anyhow!("{what} (`{}`) failed on the host (exit {code}): {output}", argv.join(" ")),
+        )
+        .with_hint("run it on the host by hand to see why; `slipway doctor --config SPEC` checks the sibling and the commands")),
         Err(e) => Err(Failure::new(Exit::Unavailable, e)),
     }
 }

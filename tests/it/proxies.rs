@@ -336,3 +336,60 @@ fn traefik_refusals_roll_back_with_traefiks_message() {
         "& is not supported",
     );
 }
+
+#[test]
+fn reload_with_a_spec_runs_nginxs_test_then_its_reload_and_has_nothing_to_do_for_traefik() {
+    let b = Behind::start(Kind::Nginx, "px-nginx-reload");
+    let out = b.svc.run(&["reload"], &[]);
+    let (_, stderr) = text(&out);
+    assert_eq!(code(&out), 0, "{stderr}");
+    let said = |start: &str, has: &str| {
+        stderr
+            .lines()
+            .any(|l| l.starts_with(start) && l.contains(has))
+    };
+    assert!(said("tested: `", " -t -c "), "{stderr}");
+    assert!(said("reloaded: `", " -s reload -c "), "{stderr}");
+
+    // A config nginx refuses: its test fails with its own message, and nothing is reloaded.
+    let mut conf = std::fs::read_to_string(&b.conf).unwrap();
+    conf.push_str("not_a_directive on;\n");
+    std::fs::write(&b.conf, conf).unwrap();
+    let out = b.svc.run(&["reload"], &[]);
+    let (_, stderr) = text(&out);
+    assert_eq!(code(&out), 4, "{stderr}");
+    assert!(stderr.contains("nginx's config test (`"), "{stderr}");
+    assert!(
+        stderr.contains("unknown directive \"not_a_directive\""),
+        "{stderr}"
+    );
+    assert!(stderr.contains("nothing was reloaded"), "{stderr}");
+    assert!(!stderr.contains("reloaded: `"), "{stderr}");
+
+    // Traefik watches its directory: nothing to reload, no engine needed.
+    let dir = fresh_dir("px-traefik-reload");
+    let spec = dir.join("slipway.toml");
+    let table = format!(
+        "[traefik]\ndynamic_dir = \"{}\"\nrule = \"PathPrefix(`/`)\"\nentrypoints = [\"web\"]\n",
+        dir.display()
+    );
+    std::fs::write(
+        &spec,
+        format!("name = \"px-traefik-reload\"\nslots = [18601, 18602]\ncontainer_port = 8080\n[health]\n{HEALTH}\n{table}"),
+    )
+    .unwrap();
+    let out = crate::support::slipway(&[
+        "--docker-host",
+        "unix:///nonexistent.sock",
+        "reload",
+        "--config",
+        spec.to_str().unwrap(),
+    ]);
+    let (_, stderr) = text(&out);
+    assert_eq!(code(&out), 0, "{stderr}");
+    let nothing = format!(
+        "nothing to reload: Traefik watches {} itself",
+        dir.display()
+    );
+    assert!(stderr.contains(&nothing), "{stderr}");
+}

@@ -235,6 +235,15 @@ pub(crate) fn check_values(v: &UpstreamValues<'_>) -> Result<(), ConfigValueErro
     Ok(())
 }
 
+/// The proxy a command reaches outside a rollout (`reload`, `doctor`): a spec's, or Caddy's
+/// with the given or default reload command.
+pub struct ProxyTarget {
+    /// How the proxy takes a change in; `None`: the spec names no proxy.
+    pub driver: Option<Driver>,
+    /// The directory slipway writes, and the spec key naming it (only with a spec).
+    pub dir: Option<(String, &'static str)>,
+}
+
 /// How a written file is taken in by the proxy, resolved from the spec and the flags.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Driver {
