@@ -242,24 +242,22 @@ impl Engine {
     }
 
     /// Every container (running or not) carrying all of `labels`, inspected side by side (in the
-    /// list's order; one removed meanwhile is left out), but for those whose label `skip.0` is
-    /// `skip.1`: not inspected, since an inspect waits while the engine starts or stops that
-    /// container.
+    /// list's order; one removed meanwhile is left out), but for the one named `skip`: not
+    /// inspected, since an inspect waits while the engine starts or stops that container.
     pub async fn containers_with_labels_but(
         &self,
         labels: &[(&str, &str)],
-        skip: (&str, &str),
+        skip: &str,
     ) -> Result<Vec<ContainerInfo>, EngineError> {
         let summaries = self
             .list_labelled(labels, &[])
             .await
             .map_err(EngineError::api("listing containers"))?;
         let skipped = |s: &ContainerSummary| {
-            s.labels
-                .as_ref()
-                .and_then(|l| l.get(skip.0))
-                .map(String::as_str)
-                == Some(skip.1)
+            s.names
+                .iter()
+                .flatten()
+                .any(|n| n.trim_start_matches('/') == skip)
         };
         let inspected = summaries
             .into_iter()

@@ -61,7 +61,8 @@ pub async fn gather_facts(
     };
     let labels = [(LABEL_MANAGED, "true"), (LABEL_SERVICE, service)];
     // The lock's container is no fact of the plan (and is being started beside this).
-    let containers = engine.containers_with_labels_but(&labels, (LABEL_ROLE, "lock"));
+    let lock = crate::host::lock::lock_name(service);
+    let containers = engine.containers_with_labels_but(&labels, &lock);
     let (all, image) = tokio::try_join!(containers, inspect_image)?;
     let role = |c: &ContainerInfo, r: &str| c.labels.get(LABEL_ROLE).map(String::as_str) == Some(r);
     let (containers, others): (Vec<_>, Vec<_>) = all.into_iter().partition(|c| role(c, "app"));
@@ -81,12 +82,14 @@ pub async fn gather_facts(
     })
 }
 
-/// A helper of a run that died: an agent, probe or release container; or a watchdog's probe
-/// sibling that does not run (its watchdog was killed between creating and starting it).
+/// A helper of a run that died: an agent, probe or release container; a watchdog's probe
+/// sibling that does not run (its watchdog was killed between creating and starting it); or a
+/// released lock (renamed) that the engine failed to remove (neither running nor `removing`).
 fn left_behind(c: &ContainerInfo) -> bool {
     match c.labels.get(LABEL_ROLE).map(String::as_str) {
         Some("agent" | "probe" | "release") => true,
         Some(ROLE_WATCH_PROBE) => !c.running,
+        Some("lock") => !c.running && c.status != "removing",
         _ => false,
     }
 }
@@ -110,5 +113,15 @@ mod tests {
         assert!(!left_behind(&with_role(ROLE_WATCH_PROBE, true)));
         assert!(left_behind(&with_role("agent", true)));
         assert!(!left_behind(&with_role("app", false)));
+    }
+
+    #[test]
+    fn a_released_lock_is_left_behind_only_once_the_engine_has_stopped_removing_it() {
+        let mut lock = with_role("lock", false);
+        lock.status = "dead".into();
+        assert!(left_behind(&lock));
+        lock.status = "removing".into();
+        assert!(!left_behind(&lock));
+        assert!(!left_behind(&with_role("lock", true)));
     }
 }

@@ -405,3 +405,37 @@ fn sigterm_while_waiting_for_the_lock_leaves_the_holder_alone() {
     svc.assert_serves("v2");
     assert_eq!(svc.running_revisions(), ["v2"]);
 }
+
+#[test]
+fn a_released_lock_the_engine_failed_to_remove_is_removed_by_the_next_rollout() {
+    let img = images();
+    let svc = Svc::new("roll-released", "", DOCKER_HEALTH);
+    ok(&svc, &img.v1);
+    // As a release leaves it when the engine's removal fails: renamed, not running.
+    let name = format!("slipway-lock-{}-released-0123456789ab", svc.name);
+    let service = format!("dev.slipway.service={}", svc.name);
+    let labels = [
+        "dev.slipway.managed=true",
+        &service,
+        "dev.slipway.role=lock",
+    ];
+    let base = sandbox().base_image;
+    let mut create = vec!["create", "--name", name.as_str()];
+    for l in &labels {
+        create.extend(["--label", l]);
+    }
+    create.extend([base.as_str(), "true"]);
+    docker_ok(&create);
+    let left = || docker_ok(&["ps", "-aq", "--filter", &format!("name=^/{name}$")]);
+    assert!(!left().trim().is_empty());
+
+    let out = svc.run(&["rollout", &img.v2], &[]);
+    let (stdout, stderr) = text(&out);
+    assert_eq!(code(&out), 0, "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains(&format!("removed leftover {name}")),
+        "{stdout}"
+    );
+    assert!(left().trim().is_empty(), "{}", left());
+    svc.assert_serves("v2");
+}
