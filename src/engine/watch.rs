@@ -172,6 +172,8 @@ impl ProbeSession {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Listed {
     pub id: String,
+    /// Without the leading `/`.
+    pub name: String,
     pub labels: BTreeMap<String, String>,
     pub created_unix: i64,
 }
@@ -192,8 +194,15 @@ impl Engine {
         Ok(summaries
             .into_iter()
             .filter_map(|s| {
+                let name = s
+                    .names
+                    .as_ref()?
+                    .first()?
+                    .trim_start_matches('/')
+                    .to_string();
                 Some(Listed {
                     id: s.id?,
+                    name,
                     labels: s.labels.unwrap_or_default().into_iter().collect(),
                     created_unix: s.created.unwrap_or_default(),
                 })

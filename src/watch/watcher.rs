@@ -174,7 +174,12 @@ impl Watcher {
         };
         // A deploy (or another watchdog's replacement) is running: its own gate watches the
         // service, and the container it starts does not answer yet. Not probed meanwhile.
-        if let Some(lock) = listed.iter().find(|c| c.role() == Some("lock")) {
+        // A released lock (renamed, being removed) is not a deploy.
+        let lock_name = crate::host::lock::lock_name(&self.spec.name);
+        let held = listed
+            .iter()
+            .find(|c| c.role() == Some("lock") && c.name == lock_name);
+        if let Some(lock) = held {
             let owner = lock.labels.get(LABEL_OWNER).cloned().unwrap_or_default();
             return self.lock_held(sh, owner, lock.created_unix);
         }
