@@ -196,14 +196,16 @@ impl Doctor {
         }
         let Some(driver) = &self.proxy.driver else {
             let why = "the spec names no proxy";
-            return vec![skip("reload-command", why), skip("reload-resets", why)];
+            checks.extend([skip("reload-command", why), skip("reload-resets", why)]);
+            return checks;
         };
-        let (kind, name) = (driver.kind(), driver.kind().name());
+        let kind = driver.kind();
+        let name = kind.name();
         match driver {
             Driver::Reload { test, reload, .. } => {
                 let mut found = Vec::new();
                 for argv in test.iter().chain([reload]) {
-                    found.push(self.check_reload_command(engine, cancel, argv).await);
+                    found.push(self.check_reload_command(engine, cancel, kind, argv).await);
                 }
                 checks.push(merge_checks(found));
             }
@@ -285,17 +287,12 @@ impl Doctor {
         &self,
         engine: &Engine,
         cancel: &CancellationToken,
+        kind: ProxyKind,
         argv: &[String],
     ) -> Check {
         let started = Instant::now();
         let name = "reload-command";
-        let proxy = self
-            .proxy
-            .driver
-            .as_ref()
-            .map(Driver::kind)
-            .unwrap_or_default()
-            .name();
+        let proxy = kind.name();
         let program = &argv[0];
         let probe = [
             "/bin/sh",

@@ -10,8 +10,7 @@ use tokio_util::sync::CancellationToken;
 use crate::cli::{Cli, Command, Format, ReloadArgs};
 use crate::exit::{Exit, Failure};
 use crate::host::proxy::{Driver, ProxyKind, ProxyTarget};
-use crate::rollout::inputs::reload_argv;
-use crate::spec::ServiceSpec;
+use crate::rollout::inputs::{load_spec, reload_argv};
 use crate::{deploy, output, rollout, watch};
 
 /// Runs one parsed command line.
@@ -72,10 +71,7 @@ fn proxy_target(args: &ReloadArgs) -> Result<ProxyTarget, Failure> {
             dir: None,
         });
     };
-    let spec = ServiceSpec::load(path, &[]).map_err(|e| {
-        let hint = e.hint();
-        Failure::usage(e).with_hint(hint)
-    })?;
+    let spec = load_spec(path, &[])?;
     let Some(proxy) = spec.proxy() else {
         return Ok(ProxyTarget {
             driver: None,
@@ -89,4 +85,74 @@ fn proxy_target(args: &ReloadArgs) -> Result<ProxyTarget, Failure> {
         driver: Some(driver),
         dir: Some((proxy.dir().display().to_string(), proxy.dir_key())),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn reload_args(extra: &[&str]) -> ReloadArgs {
+        let argv = ["slipway", "reload"].iter().chain(extra).copied();
+        let Command::Reload(args) = Cli::try_parse_from(argv).unwrap().command else {
+            panic!("not `reload`");
+        };
+        args
+    }
+
+    fn argv(line: &str) -> Vec<String> {
+        line.split(' ').map(String::from).collect()
+    }
+
+    #[test]
+    fn without_a_spec_it_is_caddy_with_the_default_reload() {
+        let target = proxy_target(&reload_args(&[])).unwrap();
+        let caddy = Driver::Reload {
+            kind: ProxyKind::Caddy,
+            test: None,
+            reload: argv("systemctl reload caddy"),
+        };
+        assert_eq!(target.driver, Some(caddy));
+        assert_eq!(target.dir, None);
+    }
+
+    #[test]
+    fn a_spec_gives_its_proxy_and_the_flag_overrides_only_the_reload() {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = dir.path().join("slipway.toml");
+        let upstream = dir.path().join("web.upstream");
+        std::fs::write(
+            &spec,
+            format!(
+                "name = \"web\"\nslots = [18501, 18502]\ncontainer_port = 8080\n[health]\ndocker = true\n[nginx]\nupstream_file = \"{}\"\n",
+                upstream.display()
+            ),
+        )
+        .unwrap();
+        let config = spec.to_str().unwrap();
+        let flags = ["--config", config, "--reload-command", "nginx -s reload"];
+        let target = proxy_target(&reload_args(&flags)).unwrap();
+        let nginx = Driver::Reload {
+            kind: ProxyKind::Nginx,
+            test: Some(argv("nginx -t")),
+            reload: argv("nginx -s reload"),
+        };
+        assert_eq!(target.driver, Some(nginx));
+        let key = "nginx.upstream_file";
+        assert_eq!(target.dir, Some((dir.path().display().to_string(), key)));
+    }
+
+    #[test]
+    fn a_spec_that_does_not_load_is_a_usage_error_naming_it() {
+        let Err(failure) = proxy_target(&reload_args(&["--config", "/nonexistent/slipway.toml"]))
+        else {
+            panic!("a missing spec was accepted");
+        };
+        assert_eq!(failure.exit, Exit::Usage);
+        assert!(
+            format!("{:#}", failure.error).contains("/nonexistent/slipway.toml"),
+            "{:#}",
+            failure.error
+        );
+    }
 }

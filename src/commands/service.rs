@@ -9,13 +9,12 @@ use crate::host::agent::{self};
 use crate::host::lock::{self, LockState};
 use crate::host::proxy::Driver;
 use crate::output;
-use crate::rollout::inputs::host_access;
+use crate::rollout::inputs::{host_access, load_spec};
 use crate::rollout::read::resolve_target;
 use crate::rollout::{
     self, Choice, Facts, connect, execute_locked, plan_only, prepare, reachable, render_plan,
     render_report,
 };
-use crate::spec::ServiceSpec;
 
 /// `rollout` and `rollback`.
 pub async fn run(
@@ -153,10 +152,7 @@ async fn on_host(
 /// `slipway lock status|release`.
 pub async fn lock_command(global: &GlobalArgs, args: &LockArgs) -> Result<Exit, Failure> {
     let (LockAction::Status(t) | LockAction::Release(t)) = &args.action;
-    let spec = ServiceSpec::load(&t.config, &[]).map_err(|e| {
-        let hint = e.hint();
-        Failure::usage(e).with_hint(hint)
-    })?;
+    let spec = load_spec(&t.config, &[])?;
     let engine = connect(global)?;
     reachable(&engine).await?;
     let unavailable = |e: crate::engine::EngineError| Failure::new(Exit::Unavailable, e);

@@ -389,11 +389,10 @@ impl Engine {
 
     /// Frees the container's name at once (renamed to `new_name`), then removes it (forced),
     /// returning at its `kill` event: moby finishes a removal without the caller (its remove
-    /// handler takes no request context). Podman, or a rename refused: the removal is waited for.
+    /// handler takes no request context). A rename refused, or Podman: the removal is waited for.
     pub async fn free_name_and_remove(&self, id: &str, new_name: &str) -> Result<(), EngineError> {
-        let docker =
-            matches!(self.version_once().await, Ok(v) if v.kind == super::EngineKind::Docker);
-        if !docker || self.rename(id, new_name).await.is_err() {
+        if let Err(e) = self.rename(id, new_name).await {
+            tracing::debug!("{e}; the removal is waited for");
             return self.remove_container(id).await;
         }
         let engine = self.clone();

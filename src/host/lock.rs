@@ -123,9 +123,6 @@ fn age_secs(timestamp: &str) -> Option<u64> {
 fn state_of(info: &ContainerInfo) -> LockState {
     let label = |k: &str| info.labels.get(k).cloned().unwrap_or_default();
     let ttl: u64 = label(LABEL_TTL).parse().unwrap_or(30);
-    // Created but not started yet: its holder is between the two calls, unless that was
-    // longer ago than the TTL (the holder died there).
-    let starting = info.status == "created" && age_secs(&info.created).is_none_or(|a| a < ttl);
     // Being removed: its holder released it (or a run takes it over); free once it is gone.
     if info.status == "removing" {
         return LockState::Releasing {
@@ -133,6 +130,9 @@ fn state_of(info: &ContainerInfo) -> LockState {
             since: info.started_at.clone(),
         };
     }
+    // Created but not started yet: its holder is between the two calls, unless that was
+    // longer ago than the TTL (the holder died there).
+    let starting = info.status == "created" && age_secs(&info.created).is_none_or(|a| a < ttl);
     if info.running || starting {
         LockState::Held {
             owner: label(LABEL_OWNER),

@@ -50,11 +50,16 @@ pub fn reload_argv(line: &str) -> Result<Vec<String>, Failure> {
         .map_err(|e| Failure::usage(e).with_hint("e.g. --reload-command 'systemctl reload caddy'"))
 }
 
-pub fn prepare(global: &GlobalArgs, args: &ServiceArgs) -> Result<Prepared, Failure> {
-    let spec = ServiceSpec::load(&args.config, &args.set).map_err(|e| {
+/// The spec at `path` with `set` applied; a spec that does not load is a usage error (exit 2).
+pub fn load_spec(path: &std::path::Path, set: &[String]) -> Result<ServiceSpec, Failure> {
+    ServiceSpec::load(path, set).map_err(|e| {
         let hint = e.hint();
         Failure::usage(e).with_hint(hint)
-    })?;
+    })
+}
+
+pub fn prepare(global: &GlobalArgs, args: &ServiceArgs) -> Result<Prepared, Failure> {
+    let spec = load_spec(&args.config, &args.set)?;
     let over = spec.over_quota();
     if !over.is_empty() && !args.approve_over_quota {
         return Err(Failure::usage(anyhow::anyhow!(
